@@ -1,0 +1,584 @@
+#include "activator/backend.hpp"
+
+#include <sys/socket.h>
+
+#include <boost/json.hpp>
+
+#include "config/duration.hpp"
+#include "core/log.hpp"
+#include "core/spawn.hpp"
+#include "upstream/probe.hpp"
+
+namespace va::activator {
+namespace {
+
+using namespace net::experimental::awaitable_operators;
+
+constexpr State kStates[] = {State::asleep, State::waking, State::ready, State::stopping,
+                             State::failed};
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+bool peer_closed(tcp::socket& s) {
+  char c;
+  const auto n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+}  // namespace
+
+std::string_view name(State s) {
+  switch (s) {
+    case State::asleep:
+      return "asleep";
+    case State::waking:
+      return "waking";
+    case State::ready:
+      return "ready";
+    case State::stopping:
+      return "stopping";
+    case State::failed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+bool PendingBudget::try_add(std::size_t n) {
+  auto used = used_.load();
+  do {
+    if (used + n > limit_) {
+      return false;
+    }
+  } while (!used_.compare_exchange_weak(used, used + n));
+  return true;
+}
+
+Lease& Lease::operator=(Lease&& o) noexcept {
+  if (this != &o) {
+    if (backend_ != nullptr) {
+      backend_->end_request();
+    }
+    backend_ = std::exchange(o.backend_, nullptr);
+  }
+  return *this;
+}
+
+Lease::~Lease() {
+  if (backend_ != nullptr) {
+    backend_->end_request();
+  }
+}
+
+struct Backend::Waiter {
+  explicit Waiter(net::any_io_executor ex) : timer(ex) {}
+  net::steady_timer timer;  // cancelled (on its own executor) when `done` is set
+  bool done = false;        // guarded by Backend::mu_
+  bool granted = false;
+  Failure failure;
+};
+
+Backend::Backend(Settings settings, net::any_io_executor ex, const ScalerFactory& make_scaler,
+                 upstream::Pool& pool, metrics::Metrics& metrics, PendingBudget& budget)
+    : settings_(std::move(settings)),
+      strand_(net::make_strand(ex)),
+      scaler_(make_scaler(strand_)),
+      pool_(pool),
+      metrics_(metrics),
+      budget_(budget),
+      signal_(strand_),
+      done_(strand_) {
+  scaler_->on_change([this] { poke(); });
+  done_.expires_at(Clock::time_point::max());
+  std::lock_guard lock(mu_);
+  update_gauges_locked();
+  metrics_.backend_awake_seconds_total.with({settings_.name});
+  for (const char* result : {"success", "failed", "timeout"}) {
+    metrics_.wakes_total.with({settings_.name, result});
+  }
+  metrics_.scale_downs_total.with({settings_.name, "idle"});
+}
+
+Backend::~Backend() = default;
+
+void Backend::start() { spawn(strand_, run(), "backend controller"); }
+
+void Backend::poke() {
+  poked_ = true;
+  net::post(strand_, [this] { signal_.cancel(); });
+}
+
+task<void> Backend::wait_poke(std::chrono::milliseconds d) {
+  if (poked_.exchange(false) || d <= 0ms) {
+    co_return;
+  }
+  signal_.expires_after(d);
+  co_await signal_.async_wait(use_nothrow);
+  poked_ = false;
+}
+
+// --- the request side -------------------------------------------------------------------------
+
+task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, tcp::socket& client) {
+  auto ex = co_await net::this_coro::executor;
+  std::shared_ptr<Waiter> w;
+  {
+    std::lock_guard lock(mu_);
+    if (shutting_down_) {
+      co_return Failure{errc::shutting_down, "the proxy is shutting down"};
+    }
+    if (state_ == State::ready && !suspect_) {
+      ++in_flight_;
+      update_gauges_locked();
+      co_return Acquired{Lease(this), std::nullopt};
+    }
+    if (pending_.size() >= settings_.max_pending) {
+      co_return Failure{errc::queue_full,
+                        "backend '" + settings_.name + "' is waking and already holds " +
+                            std::to_string(settings_.max_pending) + " requests (max_pending)"};
+    }
+    if (!budget_.try_add(body_bytes)) {
+      co_return Failure{errc::queue_full, "held request bodies reached limits.max_pending_bytes"};
+    }
+    w = std::make_shared<Waiter>(ex);
+    pending_.push_back(w);
+    if (state_ == State::asleep || state_ == State::failed) {
+      set_state_locked(State::waking, "request");
+    }
+    update_gauges_locked();
+  }
+  poke();
+
+  const auto start = Clock::now();
+  const auto deadline = start + settings_.wake_timeout;
+  w->timer.expires_at(deadline);
+  bool watch_client = true;
+  bool client_left = false;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (w->done) {
+        break;
+      }
+    }
+    if (Clock::now() >= deadline) {
+      break;
+    }
+    if (watch_client) {
+      auto r = co_await (w->timer.async_wait(use_nothrow) ||
+                         client.async_wait(tcp::socket::wait_read, use_nothrow));
+      if (r.index() == 1) {
+        if (peer_closed(client)) {
+          client_left = true;
+          break;
+        }
+        watch_client = false;  // pipelined bytes: only the timer is left to wait on
+      }
+    } else {
+      co_await w->timer.async_wait(use_nothrow);
+    }
+  }
+  budget_.sub(body_bytes);
+
+  std::lock_guard lock(mu_);
+  if (!w->done) {
+    std::erase(pending_, w);
+    update_gauges_locked();
+    if (client_left) {
+      co_return Failure{errc::client_gone, "client disconnected while held"};
+    }
+    std::string why = last_error_.empty() ? "" : " (last: " + last_error_ + ")";
+    co_return Failure{errc::wake_timeout,
+                      "backend '" + settings_.name + "' did not become ready within " +
+                          config::format_duration(settings_.wake_timeout) + why};
+  }
+  if (!w->granted) {
+    co_return w->failure;
+  }
+  co_return Acquired{Lease(this),
+                     std::chrono::duration<double, std::milli>(Clock::now() - start).count()};
+}
+
+void Backend::end_request() {
+  bool idle = false;
+  {
+    std::lock_guard lock(mu_);
+    VA_CHECK(in_flight_ > 0);
+    --in_flight_;
+    last_activity_ = Clock::now();
+    idle = in_flight_ == 0;
+    update_gauges_locked();
+  }
+  if (idle) {
+    poke();
+  }
+}
+
+void Backend::suspect() {
+  {
+    std::lock_guard lock(mu_);
+    suspect_ = true;
+  }
+  poke();
+}
+
+void Backend::wake(std::string_view cause) {
+  {
+    std::lock_guard lock(mu_);
+    if (state_ == State::asleep || state_ == State::failed) {
+      set_state_locked(State::waking, cause);
+    }
+  }
+  poke();
+}
+
+bool Backend::sleep(std::string_view cause) {
+  {
+    std::lock_guard lock(mu_);
+    if (in_flight_ > 0 || !pending_.empty()) {
+      return false;
+    }
+    if (state_ == State::ready || state_ == State::waking) {
+      set_state_locked(State::stopping, cause);
+      metrics_.scale_downs_total.with({settings_.name, "admin"}).inc();
+    }
+  }
+  poke();
+  return true;
+}
+
+std::size_t Backend::in_flight() const {
+  std::lock_guard lock(mu_);
+  return in_flight_;
+}
+
+void Backend::begin_shutdown() {
+  std::lock_guard lock(mu_);
+  shutting_down_ = true;
+  fail_waiters_locked(errc::shutting_down, "the proxy is shutting down");
+}
+
+task<void> Backend::shutdown() {
+  co_await net::co_spawn(
+      strand_,
+      [this]() -> task<void> {
+        stop_requested_ = true;
+        signal_.cancel();
+        if (!stopped_) {
+          co_await done_.async_wait(use_nothrow);
+        }
+        co_await scaler_->shutdown();
+      },
+      net::use_awaitable);
+}
+
+// --- the controller ---------------------------------------------------------------------------
+
+task<void> Backend::run() {
+  // Adopt what is already running (a proxy restart, someone scaled it up by hand).
+  auto observed = co_await scaler_->observe();
+  if (observed && observed->ready > 0 && co_await healthy()) {
+    std::lock_guard lock(mu_);
+    if (state_ == State::asleep) {
+      last_activity_ = Clock::now();
+      set_state_locked(State::ready, "adopted a running backend");
+    }
+  }
+  while (!stop_requested_) {
+    State s;
+    {
+      std::lock_guard lock(mu_);
+      s = state_;
+    }
+    switch (s) {
+      case State::asleep:
+      case State::failed:
+        co_await run_asleep();
+        break;
+      case State::waking:
+        co_await run_waking();
+        break;
+      case State::ready:
+        co_await run_ready();
+        break;
+      case State::stopping:
+        co_await run_stopping();
+        break;
+    }
+  }
+  stopped_ = true;
+  done_.cancel();
+}
+
+task<bool> Backend::healthy() {
+  const auto timeout = std::clamp<std::chrono::milliseconds>(settings_.health.interval * 2, 1s, 5s);
+  auto r = co_await upstream::probe(strand_, pool_.target(), settings_.health.path,
+                                    settings_.health.headers, timeout);
+  if (r.status != 200 && r.status != 0) {
+    std::lock_guard lock(mu_);
+    last_error_ = "health probe " + settings_.health.path + " answered " + std::to_string(r.status);
+  }
+  co_return r.status == 200;
+}
+
+task<void> Backend::run_asleep() {
+  co_await wait_poke(settings_.health.interval);
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != State::asleep && state_ != State::failed) {
+      co_return;
+    }
+  }
+  if (stop_requested_) {
+    co_return;
+  }
+  // Someone else may have started it (kubectl scale, a static upstream that came back).
+  auto observed = co_await scaler_->observe();
+  if (observed && observed->ready > 0 && observed->desired > 0 && co_await healthy()) {
+    std::lock_guard lock(mu_);
+    if (state_ == State::asleep || state_ == State::failed) {
+      last_activity_ = Clock::now();
+      set_state_locked(State::ready, "adopted a running backend");
+    }
+  }
+}
+
+task<void> Backend::run_waking() {
+  {
+    std::lock_guard lock(mu_);
+    wake_started_ = Clock::now();
+    ++wakes_;
+  }
+  const auto started = Clock::now();
+  auto scaled = co_await scaler_->scale_to(settings_.replicas);
+  if (!scaled) {
+    std::lock_guard lock(mu_);
+    last_error_ = scaled.error().message;
+    fail_waiters_locked(errc::backend_failed,
+                        "backend '" + settings_.name + "' failed to start: " + last_error_);
+    metrics_.wakes_total.with({settings_.name, "failed"}).inc();
+    set_state_locked(State::failed, last_error_);
+    co_return;
+  }
+  // vLLM refuses connections until the model is loaded, so probing often costs nothing and
+  // shortens the gap between "ready" and the first forwarded byte.
+  const auto period = std::min<std::chrono::milliseconds>(settings_.health.interval, 50ms);
+  for (;;) {
+    if (stop_requested_) {
+      co_return;
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (state_ != State::waking) {
+        co_return;
+      }
+    }
+    auto observed = co_await scaler_->observe();
+    if (observed && observed->fatal) {
+      {
+        std::lock_guard lock(mu_);
+        last_error_ = observed->reason;
+        fail_waiters_locked(errc::backend_failed,
+                            "backend '" + settings_.name + "' failed to start: " + last_error_);
+        metrics_.wakes_total.with({settings_.name, "failed"}).inc();
+        set_state_locked(State::failed, last_error_);
+      }
+      co_await scaler_->scale_to(0);
+      co_return;
+    }
+    if (observed && observed->ready > 0 && co_await healthy()) {
+      std::lock_guard lock(mu_);
+      const auto took = Clock::now() - started;
+      last_wake_seconds_ = seconds(took);
+      metrics_.wakes_total.with({settings_.name, "success"}).inc();
+      metrics_.wake_duration_seconds.with({settings_.name}).observe(seconds(took));
+      last_activity_ = Clock::now();
+      last_error_.clear();
+      set_state_locked(State::ready, "health probe answered 200");
+      release_waiters_locked();
+      co_return;
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (!observed) {
+        last_error_ = observed.error().message;
+      } else if (!observed->reason.empty()) {
+        last_error_ = observed->reason;
+      }
+    }
+    bool give_up = false;
+    if (Clock::now() - started >= settings_.wake_timeout) {
+      std::lock_guard lock(mu_);
+      // Held requests time out on their own; the wake goes on while anyone still waits.
+      if (pending_.empty()) {
+        give_up = true;
+        last_error_ = "not ready within wake_timeout " +
+                      config::format_duration(settings_.wake_timeout) +
+                      (last_error_.empty() ? "" : " (" + last_error_ + ")");
+        metrics_.wakes_total.with({settings_.name, "timeout"}).inc();
+        set_state_locked(State::failed, last_error_);
+      }
+    }
+    if (give_up) {
+      co_await scaler_->scale_to(0);  // nobody waits: give the GPU back
+      co_return;
+    }
+    co_await wait_poke(period);
+  }
+}
+
+task<void> Backend::run_ready() {
+  for (;;) {
+    auto now = Clock::now();
+    Clock::time_point next;
+    {
+      std::lock_guard lock(mu_);
+      if (stop_requested_ || state_ != State::ready) {
+        co_return;
+      }
+      const bool idle = in_flight_ == 0 && pending_.empty() && !suspect_;
+      if (idle && now - last_activity_ >= settings_.idle_timeout) {
+        metrics_.scale_downs_total.with({settings_.name, "idle"}).inc();
+        set_state_locked(State::stopping,
+                         "idle for " + config::format_duration(settings_.idle_timeout));
+        co_return;
+      }
+      next = now + settings_.health.interval;
+      if (idle) {
+        next = std::min(next, last_activity_ + settings_.idle_timeout);
+      }
+    }
+    co_await wait_poke(std::chrono::ceil<std::chrono::milliseconds>(next - now));
+    bool suspect = false;
+    {
+      std::lock_guard lock(mu_);
+      suspect = suspect_;
+    }
+    auto observed = co_await scaler_->observe();
+    bool dead = observed && observed->ready == 0;
+    if (!dead && suspect) {
+      dead = !co_await healthy();
+    }
+    std::lock_guard lock(mu_);
+    suspect_ = false;
+    if (state_ != State::ready) {
+      co_return;
+    }
+    if (dead) {
+      pool_.clear();
+      const std::string why =
+          observed && !observed->reason.empty() ? observed->reason : "health probe failed";
+      last_error_ = why;
+      set_state_locked(pending_.empty() ? State::asleep : State::waking,
+                       "backend went away: " + why);
+      co_return;
+    }
+    release_waiters_locked();
+  }
+}
+
+task<void> Backend::run_stopping() {
+  auto r = co_await scaler_->scale_to(0);
+  pool_.clear();
+  std::lock_guard lock(mu_);
+  if (!r) {
+    last_error_ = r.error().message;
+  }
+  if (pending_.empty()) {
+    set_state_locked(State::asleep, r ? "stopped" : "stop failed: " + last_error_);
+  } else {
+    set_state_locked(State::waking, "requests arrived while stopping");
+  }
+}
+
+// --- state, waiters, metrics (mu_ held) -------------------------------------------------------
+
+void Backend::set_state_locked(State to, std::string_view cause) {
+  const auto now = Clock::now();
+  account_awake_locked(now);
+  const State from = state_;
+  state_ = to;
+  log::info("backend state", {{"backend", settings_.name},
+                              {"from", activator::name(from)},
+                              {"to", activator::name(to)},
+                              {"cause", cause}});
+  update_gauges_locked();
+}
+
+void Backend::release_waiters_locked() {
+  while (!pending_.empty()) {
+    auto w = std::move(pending_.front());
+    pending_.pop_front();
+    w->done = true;
+    w->granted = true;
+    ++in_flight_;
+    net::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+  }
+  update_gauges_locked();
+}
+
+void Backend::fail_waiters_locked(errc code, const std::string& message) {
+  const std::string reason(va::name(code));
+  while (!pending_.empty()) {
+    auto w = std::move(pending_.front());
+    pending_.pop_front();
+    w->done = true;
+    w->failure = Failure{code, message};
+    net::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+  }
+  update_gauges_locked();
+}
+
+void Backend::update_gauges_locked() {
+  metrics_.in_flight_requests.with({settings_.name}).set(static_cast<double>(in_flight_));
+  metrics_.pending_requests.with({settings_.name}).set(static_cast<double>(pending_.size()));
+  for (State s : kStates) {
+    metrics_.backend_state.with({settings_.name, std::string(activator::name(s))})
+        .set(s == state_ ? 1 : 0);
+  }
+}
+
+void Backend::account_awake_locked(Clock::time_point now) {
+  if (state_ == State::waking || state_ == State::ready || state_ == State::stopping) {
+    metrics_.backend_awake_seconds_total.with({settings_.name})
+        .inc(seconds(now - awake_accounted_));
+  }
+  awake_accounted_ = now;
+}
+
+void Backend::account_awake() {
+  std::lock_guard lock(mu_);
+  account_awake_locked(Clock::now());
+}
+
+boost::json::object Backend::status() const {
+  std::lock_guard lock(mu_);
+  const auto now = Clock::now();
+  boost::json::object o;
+  o["name"] = settings_.name;
+  o["state"] = activator::name(state_);
+  o["replicas"] = state_ == State::ready ? settings_.replicas : 0;
+  o["in_flight"] = in_flight_;
+  o["pending"] = pending_.size();
+  const bool idle = in_flight_ == 0 && pending_.empty();
+  o["idle_seconds"] = idle ? seconds(now - last_activity_) : 0.0;
+  if (state_ == State::ready && idle) {
+    o["seconds_until_scale_down"] =
+        std::max(0.0, seconds(last_activity_ + settings_.idle_timeout - now));
+  } else {
+    o["seconds_until_scale_down"] = nullptr;
+  }
+  if (last_wake_seconds_) {
+    o["last_wake_seconds"] = *last_wake_seconds_;
+  } else {
+    o["last_wake_seconds"] = nullptr;
+  }
+  o["wakes"] = wakes_;
+  if (last_error_.empty()) {
+    o["last_error"] = nullptr;
+  } else {
+    o["last_error"] = last_error_;
+  }
+  return o;
+}
+
+}  // namespace va::activator

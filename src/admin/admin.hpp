@@ -1,0 +1,22 @@
+#pragma once
+// The admin port (DESIGN.md §6): /healthz, /readyz, /metrics, /status, /admin/backends/{name}/….
+// Keep it off the Ingress. Calls here are never activity and never wake, except an explicit
+// POST …/wake.
+#include <atomic>
+#include <vector>
+
+#include "activator/backend.hpp"
+#include "core/net.hpp"
+#include "metrics/metrics.hpp"
+
+namespace va::admin {
+
+struct Admin {
+  metrics::Metrics& metrics;
+  std::vector<activator::Backend*> backends;
+  std::atomic<bool> ready{false};  // listening with a valid config and not shutting down
+};
+
+task<void> serve_admin(tcp::socket socket, Admin& admin);
+
+}  // namespace va::admin

@@ -1,0 +1,171 @@
+#include "app/app.hpp"
+
+#include <signal.h>
+
+#include <thread>
+
+#include "activator/backend.hpp"
+#include "admin/admin.hpp"
+#include "config/duration.hpp"
+#include "config/loader.hpp"
+#include "core/log.hpp"
+#include "core/spawn.hpp"
+#include "http/listener.hpp"
+#include "http/session.hpp"
+#include "metrics/metrics.hpp"
+#include "scaler/scaler.hpp"
+#include "upstream/pool.hpp"
+
+namespace va::app {
+
+struct App::Impl {
+  explicit Impl(config::Config c)
+      : cfg(std::move(c)),
+        budget(cfg.limits.max_pending_bytes),
+        admin{.metrics = metrics, .backends = {}} {}
+
+  config::Config cfg;
+  net::io_context ioc;
+  metrics::Metrics metrics;
+  activator::PendingBudget budget;
+  std::vector<std::unique_ptr<upstream::Pool>> pools;
+  std::vector<std::unique_ptr<activator::Backend>> backends;
+  std::unique_ptr<front::Router> router;
+  std::unique_ptr<front::Frontend> frontend;
+  admin::Admin admin;
+  std::optional<tcp::acceptor> public_acceptor;
+  std::optional<tcp::acceptor> admin_acceptor;
+
+  void build();
+  void listen();
+  task<void> shutdown();
+};
+
+void App::Impl::build() {
+  std::vector<front::Router::Entry> entries;
+  for (const auto& b : cfg.backends) {
+    const auto up = config::parse_upstream(b.upstream);
+    VA_CHECK(up.has_value());  // validated by the loader
+    const bool v6 = up->host.find(':') != std::string::npos;
+    upstream::Target target{
+        .host = up->host,
+        .port = std::to_string(up->port),
+        .host_header = (v6 ? "[" + up->host + "]" : up->host) + ":" + std::to_string(up->port)};
+    pools.push_back(std::make_unique<upstream::Pool>(upstream::Pool::Settings{.target = target},
+                                                     ioc.get_executor()));
+    auto backend = std::make_unique<activator::Backend>(
+        activator::Backend::Settings{.name = b.name,
+                                     .idle_timeout = b.idle_timeout,
+                                     .wake_timeout = b.wake_timeout,
+                                     .max_pending = b.max_pending,
+                                     .health = b.health,
+                                     .replicas = b.scaler.replicas},
+        ioc.get_executor(),
+        [&b](net::any_io_executor ex) { return scaler::make_scaler(b, std::move(ex)); },
+        *pools.back(), metrics, budget);
+    backends.push_back(std::move(backend));
+    entries.push_back({backends.back().get(), b.models, b.default_});
+    admin.backends.push_back(backends.back().get());
+  }
+  router = std::make_unique<front::Router>(std::move(entries));
+  frontend.reset(new front::Frontend{
+      .limits = cfg.limits, .api_keys = cfg.auth.keys, .router = *router, .metrics = metrics});
+}
+
+void App::Impl::listen() {
+  const auto pub = config::parse_endpoint(cfg.listen);
+  const auto adm = config::parse_endpoint(cfg.admin_listen);
+  VA_CHECK(pub && adm);
+  public_acceptor.emplace(front::open_acceptor(ioc, pub->host, pub->port));
+  admin_acceptor.emplace(front::open_acceptor(ioc, adm->host, adm->port));
+  log::info("listening", {{"public", public_acceptor->local_endpoint().address().to_string() + ":" +
+                                         std::to_string(public_acceptor->local_endpoint().port())},
+                          {"admin", admin_acceptor->local_endpoint().address().to_string() + ":" +
+                                        std::to_string(admin_acceptor->local_endpoint().port())},
+                          {"public_port", public_acceptor->local_endpoint().port()},
+                          {"admin_port", admin_acceptor->local_endpoint().port()}});
+}
+
+task<void> App::Impl::shutdown() {
+  log::info("shutting down",
+            {{"shutdown_timeout", config::format_duration(cfg.limits.shutdown_timeout)}});
+  admin.ready = false;
+  frontend->shutting_down = true;
+  error_code ec;
+  public_acceptor->close(ec);
+  for (auto& b : backends) {
+    b->begin_shutdown();
+  }
+  // Let in-flight requests (streams included) finish, up to shutdown_timeout.
+  const auto deadline = Clock::now() + cfg.limits.shutdown_timeout;
+  net::steady_timer t(ioc);
+  for (;;) {
+    std::size_t busy = frontend->requests_active;
+    if (busy == 0 || Clock::now() >= deadline) {
+      if (busy > 0) {
+        log::warn("shutdown_timeout reached; cutting requests", {{"requests", busy}});
+      }
+      break;
+    }
+    t.expires_after(50ms);
+    co_await t.async_wait(use_nothrow);
+  }
+  for (auto& b : backends) {
+    co_await b->shutdown();
+  }
+  admin_acceptor->close(ec);
+  log::info("stopped", {});
+  ioc.stop();
+}
+
+App::App(config::Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+App::~App() = default;
+
+int App::run() {
+  auto& s = *impl_;
+  log::init(log::Level(spdlog::level::from_str(s.cfg.log.level)),
+            s.cfg.log.format == "text" ? log::Format::text : log::Format::json);
+  ::signal(SIGPIPE, SIG_IGN);
+  s.build();
+  s.listen();
+
+  net::signal_set signals(s.ioc, SIGTERM, SIGINT);
+  bool stopping = false;
+  signals.async_wait([&](const error_code& ec, int sig) {
+    if (ec || stopping) {
+      return;
+    }
+    stopping = true;
+    log::info("signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    spawn(s.ioc.get_executor(), s.shutdown(), "shutdown");
+  });
+
+  auto public_handler = [&s](tcp::socket sock) {
+    return front::serve_public(std::move(sock), *s.frontend);
+  };
+  auto admin_handler = [&s](tcp::socket sock) {
+    return admin::serve_admin(std::move(sock), s.admin);
+  };
+  spawn(s.ioc.get_executor(),
+        front::accept_loop(s.ioc, *s.public_acceptor, public_handler, &s.frontend->connections,
+                           s.cfg.limits.max_connections),
+        "public accept");
+  spawn(s.ioc.get_executor(),
+        front::accept_loop(s.ioc, *s.admin_acceptor, admin_handler, nullptr, 0), "admin accept");
+  for (auto& b : s.backends) {
+    b->start();
+  }
+  s.admin.ready = true;
+
+  std::vector<std::thread> threads;
+  for (int i = 1; i < s.cfg.threads; ++i) {
+    threads.emplace_back([&s] { s.ioc.run(); });
+  }
+  s.ioc.run();
+  for (auto& t : threads) {
+    t.join();
+  }
+  return 0;
+}
+
+}  // namespace va::app

@@ -1,0 +1,89 @@
+#pragma once
+// The whole configuration as plain structs (DESIGN.md §5). Every default here is the default
+// when the key is absent. Only config/loader.cpp reads YAML, flags or the environment; every
+// other module receives these structs (or parts of them) by reference.
+#include <chrono>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace va::config {
+
+using Duration = std::chrono::milliseconds;
+
+struct Log {
+  std::string level = "info";   // trace | debug | info | warn | error
+  std::string format = "json";  // json | text
+};
+
+struct Auth {
+  std::string api_keys_file;          // one key per line; blank lines and `#` comments ignored
+  std::vector<std::string> api_keys;  // inline keys (after ${VAR} expansion)
+  // Filled by the loader: the keys from both sources, ready for comparison.
+  std::vector<std::string> keys;
+};
+
+struct Limits {
+  std::size_t max_header_bytes = 16384;
+  std::size_t max_body_bytes = 16777216;
+  std::size_t max_pending_bytes = 67108864;
+  std::size_t max_connections = 10000;
+  Duration header_timeout = std::chrono::seconds(10);
+  Duration shutdown_timeout = std::chrono::seconds(30);
+};
+
+struct Health {
+  std::string path = "/health";
+  Duration interval = std::chrono::seconds(1);
+  std::map<std::string, std::string> headers;
+};
+
+struct Scaler {
+  std::string type = "static";  // kubernetes | process | static
+  // kubernetes
+  std::string namespace_;  // YAML key `namespace`; default: the proxy's own namespace
+  std::string deployment;
+  int replicas = 1;
+  std::string kubeconfig;
+  // process
+  std::vector<std::string> command;
+  std::map<std::string, std::string> env;
+  Duration stop_timeout = std::chrono::seconds(30);
+};
+
+struct Backend {
+  std::string name;
+  std::vector<std::string> models;
+  bool default_ = false;  // YAML key `default`
+  std::string upstream;   // http://host:port (required)
+  Duration idle_timeout = std::chrono::minutes(5);
+  Duration wake_timeout = std::chrono::minutes(2);
+  std::size_t max_pending = 1000;
+  Health health;
+  Scaler scaler;
+};
+
+struct Config {
+  std::string listen = "0.0.0.0:8080";
+  std::string admin_listen = "0.0.0.0:8081";
+  int threads = 1;
+  Log log;
+  Auth auth;
+  Limits limits;
+  std::vector<Backend> backends;
+};
+
+// Thrown by the loader with every problem found, each prefixed by its key path
+// ("backends[0].idle_timeout: bad duration \"5 minutes\""). main prints it and exits 2.
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+}  // namespace va::config

@@ -1,0 +1,55 @@
+#include "http/listener.hpp"
+
+#include "core/log.hpp"
+#include "core/spawn.hpp"
+
+namespace va::front {
+
+tcp::acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsigned short port) {
+  tcp::endpoint ep{net::ip::make_address(host), port};
+  tcp::acceptor acc(ioc);
+  acc.open(ep.protocol());
+  acc.set_option(net::socket_base::reuse_address(true));
+  if (ep.address().is_v6()) {
+    acc.set_option(net::ip::v6_only(false));
+  }
+  acc.bind(ep);
+  acc.listen(net::socket_base::max_listen_connections);
+  return acc;
+}
+
+task<void> accept_loop(net::io_context& ioc, tcp::acceptor& acceptor, Handler handler,
+                       const std::atomic<std::size_t>* open, std::size_t max_connections) {
+  static const std::string kBusy = [] {
+    const std::string body =
+        "{\"error\":{\"message\":\"too many connections (limits.max_connections)\",\"type\":"
+        "\"ServiceUnavailableError\",\"param\":null,\"code\":503}}";
+    return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+           "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }();
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), use_nothrow);
+    if (ec == net::error::operation_aborted || !acceptor.is_open()) {
+      co_return;
+    }
+    if (ec) {
+      // Out of file descriptors and the like: wait a little instead of spinning.
+      log::warn("accept failed", {{"error", ec.message()}});
+      net::steady_timer t(ioc, 100ms);
+      co_await t.async_wait(use_nothrow);
+      continue;
+    }
+    if (open != nullptr && open->load() >= max_connections) {
+      error_code ignored;
+      socket.non_blocking(true, ignored);
+      socket.write_some(net::buffer(kBusy), ignored);
+      socket.shutdown(tcp::socket::shutdown_both, ignored);
+      continue;
+    }
+    auto ex = socket.get_executor();
+    spawn(ex, handler(std::move(socket)), "session");
+  }
+}
+
+}  // namespace va::front

@@ -1,0 +1,20 @@
+#pragma once
+// Accept loops. Each accepted connection runs as its own coroutine on its own strand, so
+// `threads: N` runs sessions in parallel while each session stays sequential.
+#include <functional>
+
+#include "core/net.hpp"
+
+namespace va::front {
+
+using Handler = std::function<task<void>(tcp::socket)>;
+
+// Binds host:port (port 0: the kernel picks) and listens. Throws on failure.
+tcp::acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsigned short port);
+
+// Accepts until the acceptor is closed. Above `max_connections` (counted by `open`), a
+// connection gets a 503 and is closed at once.
+task<void> accept_loop(net::io_context& ioc, tcp::acceptor& acceptor, Handler handler,
+                       const std::atomic<std::size_t>* open, std::size_t max_connections);
+
+}  // namespace va::front

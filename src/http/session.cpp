@@ -1,0 +1,271 @@
+#include "http/session.hpp"
+
+#include "core/log.hpp"
+#include "http/errors.hpp"
+#include "upstream/forwarder.hpp"
+
+namespace va::front {
+namespace {
+
+constexpr int kMaxConnectRetries = 3;
+
+std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// Counts a connection for limits.max_connections and the open_connections gauge.
+class ConnectionCount {
+ public:
+  explicit ConnectionCount(Frontend& fe) : fe_(fe) {
+    ++fe_.connections;
+    fe_.metrics.open_connections.with({}).add(1);
+  }
+  ~ConnectionCount() {
+    --fe_.connections;
+    fe_.metrics.open_connections.with({}).add(-1);
+  }
+
+ private:
+  Frontend& fe_;
+};
+
+class ActiveRequest {
+ public:
+  explicit ActiveRequest(Frontend& fe) : fe_(fe) { ++fe_.requests_active; }
+  ~ActiveRequest() { --fe_.requests_active; }
+
+ private:
+  Frontend& fe_;
+};
+
+struct Outcome {
+  unsigned status = 0;
+  std::string backend = "none";
+  std::string model;
+  std::string reason;  // errc name when the proxy answered with an error
+  std::uint64_t bytes = 0;
+  std::optional<double> wait_ms;
+};
+
+}  // namespace
+
+task<void> send(beast::tcp_stream& stream, http::response<http::string_body> res) {
+  const bool close = !res.keep_alive();
+  stream.expires_after(30s);
+  co_await http::async_write(stream, res, use_nothrow);
+  stream.expires_never();
+  if (close) {
+    // Half-close and drain briefly, so the client reads the answer instead of a reset.
+    error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    std::array<char, 4096> sink;
+    stream.expires_after(1s);
+    for (int i = 0; i < 64; ++i) {
+      auto [rec, n] = co_await stream.async_read_some(net::buffer(sink), use_nothrow);
+      if (rec) {
+        break;
+      }
+    }
+    stream.expires_never();
+  }
+}
+
+task<void> serve_public(tcp::socket socket, Frontend& fe) {
+  ConnectionCount count(fe);
+  std::string client_address;
+  {
+    error_code ec;
+    auto ep = socket.remote_endpoint(ec);
+    client_address = ec ? "unknown" : ep.address().to_string();
+  }
+  socket.set_option(tcp::no_delay(true));
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buf;
+  const auto& limits = fe.limits;
+
+  for (;;) {
+    http::request_parser<http::empty_body> head;
+    head.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
+    head.body_limit(limits.max_body_bytes);
+    stream.expires_after(limits.header_timeout);
+    auto [hec, hn] = co_await http::async_read_header(stream, buf, head, use_nothrow);
+    stream.expires_never();
+    if (hec) {
+      if (hec == beast::error::timeout) {
+        if (head.got_some() || buf.size() > 0) {
+          co_await send(stream, error_response(408,
+                                               "request head not received within "
+                                               "limits.header_timeout",
+                                               false));
+        }
+      } else if (hec == http::error::header_limit) {
+        co_await send(stream,
+                      error_response(431, "request headers exceed limits.max_header_bytes", false));
+      } else if (hec == http::error::body_limit) {
+        co_await send(stream,
+                      error_response(413, "request body exceeds limits.max_body_bytes", false));
+      } else if (hec != http::error::end_of_stream && hec != net::error::eof &&
+                 hec != net::error::connection_reset && hec != net::error::operation_aborted) {
+        co_await send(stream, error_response(400, "malformed request: " + hec.message(), false));
+      }
+      co_return;
+    }
+
+    ActiveRequest active(fe);
+    const auto started = Clock::now();
+    auto& h = head.get();
+    const std::string target(h.target());
+    const std::string method(h.method_string());
+    const auto path = path_of(target);
+    const unsigned version = h.version();
+    // A request whose body we do not read cannot be followed by another on this connection.
+    const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
+    bool keep_alive = h.keep_alive() && !fe.shutting_down;
+
+    // Served by the proxy itself; never activity, never a wake.
+    if (path == "/health" && (h.method() == http::verb::get || h.method() == http::verb::head)) {
+      auto res = json_response(200, "", keep_alive && !has_body, version);
+      res.erase(http::field::content_type);
+      co_await send(stream, std::move(res));
+      if (!keep_alive || has_body) {
+        co_return;
+      }
+      continue;
+    }
+    const bool models_list = path == "/v1/models" && h.method() == http::verb::get;
+    if (!models_list && !is_exposed(path)) {
+      co_await send(stream, error_response(404, "no route for " + std::string(path),
+                                           keep_alive && !has_body, version));
+      if (!keep_alive || has_body) {
+        co_return;
+      }
+      continue;
+    }
+    if (!fe.api_keys.empty() && !authorized(h[http::field::authorization], fe.api_keys)) {
+      fe.metrics.rejected_requests_total.with({"none", "unauthorized"}).inc();
+      auto res =
+          error_response(401, "missing or invalid API key", keep_alive && !has_body, version);
+      res.set(http::field::www_authenticate, "Bearer");
+      co_await send(stream, std::move(res));
+      if (!keep_alive || has_body) {
+        co_return;
+      }
+      continue;
+    }
+    if (models_list) {
+      co_await send(stream,
+                    json_response(200, fe.router.models_json(), keep_alive && !has_body, version));
+      if (!keep_alive || has_body) {
+        co_return;
+      }
+      continue;
+    }
+
+    // The body: needed to route (its "model"), held in memory while a backend wakes.
+    if (beast::iequals(h[http::field::expect], "100-continue")) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      co_await net::async_write(stream, net::buffer(kContinue), use_nothrow);
+    }
+    http::request_parser<http::string_body> full(std::move(head));
+    full.body_limit(limits.max_body_bytes);
+    stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
+    auto [bec, bn] = co_await http::async_read(stream, buf, full, use_nothrow);
+    stream.expires_never();
+    if (bec) {
+      if (bec == http::error::body_limit) {
+        co_await send(stream, error_response(413, "request body exceeds limits.max_body_bytes",
+                                             false, version));
+      } else if (bec != http::error::end_of_stream && bec != net::error::eof &&
+                 bec != net::error::connection_reset) {
+        co_await send(stream, error_response(400, "malformed request body: " + bec.message(), false,
+                                             version));
+      }
+      co_return;
+    }
+    auto req = full.release();
+
+    Outcome out;
+    auto answer_error = [&](const Failure& f) -> task<void> {
+      out.status = status_for(f.code);
+      out.reason = name(f.code);
+      fe.metrics.rejected_requests_total.with({out.backend, out.reason}).inc();
+      if (f.code != errc::client_gone) {
+        co_await send(stream, error_response(f, keep_alive, version));
+      }
+    };
+
+    auto route = fe.router.route(req[http::field::content_type], req.body());
+    if (!route) {
+      co_await answer_error(route.error());
+    } else {
+      auto* backend = route->backend;
+      out.backend = backend->name();
+      out.model = route->model;
+      upstream::prepare_upstream_request(req, backend->pool().target(), client_address);
+      for (int attempt = 0;; ++attempt) {
+        auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
+        if (!acquired) {
+          if (acquired.error().code == errc::client_gone) {
+            keep_alive = false;
+          }
+          co_await answer_error(acquired.error());
+          break;
+        }
+        if (acquired->waited_ms) {
+          out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
+        }
+        auto fwd = co_await upstream::forward(
+            stream, backend->pool(), req,
+            upstream::ForwardOptions{.client_keep_alive = keep_alive, .wake_ms = out.wait_ms});
+        using O = upstream::ForwardResult::Outcome;
+        if (fwd.outcome == O::connect_failed && attempt < kMaxConnectRetries) {
+          // Nothing reached the upstream: re-check the backend (re-woken if it died) and retry.
+          log::info("upstream connect failed; re-checking backend",
+                    {{"backend", out.backend}, {"error", fwd.error}});
+          backend->suspect();
+          continue;
+        }
+        out.bytes = fwd.bytes;
+        keep_alive = fwd.keep_alive;
+        if (fwd.response_started) {
+          out.status = fwd.status;
+        } else if (fwd.outcome == O::client_gone) {
+          out.status = 499;
+          keep_alive = false;
+        } else if (fwd.outcome != O::done) {
+          co_await answer_error(
+              Failure{errc::upstream_failed,
+                      "upstream of backend '" + out.backend + "' failed: " + fwd.error});
+        }
+        if (fwd.outcome == O::client_gone) {
+          out.reason = "client_gone";
+        }
+        break;
+      }
+    }
+
+    const double duration_ms = ms_since(started);
+    fe.metrics.requests_total.with({out.backend, std::to_string(out.status)}).inc();
+    fe.metrics.request_duration_seconds.with({out.backend}).observe(duration_ms / 1000);
+    if (log::enabled(log::Level::info)) {
+      log::info("request", {{"method", method},
+                            {"path", std::string(path)},
+                            {"backend", out.backend},
+                            {"model", out.model},
+                            {"status", out.status},
+                            {"bytes", out.bytes},
+                            {"duration_ms", duration_ms},
+                            {"wait_for_wake_ms", out.wait_ms.value_or(0)},
+                            {"client", client_address}});
+    }
+    if (!keep_alive) {
+      error_code ec;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      co_return;
+    }
+  }
+}
+
+}  // namespace va::front

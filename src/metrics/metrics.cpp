@@ -1,0 +1,57 @@
+#include "metrics/metrics.hpp"
+
+#include "core/spawn.hpp"
+
+namespace va::metrics {
+namespace {
+const std::vector<double> kRequestBounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                            2.5,   5,    10,    30,   60,  120,  300};
+const std::vector<double> kWakeBounds = {0.1, 0.5, 1,  2.5, 5,   10,  20, 30,
+                                         45,  60,  90, 120, 180, 300, 600};
+}  // namespace
+
+Metrics::Metrics()
+    : requests_total(registry.counter("vllm_autoscaler_requests_total",
+                                      "Routed requests answered, by backend and status code.",
+                                      {"backend", "code"})),
+      request_duration_seconds(registry.histogram(
+          "vllm_autoscaler_request_duration_seconds",
+          "Time from request head to last response byte, including any wait for a wake.",
+          {"backend"}, kRequestBounds)),
+      in_flight_requests(registry.gauge("vllm_autoscaler_in_flight_requests",
+                                        "Requests being forwarded to the backend.", {"backend"})),
+      pending_requests(registry.gauge("vllm_autoscaler_pending_requests",
+                                      "Requests held while the backend wakes.", {"backend"})),
+      backend_state(registry.gauge("vllm_autoscaler_backend_state",
+                                   "1 for the backend's current state, 0 for the others.",
+                                   {"backend", "state"})),
+      wakes_total(registry.counter("vllm_autoscaler_wakes_total", "Wakes, by result.",
+                                   {"backend", "result"})),
+      wake_duration_seconds(registry.histogram("vllm_autoscaler_wake_duration_seconds",
+                                               "Time from wake to ready.", {"backend"},
+                                               kWakeBounds)),
+      scale_downs_total(registry.counter("vllm_autoscaler_scale_downs_total",
+                                         "Scale-downs, by reason.", {"backend", "reason"})),
+      rejected_requests_total(registry.counter("vllm_autoscaler_rejected_requests_total",
+                                               "Requests answered by the proxy with an error.",
+                                               {"backend", "reason"})),
+      backend_awake_seconds_total(registry.counter(
+          "vllm_autoscaler_backend_awake_seconds_total",
+          "Seconds the backend was not asleep (waking, ready or stopping): GPU time spent.",
+          {"backend"})),
+      open_connections(registry.gauge("vllm_autoscaler_open_connections",
+                                      "Client connections open on the public port.", {})),
+      coroutine_failures_total(
+          registry.counter("vllm_autoscaler_coroutine_failures_total",
+                           "Detached coroutines that ended with an exception (a bug).", {})) {
+  coroutine_failures_total.with({});
+  open_connections.with({});
+}
+
+std::string Metrics::render() {
+  auto& failures = coroutine_failures_total.with({});
+  failures.inc(static_cast<double>(g_coroutine_failures.load()) - failures.value());
+  return registry.render();
+}
+
+}  // namespace va::metrics

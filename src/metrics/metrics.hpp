@@ -1,0 +1,27 @@
+#pragma once
+// The proxy's metric families (DESIGN.md §6), created once by App and shared by reference.
+#include "metrics/registry.hpp"
+
+namespace va::metrics {
+
+struct Metrics {
+  Metrics();
+  Registry registry;
+  Family<Counter>& requests_total;
+  Family<Histogram>& request_duration_seconds;
+  Family<Gauge>& in_flight_requests;
+  Family<Gauge>& pending_requests;
+  Family<Gauge>& backend_state;
+  Family<Counter>& wakes_total;
+  Family<Histogram>& wake_duration_seconds;
+  Family<Counter>& scale_downs_total;
+  Family<Counter>& rejected_requests_total;
+  Family<Counter>& backend_awake_seconds_total;
+  Family<Gauge>& open_connections;
+  Family<Counter>& coroutine_failures_total;
+
+  // Rendered /metrics body; refreshes the values that are sampled rather than counted.
+  std::string render();
+};
+
+}  // namespace va::metrics

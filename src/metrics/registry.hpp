@@ -1,0 +1,111 @@
+#pragma once
+// A small Prometheus registry: counters, gauges and histograms with labels, rendered in the text
+// exposition format (version 0.0.4). Thread-safety: values are atomics; `Family::with()` takes the
+// family's mutex, so hot paths resolve their children once and keep the reference (children are
+// never removed, so references stay valid for the registry's lifetime).
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace va::metrics {
+
+class Counter {
+ public:
+  void inc(double v = 1) { value_.fetch_add(v, std::memory_order_relaxed); }
+  double value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<double> value_{0};
+};
+
+class Gauge {
+ public:
+  void set(double v) { value_.store(v, std::memory_order_relaxed); }
+  void add(double v) { value_.fetch_add(v, std::memory_order_relaxed); }
+  double value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<double> value_{0};
+};
+
+class Histogram {
+ public:
+  explicit Histogram(const std::vector<double>& bounds);
+  void observe(double v);
+  void render(std::string& out, std::string_view name, std::string_view labels) const;
+
+ private:
+  const std::vector<double>& bounds_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> counts_;  // one per bound, plus +Inf
+  std::atomic<double> sum_{0};
+  std::atomic<std::uint64_t> count_{0};
+};
+
+enum class Type { counter, gauge, histogram };
+
+class FamilyBase {
+ public:
+  FamilyBase(std::string name, std::string help, Type type, std::vector<std::string> labels)
+      : name_(std::move(name)), help_(std::move(help)), type_(type), labels_(std::move(labels)) {}
+  virtual ~FamilyBase() = default;
+  void render(std::string& out) const;
+
+ protected:
+  virtual void render_children(std::string& out) const = 0;
+  std::string label_text(const std::vector<std::string>& values) const;
+  std::string name_, help_;
+  Type type_;
+  std::vector<std::string> labels_;
+  mutable std::mutex mu_;
+};
+
+template <class M>
+class Family : public FamilyBase {
+ public:
+  using FamilyBase::FamilyBase;
+  std::vector<double> bounds;  // histograms only
+
+  // The child for these label values (created on first use). Values are in label order.
+  M& with(const std::vector<std::string>& values) {
+    std::lock_guard lock(mu_);
+    auto it = children_.find(values);
+    if (it == children_.end()) {
+      it = children_.emplace(values, make()).first;
+    }
+    return *it->second;
+  }
+
+ private:
+  std::unique_ptr<M> make() {
+    if constexpr (std::is_same_v<M, Histogram>) {
+      return std::make_unique<M>(bounds);
+    } else {
+      return std::make_unique<M>();
+    }
+  }
+  void render_children(std::string& out) const override;
+  std::map<std::vector<std::string>, std::unique_ptr<M>> children_;
+};
+
+class Registry {
+ public:
+  Family<Counter>& counter(std::string name, std::string help, std::vector<std::string> labels);
+  Family<Gauge>& gauge(std::string name, std::string help, std::vector<std::string> labels);
+  Family<Histogram>& histogram(std::string name, std::string help, std::vector<std::string> labels,
+                               std::vector<double> bounds);
+  std::string render() const;
+
+ private:
+  template <class M>
+  Family<M>& add(std::string name, std::string help, Type type, std::vector<std::string> labels);
+  std::vector<std::unique_ptr<FamilyBase>> families_;
+};
+
+// Formats a sample value as Prometheus expects (integers without a fraction, +Inf, NaN).
+std::string format_value(double v);
+
+}  // namespace va::metrics

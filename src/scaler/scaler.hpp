@@ -1,0 +1,54 @@
+#pragma once
+// The one seam with several implementations (DESIGN.md §3): how a backend's replicas are started
+// and stopped. Readiness is never taken from the scaler alone: the Backend also probes health.
+//
+// Threading: a Scaler belongs to one Backend. scale_to(), observe() and shutdown() are called only
+// from that Backend's controller coroutine, one at a time, on the executor passed to make_scaler.
+// The change callback may be invoked from that executor at any time.
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "config/config.hpp"
+#include "core/errors.hpp"
+#include "core/net.hpp"
+
+namespace va::scaler {
+
+struct Observed {
+  int desired = 0;     // replicas asked for
+  int ready = 0;       // replicas the scaler considers up (the health probe decides the rest)
+  bool fatal = false;  // a wake cannot succeed as things are; `reason` says why
+  std::string reason;  // human-readable, e.g. "process exited with status 3: CUDA out of memory"
+};
+
+class Scaler {
+ public:
+  virtual ~Scaler() = default;
+  // Asks for `replicas`; returns once the request is accepted, not when replicas are ready.
+  virtual task<outcome<void>> scale_to(int replicas) = 0;
+  virtual task<outcome<Observed>> observe() = 0;
+  // The proxy is stopping: the process scaler stops what it started; kubernetes leaves the
+  // Deployment as it is, for the next proxy to adopt.
+  virtual task<void> shutdown() { co_return; }
+
+  // `f` is called when the scaler learns something new (a process exited), so the Backend
+  // observes at once instead of at its next poll.
+  void on_change(std::function<void()> f) { on_change_ = std::move(f); }
+
+ protected:
+  void changed() const {
+    if (on_change_) {
+      on_change_();
+    }
+  }
+
+ private:
+  std::function<void()> on_change_;
+};
+
+// Builds the scaler that `backend.scaler.type` names. Throws config::ConfigError for a scaler
+// that cannot be set up.
+std::unique_ptr<Scaler> make_scaler(const config::Backend& backend, net::any_io_executor ex);
+
+}  // namespace va::scaler

@@ -1,0 +1,263 @@
+#include "upstream/forwarder.hpp"
+
+#include <sys/socket.h>
+
+#include <array>
+
+#include "core/log.hpp"
+
+namespace va::upstream {
+namespace {
+
+using namespace net::experimental::awaitable_operators;
+
+constexpr std::size_t kChunk = 16 * 1024;
+
+void strip_hop_by_hop(http::response_header<>& h) {
+  std::vector<std::string> drop;
+  for (const auto& f : h) {
+    if (is_hop_by_hop(f.name(), f.name_string()) && f.name() != http::field::transfer_encoding) {
+      drop.emplace_back(f.name_string());
+    }
+  }
+  for (const auto& d : drop) {
+    h.erase(d);
+  }
+}
+
+// Completes when the client closes its connection (then cuts the upstream), or returns at once
+// if the client sent more bytes (a pipelined request) since then only a write can tell.
+task<void> watch_client(beast::tcp_stream& client, beast::tcp_stream& upstream, bool& gone,
+                        bool& relay_done) {
+  auto [ec] = co_await client.socket().async_wait(tcp::socket::wait_read, use_nothrow);
+  if (relay_done || ec == net::error::operation_aborted) {
+    co_return;
+  }
+  char c;
+  const auto n = ::recv(client.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+    gone = true;
+    error_code ignored;
+    upstream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    upstream.socket().cancel(ignored);
+  }
+}
+
+task<void> pipe_bytes(beast::tcp_stream& from, beast::tcp_stream& to) {
+  std::array<char, kChunk> buf;
+  for (;;) {
+    auto [ec, n] = co_await from.async_read_some(net::buffer(buf), use_nothrow);
+    if (n > 0) {
+      auto [wec, wn] = co_await net::async_write(to, net::buffer(buf.data(), n), use_nothrow);
+      if (wec) {
+        break;
+      }
+    }
+    if (ec) {
+      break;
+    }
+  }
+  error_code ignored;
+  to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+// Writes the error event vLLM itself sends when a stream breaks, then ends the chunked body.
+task<void> end_broken_stream(beast::tcp_stream& client,
+                             http::response_serializer<http::buffer_body>& sr,
+                             http::response_parser<http::buffer_body>& p) {
+  static const std::string kTail =
+      "data: {\"error\":{\"message\":\"upstream connection lost mid-stream\",\"type\":"
+      "\"BadGatewayError\",\"param\":null,\"code\":502}}\n\ndata: [DONE]\n\n";
+  auto& body = p.get().body();
+  body.data = const_cast<char*>(kTail.data());
+  body.size = kTail.size();
+  body.more = false;
+  for (;;) {
+    auto [ec, n] = co_await http::async_write(client, sr, use_nothrow);
+    if (ec != http::error::need_buffer || sr.is_done()) {
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+void prepare_upstream_request(http::request<http::string_body>& req, const Target& t,
+                              std::string_view client_address) {
+  const bool upgrade = req.count(http::field::upgrade) > 0;
+  std::string xff;
+  std::vector<std::string> drop;
+  for (const auto& f : req) {
+    const auto name = f.name_string();
+    if (beast::iequals(name, "x-forwarded-for")) {
+      xff += (xff.empty() ? "" : ", ") + std::string(f.value());
+    }
+    if (beast::iequals(name, "x-forwarded-for") || beast::iequals(name, "x-forwarded-proto") ||
+        beast::iequals(name, "x-forwarded-host") ||
+        (is_hop_by_hop(f.name(), name) && !(upgrade && f.name() == http::field::upgrade))) {
+      drop.emplace_back(name);
+    }
+  }
+  for (const auto& d : drop) {
+    req.erase(d);
+  }
+  if (auto host = req.find(http::field::host); host != req.end()) {
+    req.set("X-Forwarded-Host", host->value());
+  }
+  req.set(http::field::host, t.host_header);
+  req.set("X-Forwarded-For",
+          xff.empty() ? std::string(client_address) : xff + ", " + std::string(client_address));
+  req.set("X-Forwarded-Proto", "http");
+  if (upgrade) {
+    req.set(http::field::connection, "upgrade");
+  }
+  req.version(11);
+  req.prepare_payload();
+}
+
+bool is_hop_by_hop(http::field f, beast::string_view name) {
+  switch (f) {
+    case http::field::connection:
+    case http::field::keep_alive:
+    case http::field::proxy_connection:
+    case http::field::proxy_authenticate:
+    case http::field::te:
+    case http::field::trailer:
+    case http::field::transfer_encoding:
+    case http::field::upgrade:
+    case http::field::expect:
+      return true;
+    default:
+      return beast::iequals(name, "proxy-authorization");
+  }
+}
+
+task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
+                            const http::request<http::string_body>& up_req, ForwardOptions r) {
+  ForwardResult result;
+  const auto method = up_req.method();
+
+  // A reused connection may have been closed by the upstream meanwhile: if it fails before any
+  // response byte, the request goes again on a fresh connection (it cannot have been processed:
+  // a keep-alive server closes only between requests).
+  for (int attempt = 0;; ++attempt) {
+    auto [cec, conn] = co_await pool.acquire();
+    if (cec) {
+      result.outcome = ForwardResult::Outcome::connect_failed;
+      result.error = cec.message();
+      co_return result;
+    }
+    auto& up = conn.stream;
+    auto [wec, wn] = co_await http::async_write(up, up_req, use_nothrow);
+    beast::flat_buffer ubuf;
+    http::response_parser<http::buffer_body> p;
+    p.body_limit(boost::none);
+    if (method == http::verb::head) {
+      p.skip(true);
+    }
+    error_code hec = wec;
+    if (!wec) {
+      std::tie(hec, std::ignore) = co_await http::async_read_header(up, ubuf, p, use_nothrow);
+    }
+    if (hec) {
+      if (conn.reused && attempt == 0) {
+        continue;
+      }
+      result.outcome = wec && !conn.reused ? ForwardResult::Outcome::connect_failed
+                                           : ForwardResult::Outcome::upstream_failed;
+      result.error = hec.message();
+      co_return result;
+    }
+
+    auto& res = p.get();
+    result.status = res.result_int();
+    const bool upstream_keep_alive = res.keep_alive();
+    const bool switching = res.result() == http::status::switching_protocols;
+    if (!switching) {
+      strip_hop_by_hop(res);
+    }
+    res.keep_alive(r.client_keep_alive && !switching);
+    result.keep_alive = r.client_keep_alive && !switching;
+    if (r.wake_ms) {
+      res.set("Server-Timing", "wake;dur=" + std::to_string(static_cast<long long>(*r.wake_ms)));
+    }
+
+    http::response_serializer<http::buffer_body> sr{res};
+    auto [hwec, hwn] = co_await http::async_write_header(client, sr, use_nothrow);
+    if (hwec) {
+      result.outcome = ForwardResult::Outcome::client_gone;
+      co_return result;
+    }
+    result.response_started = true;
+
+    if (switching) {
+      // WebSocket and friends: bytes both ways until either side closes.
+      if (ubuf.size() > 0) {
+        co_await net::async_write(client, ubuf.data(), use_nothrow);
+      }
+      co_await (pipe_bytes(client, up) && pipe_bytes(up, client));
+      result.keep_alive = false;
+      co_return result;
+    }
+
+    bool client_gone = false;
+    bool relay_done = false;
+    auto relay = [&]() -> task<void> {
+      std::array<char, kChunk> buf;
+      do {
+        if (!p.is_done()) {
+          res.body().data = buf.data();
+          res.body().size = buf.size();
+          auto [ec, n] = co_await http::async_read_some(up, ubuf, p, use_nothrow);
+          if (ec == http::error::need_buffer) {
+            ec = {};
+          }
+          if (ec) {
+            if (!client_gone) {
+              result.outcome = ForwardResult::Outcome::upstream_failed;
+              result.error = ec.message();
+              if (res.chunked() && !p.is_header_done()) {
+                break;
+              }
+              if (res.chunked()) {
+                co_await end_broken_stream(client, sr, p);
+              }
+            }
+            break;
+          }
+          res.body().size = buf.size() - res.body().size;
+          res.body().data = buf.data();
+          res.body().more = !p.is_done();
+          result.bytes += res.body().size;
+        } else {
+          res.body().data = nullptr;
+          res.body().size = 0;
+        }
+        auto [wec2, wn2] = co_await http::async_write(client, sr, use_nothrow);
+        if (wec2 == http::error::need_buffer) {
+          wec2 = {};
+        }
+        if (wec2) {
+          client_gone = true;
+          break;
+        }
+      } while (!p.is_done() || !sr.is_done());
+      relay_done = true;
+      error_code ignored;
+      client.socket().cancel(ignored);
+    };
+    co_await (relay() && watch_client(client, up, client_gone, relay_done));
+
+    if (client_gone) {
+      result.outcome = ForwardResult::Outcome::client_gone;
+      result.keep_alive = false;
+    } else if (result.outcome == ForwardResult::Outcome::upstream_failed) {
+      result.keep_alive = false;
+    } else if (upstream_keep_alive && p.is_done()) {
+      pool.release(std::move(conn));
+    }
+    co_return result;
+  }
+}
+
+}  // namespace va::upstream

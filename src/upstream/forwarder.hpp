@@ -1,0 +1,44 @@
+#pragma once
+// Sends one client request to the upstream and relays the response back, chunk by chunk, never
+// buffering a whole response: each upstream read is written to the client before the next one,
+// so SSE events pass one by one. A client that leaves closes the upstream connection (that is how
+// vLLM learns to abort the generation). Upgrade (101) responses become a byte tunnel.
+#include <optional>
+#include <string>
+
+#include "upstream/pool.hpp"
+
+namespace va::upstream {
+
+struct ForwardOptions {
+  bool client_keep_alive = true;
+  std::optional<double> wake_ms;  // adds `Server-Timing: wake;dur=<ms>` when set
+};
+
+// Rewrites the client's request for the upstream, in place and once (a retry sends it again):
+// hop-by-hop headers out (Upgrade kept for tunnels), Host and X-Forwarded-* in.
+void prepare_upstream_request(http::request<http::string_body>& req, const Target& t,
+                              std::string_view client_address);
+
+struct ForwardResult {
+  enum class Outcome {
+    done,             // the whole response was relayed
+    connect_failed,   // no request byte reached the upstream: safe to retry after a re-check
+    upstream_failed,  // the upstream broke (before or after the status line: see response_started)
+    client_gone,      // the client disconnected; the upstream connection was closed
+  };
+  Outcome outcome = Outcome::done;
+  unsigned status = 0;
+  std::uint64_t bytes = 0;        // response body bytes written to the client
+  bool response_started = false;  // the status line went to the client
+  bool keep_alive = false;        // the client connection may serve another request
+  std::string error;
+};
+
+task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
+                            const http::request<http::string_body>& req, ForwardOptions o);
+
+// True for headers that apply to one connection only and must not be forwarded.
+bool is_hop_by_hop(http::field f, beast::string_view name);
+
+}  // namespace va::upstream

@@ -1,0 +1,68 @@
+#include "upstream/pool.hpp"
+
+#include <sys/socket.h>
+
+namespace va::upstream {
+namespace {
+// A pooled socket is reusable if the peer has not closed it and sent nothing unasked.
+bool still_open(beast::tcp_stream& s) {
+  char c;
+  const auto n = ::recv(s.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+}  // namespace
+
+Pool::Pool(Settings settings, net::any_io_executor ex) : settings_(std::move(settings)), ex_(ex) {}
+
+task<std::pair<error_code, beast::tcp_stream>> Pool::connect(net::any_io_executor ex,
+                                                             const Target& t,
+                                                             std::chrono::milliseconds timeout) {
+  beast::tcp_stream stream(ex);
+  tcp::resolver resolver(ex);
+  auto [rec, endpoints] = co_await resolver.async_resolve(t.host, t.port, use_nothrow);
+  if (rec) {
+    co_return std::pair{rec, std::move(stream)};
+  }
+  stream.expires_after(timeout);
+  auto [ec, ep] = co_await stream.async_connect(endpoints, use_nothrow);
+  stream.expires_never();
+  if (!ec) {
+    stream.socket().set_option(tcp::no_delay(true));
+  }
+  co_return std::pair{ec, std::move(stream)};
+}
+
+task<std::pair<error_code, Connection>> Pool::acquire() {
+  {
+    std::lock_guard lock(mu_);
+    const auto now = Clock::now();
+    while (!idle_.empty()) {
+      Idle idle = std::move(idle_.back());
+      idle_.pop_back();
+      if (now - idle.since < settings_.max_idle && still_open(idle.stream)) {
+        co_return std::pair{error_code{}, Connection{std::move(idle.stream), true}};
+      }
+    }
+  }
+  auto [ec, stream] = co_await connect(ex_, settings_.target, settings_.connect_timeout);
+  co_return std::pair{ec, Connection{std::move(stream), false}};
+}
+
+void Pool::release(Connection c) {
+  std::lock_guard lock(mu_);
+  const auto now = Clock::now();
+  // Drop the expired ones from the front (oldest) while we are here.
+  while (!idle_.empty() && now - idle_.front().since >= settings_.max_idle) {
+    idle_.pop_front();
+  }
+  if (idle_.size() < settings_.max_idle_connections) {
+    idle_.push_back(Idle{std::move(c.stream), now});
+  }
+}
+
+void Pool::clear() {
+  std::lock_guard lock(mu_);
+  idle_.clear();
+}
+
+}  // namespace va::upstream

@@ -1,0 +1,62 @@
+#pragma once
+// Keep-alive connections to one backend's upstream (DESIGN.md §1 step 5). Idle connections are
+// kept below vLLM's 5 s keep-alive so a pooled connection is rarely stale; one that is stale
+// anyway is detected by the forwarder and the request retried on a fresh connection.
+//
+// Thread-safety: acquire/release/clear may be called from any thread (mutex). A connection is
+// used by one coroutine at a time.
+#include <deque>
+#include <mutex>
+#include <string>
+
+#include "core/net.hpp"
+
+namespace va::upstream {
+
+struct Target {
+  std::string host;  // name or address, without brackets
+  std::string port;
+  std::string host_header;  // "host:port" as sent in Host
+};
+
+struct Connection {
+  beast::tcp_stream stream;
+  bool reused = false;
+};
+
+class Pool {
+ public:
+  struct Settings {
+    Target target;
+    std::chrono::milliseconds max_idle = std::chrono::milliseconds(4000);
+    std::size_t max_idle_connections = 256;
+    std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(5000);
+  };
+
+  Pool(Settings settings, net::any_io_executor ex);
+
+  // A pooled idle connection (reused = true) or a new one.
+  task<std::pair<error_code, Connection>> acquire();
+  // Returns a connection whose last response was complete and keep-alive.
+  void release(Connection c);
+  // Drops every idle connection (the backend is stopping or died).
+  void clear();
+  const Target& target() const { return settings_.target; }
+
+  // Opens a new connection (also used by the health probe).
+  static task<std::pair<error_code, beast::tcp_stream>> connect(net::any_io_executor ex,
+                                                                const Target& t,
+                                                                std::chrono::milliseconds timeout);
+
+ private:
+  struct Idle {
+    beast::tcp_stream stream;
+    Clock::time_point since;
+  };
+  Settings settings_;
+  net::any_io_executor ex_;
+  std::mutex mu_;
+  std::deque<Idle> idle_;
+};
+
+}  // namespace va::upstream
