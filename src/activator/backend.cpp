@@ -361,7 +361,7 @@ task<void> Backend::run_waking() {
   }
   // vLLM refuses connections until the model is loaded, so probing often costs nothing and
   // shortens the gap between "ready" and the first forwarded byte.
-  const auto period = std::min<std::chrono::milliseconds>(settings_.health.interval, 50ms);
+  const auto period = std::min<std::chrono::milliseconds>(settings_.health.interval, 25ms);
   for (;;) {
     if (stop_requested_) {
       co_return;

@@ -15,13 +15,20 @@ import support  # noqa: E402
 import proxy as proxy_support  # noqa: E402
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 @pytest.fixture
 def procs():
-    """A list to append Procs to; all of them are stopped after the test."""
+    """A list to append Procs to; all of them are stopped after the test, and none may have
+    printed a sanitizer report (the suite also runs on the ASan+UBSan build)."""
     started: list = []
     yield started
     for p in reversed(started):
         p.stop()
+    reports = [f"{p!r}:\n{p.output()[-4000:]}" for p in started
+               if any(mark in p.output() for mark in SANITIZER_MARKS)]
+    assert not reports, "sanitizer report:\n" + "\n".join(reports)
 
 
 @pytest.fixture
