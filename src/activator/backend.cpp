@@ -198,6 +198,16 @@ task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, tcp::socket& cl
                      std::chrono::duration<double, std::milli>(Clock::now() - start).count()};
 }
 
+std::optional<Lease> Backend::try_acquire() {
+  std::lock_guard lock(mu_);
+  if (shutting_down_ || state_ != State::ready || suspect_) {
+    return std::nullopt;
+  }
+  ++in_flight_;
+  update_gauges_locked();
+  return Lease(this);
+}
+
 void Backend::end_request() {
   bool idle = false;
   {

@@ -96,6 +96,9 @@ class Backend {
   // is ready, fails, `wake_timeout` passes, or the client disconnects (watched on `client`).
   task<outcome<Acquired>> acquire(std::size_t body_bytes, tcp::socket& client);
 
+  // A lease if the backend is ready right now; never holds or wakes.
+  std::optional<Lease> try_acquire();
+
   // A connection to the upstream failed although the backend was ready: re-check it now.
   void suspect();
 

@@ -39,6 +39,11 @@ class Router {
   explicit Router(std::vector<Entry> entries);
 
   outcome<Route> route(std::string_view content_type, std::string_view body) const;
+  // The backend every request goes to when only one is configured: then the body is not needed
+  // to route, and a large one can stream upstream while it arrives.
+  activator::Backend* only_backend() const {
+    return entries_.size() == 1 ? entries_.front().backend : nullptr;
+  }
   // GET /v1/models: every configured model in OpenAI's list shape, with its backend's state.
   std::string models_json() const;
 

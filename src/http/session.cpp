@@ -8,6 +8,8 @@ namespace va::front {
 namespace {
 
 constexpr int kMaxConnectRetries = 3;
+// Bodies above this size stream upstream when the route does not depend on them.
+constexpr std::size_t kStreamBodyThreshold = 64 * 1024;
 
 std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
 
@@ -163,29 +165,10 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
       continue;
     }
 
-    // The body: needed to route (its "model"), held in memory while a backend wakes.
     if (beast::iequals(h[http::field::expect], "100-continue")) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       co_await net::async_write(stream, net::buffer(kContinue), use_nothrow);
     }
-    http::request_parser<http::string_body> full(std::move(head));
-    full.body_limit(limits.max_body_bytes);
-    stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
-    auto [bec, bn] = co_await http::async_read(stream, buf, full, use_nothrow);
-    stream.expires_never();
-    if (bec) {
-      if (bec == http::error::body_limit) {
-        co_await send(stream, error_response(413, "request body exceeds limits.max_body_bytes",
-                                             false, version));
-      } else if (bec != http::error::end_of_stream && bec != net::error::eof &&
-                 bec != net::error::connection_reset) {
-        co_await send(stream, error_response(400, "malformed request body: " + bec.message(), false,
-                                             version));
-      }
-      co_return;
-    }
-    auto req = full.release();
-
     Outcome out;
     auto answer_error = [&](const Failure& f) -> task<void> {
       out.status = status_for(f.code);
@@ -195,54 +178,110 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
         co_await send(stream, error_response(f, keep_alive, version));
       }
     };
+    using O = upstream::ForwardResult::Outcome;
+    // After forward(): what the client saw, and whether the connection goes on.
+    auto settle = [&](const upstream::ForwardResult& fwd) -> task<void> {
+      out.bytes = fwd.bytes;
+      keep_alive = fwd.keep_alive;
+      if (fwd.response_started) {
+        out.status = fwd.status;
+      } else if (fwd.outcome == O::client_gone) {
+        out.status = 499;
+        keep_alive = false;
+      } else if (fwd.outcome == O::request_body_failed) {
+        keep_alive = false;
+        co_await answer_error(Failure{fwd.error.starts_with("request body exceeds")
+                                          ? errc::body_too_large
+                                          : errc::bad_request,
+                                      fwd.error});
+      } else if (fwd.outcome != O::done) {
+        co_await answer_error(Failure{errc::upstream_failed, "upstream of backend '" + out.backend +
+                                                                 "' failed: " + fwd.error});
+      }
+      if (fwd.outcome == O::client_gone) {
+        out.reason = "client_gone";
+      }
+    };
 
-    auto route = fe.router.route(req[http::field::content_type], req.body());
-    if (!route) {
-      co_await answer_error(route.error());
-    } else {
-      auto* backend = route->backend;
-      out.backend = backend->name();
-      out.model = route->model;
-      upstream::prepare_upstream_request(req, backend->pool().target(), client_address);
-      for (int attempt = 0;; ++attempt) {
-        auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
-        if (!acquired) {
-          if (acquired.error().code == errc::client_gone) {
-            keep_alive = false;
+    // A large body for the only backend while it is ready: stream it upstream as it arrives.
+    // The body cannot change the route (the backend itself answers an unknown model), and
+    // nothing is held, so nothing needs to be in memory.
+    bool streamed = false;
+    if (auto* only = fe.router.only_backend();
+        only != nullptr &&
+        (h.chunked() || head.content_length().value_or(0) > kStreamBodyThreshold)) {
+      if (auto lease = only->try_acquire()) {
+        auto [cec, upstream_stream] =
+            co_await upstream::Pool::connect(only->pool().executor(), only->pool().target(), 5s);
+        if (cec) {
+          only->suspect();  // then the buffered path below holds the request while it is re-checked
+        } else {
+          streamed = true;
+          out.backend = only->name();
+          http::request_parser<http::buffer_body> in(std::move(head));
+          in.body_limit(limits.max_body_bytes);
+          upstream::rewrite_upstream_headers(in.get().base(), only->pool().target(),
+                                             client_address);
+          auto fwd = co_await upstream::forward_streamed(
+              stream, buf, in, std::move(upstream_stream), only->pool(),
+              upstream::ForwardOptions{.client_keep_alive = keep_alive, .wake_ms = {}});
+          co_await settle(fwd);
+        }
+      }
+    }
+
+    if (!streamed) {
+      // The body: needed to route (its "model"), held in memory while a backend wakes.
+      http::request_parser<http::string_body> full(std::move(head));
+      full.body_limit(limits.max_body_bytes);
+      stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
+      auto [bec, bn] = co_await http::async_read(stream, buf, full, use_nothrow);
+      stream.expires_never();
+      if (bec) {
+        if (bec == http::error::body_limit) {
+          co_await send(stream, error_response(413, "request body exceeds limits.max_body_bytes",
+                                               false, version));
+        } else if (bec != http::error::end_of_stream && bec != net::error::eof &&
+                   bec != net::error::connection_reset) {
+          co_await send(stream, error_response(400, "malformed request body: " + bec.message(),
+                                               false, version));
+        }
+        co_return;
+      }
+      auto req = full.release();
+      auto route = fe.router.route(req[http::field::content_type], req.body());
+      if (!route) {
+        co_await answer_error(route.error());
+      } else {
+        auto* backend = route->backend;
+        out.backend = backend->name();
+        out.model = route->model;
+        upstream::prepare_upstream_request(req, backend->pool().target(), client_address);
+        for (int attempt = 0;; ++attempt) {
+          auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
+          if (!acquired) {
+            if (acquired.error().code == errc::client_gone) {
+              keep_alive = false;
+            }
+            co_await answer_error(acquired.error());
+            break;
           }
-          co_await answer_error(acquired.error());
+          if (acquired->waited_ms) {
+            out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
+          }
+          auto fwd = co_await upstream::forward(
+              stream, backend->pool(), req,
+              upstream::ForwardOptions{.client_keep_alive = keep_alive, .wake_ms = out.wait_ms});
+          if (fwd.outcome == O::connect_failed && attempt < kMaxConnectRetries) {
+            // Nothing reached the upstream: re-check the backend (re-woken if it died), retry.
+            log::info("upstream connect failed; re-checking backend",
+                      {{"backend", out.backend}, {"error", fwd.error}});
+            backend->suspect();
+            continue;
+          }
+          co_await settle(fwd);
           break;
         }
-        if (acquired->waited_ms) {
-          out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
-        }
-        auto fwd = co_await upstream::forward(
-            stream, backend->pool(), req,
-            upstream::ForwardOptions{.client_keep_alive = keep_alive, .wake_ms = out.wait_ms});
-        using O = upstream::ForwardResult::Outcome;
-        if (fwd.outcome == O::connect_failed && attempt < kMaxConnectRetries) {
-          // Nothing reached the upstream: re-check the backend (re-woken if it died) and retry.
-          log::info("upstream connect failed; re-checking backend",
-                    {{"backend", out.backend}, {"error", fwd.error}});
-          backend->suspect();
-          continue;
-        }
-        out.bytes = fwd.bytes;
-        keep_alive = fwd.keep_alive;
-        if (fwd.response_started) {
-          out.status = fwd.status;
-        } else if (fwd.outcome == O::client_gone) {
-          out.status = 499;
-          keep_alive = false;
-        } else if (fwd.outcome != O::done) {
-          co_await answer_error(
-              Failure{errc::upstream_failed,
-                      "upstream of backend '" + out.backend + "' failed: " + fwd.error});
-        }
-        if (fwd.outcome == O::client_gone) {
-          out.reason = "client_gone";
-        }
-        break;
       }
     }
 

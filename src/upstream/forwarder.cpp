@@ -1,5 +1,6 @@
 #include "upstream/forwarder.hpp"
 
+#include <fmt/format.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -82,9 +83,12 @@ task<void> end_broken_stream(beast::tcp_stream& client,
 
 }  // namespace
 
-void prepare_upstream_request(http::request<http::string_body>& req, const Target& t,
+void rewrite_upstream_headers(http::request_header<>& req, const Target& t,
                               std::string_view client_address) {
+  const bool chunked = http::token_list(req[http::field::transfer_encoding]).exists("chunked");
   const bool upgrade = req.count(http::field::upgrade) > 0;
+  // Fields the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+  http::token_list nominated(req[http::field::connection]);
   std::string xff;
   std::vector<std::string> drop;
   for (const auto& f : req) {
@@ -92,9 +96,10 @@ void prepare_upstream_request(http::request<http::string_body>& req, const Targe
     if (beast::iequals(name, "x-forwarded-for")) {
       xff += (xff.empty() ? "" : ", ") + std::string(f.value());
     }
+    const bool hop = is_hop_by_hop(f.name(), name) || nominated.exists(name);
     if (beast::iequals(name, "x-forwarded-for") || beast::iequals(name, "x-forwarded-proto") ||
         beast::iequals(name, "x-forwarded-host") ||
-        (is_hop_by_hop(f.name(), name) && !(upgrade && f.name() == http::field::upgrade))) {
+        (hop && !(upgrade && f.name() == http::field::upgrade))) {
       drop.emplace_back(name);
     }
   }
@@ -111,7 +116,18 @@ void prepare_upstream_request(http::request<http::string_body>& req, const Targe
   if (upgrade) {
     req.set(http::field::connection, "upgrade");
   }
+  if (chunked) {
+    // Transfer-Encoding is hop-by-hop, but a streamed body keeps its framing (see
+    // forward_streamed).
+    req.set(http::field::transfer_encoding, "chunked");
+  }
   req.version(11);
+}
+
+void prepare_upstream_request(http::request<http::string_body>& req, const Target& t,
+                              std::string_view client_address) {
+  rewrite_upstream_headers(req.base(), t, client_address);
+  req.erase(http::field::transfer_encoding);
   req.prepare_payload();
 }
 
@@ -132,132 +148,218 @@ bool is_hop_by_hop(http::field f, beast::string_view name) {
   }
 }
 
+namespace {
+
+// One request/response exchange with the upstream.
+struct Exchange {
+  Exchange(Connection c, http::verb method) : conn(std::move(c)) {
+    parser.body_limit(boost::none);
+    if (method == http::verb::head) {
+      parser.skip(true);
+    }
+  }
+  Connection conn;
+  beast::flat_buffer buf;
+  http::response_parser<http::buffer_body> parser;
+};
+
+// The request went out and the response head is in `ex.parser`: relay the response to the client,
+// chunk by chunk, while watching for the client to leave.
+task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchange& ex,
+                                   const ForwardOptions& r) {
+  ForwardResult result;
+  auto& up = ex.conn.stream;
+  auto& ubuf = ex.buf;
+  auto& p = ex.parser;
+  auto& conn = ex.conn;
+  auto& res = p.get();
+  result.status = res.result_int();
+  const bool upstream_keep_alive = res.keep_alive();
+  const bool switching = res.result() == http::status::switching_protocols;
+  if (!switching) {
+    strip_hop_by_hop(res);
+  }
+  res.keep_alive(r.client_keep_alive && !switching);
+  result.keep_alive = r.client_keep_alive && !switching;
+  if (r.wake_ms) {
+    res.set("Server-Timing", "wake;dur=" + std::to_string(static_cast<long long>(*r.wake_ms)));
+  }
+
+  http::response_serializer<http::buffer_body> sr{res};
+  auto [hwec, hwn] = co_await http::async_write_header(client, sr, use_nothrow);
+  if (hwec) {
+    result.outcome = ForwardResult::Outcome::client_gone;
+    co_return result;
+  }
+  result.response_started = true;
+
+  if (switching) {
+    // WebSocket and friends: bytes both ways until either side closes.
+    if (ubuf.size() > 0) {
+      co_await net::async_write(client, ubuf.data(), use_nothrow);
+    }
+    co_await (pipe_bytes(client, up) && pipe_bytes(up, client));
+    result.keep_alive = false;
+    co_return result;
+  }
+
+  bool client_gone = false;
+  bool relay_done = false;
+  auto relay = [&]() -> task<void> {
+    std::array<char, kChunk> buf;
+    do {
+      if (!p.is_done()) {
+        res.body().data = buf.data();
+        res.body().size = buf.size();
+        auto [ec, n] = co_await http::async_read_some(up, ubuf, p, use_nothrow);
+        if (ec == http::error::need_buffer) {
+          ec = {};
+        }
+        if (ec) {
+          if (!client_gone) {
+            result.outcome = ForwardResult::Outcome::upstream_failed;
+            result.error = ec.message();
+            if (res.chunked() && !p.is_header_done()) {
+              break;
+            }
+            if (res.chunked()) {
+              co_await end_broken_stream(client, sr, p);
+            }
+          }
+          break;
+        }
+        res.body().size = buf.size() - res.body().size;
+        // A read that parsed only framing (a chunk header) yields no bytes. An empty buffer
+        // would be serialized as a zero-size chunk, which ends a chunked body early; without
+        // data the serializer waits for more (or writes the last chunk when the body is done).
+        res.body().data = res.body().size > 0 ? buf.data() : nullptr;
+        res.body().more = !p.is_done();
+        result.bytes += res.body().size;
+      } else {
+        res.body().data = nullptr;
+        res.body().size = 0;
+      }
+      auto [wec2, wn2] = co_await http::async_write(client, sr, use_nothrow);
+      if (wec2 == http::error::need_buffer) {
+        wec2 = {};
+      }
+      if (wec2) {
+        client_gone = true;
+        break;
+      }
+    } while (!p.is_done() || !sr.is_done());
+    relay_done = true;
+    error_code ignored;
+    client.socket().cancel(ignored);
+  };
+  co_await (relay() && watch_client(client, up, client_gone, relay_done));
+
+  if (client_gone) {
+    result.outcome = ForwardResult::Outcome::client_gone;
+    result.keep_alive = false;
+  } else if (result.outcome == ForwardResult::Outcome::upstream_failed) {
+    result.keep_alive = false;
+  } else if (upstream_keep_alive && p.is_done()) {
+    pool.release(std::move(conn));
+  }
+  co_return result;
+}
+
+}  // namespace
+
 task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
                             const http::request<http::string_body>& up_req, ForwardOptions r) {
-  ForwardResult result;
-  const auto method = up_req.method();
-
   // A reused connection may have been closed by the upstream meanwhile: if it fails before any
   // response byte, the request goes again on a fresh connection (it cannot have been processed:
   // a keep-alive server closes only between requests).
   for (int attempt = 0;; ++attempt) {
     auto [cec, conn] = co_await pool.acquire();
     if (cec) {
-      result.outcome = ForwardResult::Outcome::connect_failed;
-      result.error = cec.message();
-      co_return result;
+      co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
+                              .error = cec.message()};
     }
-    auto& up = conn.stream;
-    auto [wec, wn] = co_await http::async_write(up, up_req, use_nothrow);
-    beast::flat_buffer ubuf;
-    http::response_parser<http::buffer_body> p;
-    p.body_limit(boost::none);
-    if (method == http::verb::head) {
-      p.skip(true);
-    }
+    auto ex = std::make_unique<Exchange>(std::move(conn), up_req.method());
+    auto [wec, wn] = co_await http::async_write(ex->conn.stream, up_req, use_nothrow);
     error_code hec = wec;
     if (!wec) {
-      std::tie(hec, std::ignore) = co_await http::async_read_header(up, ubuf, p, use_nothrow);
+      std::tie(hec, std::ignore) =
+          co_await http::async_read_header(ex->conn.stream, ex->buf, ex->parser, use_nothrow);
     }
     if (hec) {
-      if (conn.reused && attempt == 0) {
+      if (ex->conn.reused && attempt == 0) {
         continue;
       }
-      result.outcome = wec && !conn.reused ? ForwardResult::Outcome::connect_failed
-                                           : ForwardResult::Outcome::upstream_failed;
-      result.error = hec.message();
-      co_return result;
+      co_return ForwardResult{.outcome = wec && !ex->conn.reused
+                                             ? ForwardResult::Outcome::connect_failed
+                                             : ForwardResult::Outcome::upstream_failed,
+                              .error = hec.message()};
     }
-
-    auto& res = p.get();
-    result.status = res.result_int();
-    const bool upstream_keep_alive = res.keep_alive();
-    const bool switching = res.result() == http::status::switching_protocols;
-    if (!switching) {
-      strip_hop_by_hop(res);
-    }
-    res.keep_alive(r.client_keep_alive && !switching);
-    result.keep_alive = r.client_keep_alive && !switching;
-    if (r.wake_ms) {
-      res.set("Server-Timing", "wake;dur=" + std::to_string(static_cast<long long>(*r.wake_ms)));
-    }
-
-    http::response_serializer<http::buffer_body> sr{res};
-    auto [hwec, hwn] = co_await http::async_write_header(client, sr, use_nothrow);
-    if (hwec) {
-      result.outcome = ForwardResult::Outcome::client_gone;
-      co_return result;
-    }
-    result.response_started = true;
-
-    if (switching) {
-      // WebSocket and friends: bytes both ways until either side closes.
-      if (ubuf.size() > 0) {
-        co_await net::async_write(client, ubuf.data(), use_nothrow);
-      }
-      co_await (pipe_bytes(client, up) && pipe_bytes(up, client));
-      result.keep_alive = false;
-      co_return result;
-    }
-
-    bool client_gone = false;
-    bool relay_done = false;
-    auto relay = [&]() -> task<void> {
-      std::array<char, kChunk> buf;
-      do {
-        if (!p.is_done()) {
-          res.body().data = buf.data();
-          res.body().size = buf.size();
-          auto [ec, n] = co_await http::async_read_some(up, ubuf, p, use_nothrow);
-          if (ec == http::error::need_buffer) {
-            ec = {};
-          }
-          if (ec) {
-            if (!client_gone) {
-              result.outcome = ForwardResult::Outcome::upstream_failed;
-              result.error = ec.message();
-              if (res.chunked() && !p.is_header_done()) {
-                break;
-              }
-              if (res.chunked()) {
-                co_await end_broken_stream(client, sr, p);
-              }
-            }
-            break;
-          }
-          res.body().size = buf.size() - res.body().size;
-          res.body().data = buf.data();
-          res.body().more = !p.is_done();
-          result.bytes += res.body().size;
-        } else {
-          res.body().data = nullptr;
-          res.body().size = 0;
-        }
-        auto [wec2, wn2] = co_await http::async_write(client, sr, use_nothrow);
-        if (wec2 == http::error::need_buffer) {
-          wec2 = {};
-        }
-        if (wec2) {
-          client_gone = true;
-          break;
-        }
-      } while (!p.is_done() || !sr.is_done());
-      relay_done = true;
-      error_code ignored;
-      client.socket().cancel(ignored);
-    };
-    co_await (relay() && watch_client(client, up, client_gone, relay_done));
-
-    if (client_gone) {
-      result.outcome = ForwardResult::Outcome::client_gone;
-      result.keep_alive = false;
-    } else if (result.outcome == ForwardResult::Outcome::upstream_failed) {
-      result.keep_alive = false;
-    } else if (upstream_keep_alive && p.is_done()) {
-      pool.release(std::move(conn));
-    }
-    co_return result;
+    co_return co_await relay_response(client, pool, *ex, r);
   }
+}
+
+task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buffer& client_buf,
+                                     http::request_parser<http::buffer_body>& in,
+                                     beast::tcp_stream stream, Pool& pool, ForwardOptions r) {
+  auto ex = std::make_unique<Exchange>(Connection{std::move(stream), false}, in.get().method());
+  auto& up = ex->conn.stream;
+  const bool chunked = in.get().chunked();
+  {
+    http::request<http::empty_body> head{in.get().base()};
+    http::request_serializer<http::empty_body> sr{head};
+    auto [ec, n] = co_await http::async_write_header(up, sr, use_nothrow);
+    if (ec) {
+      co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
+                              .error = ec.message()};
+    }
+  }
+  std::array<char, kChunk> buf;
+  while (!in.is_done()) {
+    auto& body = in.get().body();
+    body.data = buf.data();
+    body.size = buf.size();
+    auto [ec, n] = co_await http::async_read_some(client, client_buf, in, use_nothrow);
+    if (ec == http::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      co_return ForwardResult{.outcome = ForwardResult::Outcome::request_body_failed,
+                              .error = ec == http::error::body_limit
+                                           ? "request body exceeds limits.max_body_bytes"
+                                           : "request body: " + ec.message()};
+    }
+    const std::size_t got = buf.size() - body.size;
+    if (got == 0) {
+      continue;
+    }
+    error_code wec;
+    if (chunked) {
+      const auto size_line = fmt::format("{:x}\r\n", got);
+      const std::array<net::const_buffer, 3> pieces = {
+          net::buffer(size_line), net::buffer(buf.data(), got), net::buffer("\r\n", 2)};
+      std::tie(wec, std::ignore) = co_await net::async_write(up, pieces, use_nothrow);
+    } else {
+      std::tie(wec, std::ignore) =
+          co_await net::async_write(up, net::buffer(buf.data(), got), use_nothrow);
+    }
+    if (wec) {
+      co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
+                              .error = wec.message()};
+    }
+  }
+  if (chunked) {
+    auto [ec, n] = co_await net::async_write(up, net::buffer("0\r\n\r\n", 5), use_nothrow);
+    if (ec) {
+      co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
+                              .error = ec.message()};
+    }
+  }
+  auto [hec, hn] = co_await http::async_read_header(up, ex->buf, ex->parser, use_nothrow);
+  if (hec) {
+    co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
+                            .error = hec.message()};
+  }
+  co_return co_await relay_response(client, pool, *ex, r);
 }
 
 }  // namespace va::upstream

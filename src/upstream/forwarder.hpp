@@ -15,8 +15,12 @@ struct ForwardOptions {
   std::optional<double> wake_ms;  // adds `Server-Timing: wake;dur=<ms>` when set
 };
 
-// Rewrites the client's request for the upstream, in place and once (a retry sends it again):
-// hop-by-hop headers out (Upgrade kept for tunnels), Host and X-Forwarded-* in.
+// Rewrites the client's request head for the upstream, in place and once (a retry sends it
+// again): hop-by-hop headers out (Upgrade kept for tunnels, chunked framing kept for a streamed
+// body), Host and X-Forwarded-* in.
+void rewrite_upstream_headers(http::request_header<>& req, const Target& t,
+                              std::string_view client_address);
+// The same for a request whose whole body is in memory; sets Content-Length.
 void prepare_upstream_request(http::request<http::string_body>& req, const Target& t,
                               std::string_view client_address);
 
@@ -26,6 +30,7 @@ struct ForwardResult {
     connect_failed,   // no request byte reached the upstream: safe to retry after a re-check
     upstream_failed,  // the upstream broke (before or after the status line: see response_started)
     client_gone,      // the client disconnected; the upstream connection was closed
+    request_body_failed,  // streamed body: the client body broke off or exceeded the limit
   };
   Outcome outcome = Outcome::done;
   unsigned status = 0;
@@ -35,8 +40,17 @@ struct ForwardResult {
   std::string error;
 };
 
+// Sends a request whose body is in memory (retried once on a stale pooled connection).
 task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
                             const http::request<http::string_body>& req, ForwardOptions o);
+
+// Sends a request whose body is still arriving: the head (already rewritten) goes upstream at
+// once and each piece of body is passed on as it is read from the client, with its framing
+// (Content-Length or chunked). `upstream` is a fresh connection (Pool::connect): a streamed body
+// cannot be sent twice, so a stale pooled connection must not get the chance to fail mid-body.
+task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buffer& client_buf,
+                                     http::request_parser<http::buffer_body>& in,
+                                     beast::tcp_stream upstream, Pool& pool, ForwardOptions o);
 
 // True for headers that apply to one connection only and must not be forwarded.
 bool is_hop_by_hop(http::field f, beast::string_view name);

@@ -42,6 +42,7 @@ class Pool {
   // Drops every idle connection (the backend is stopping or died).
   void clear();
   const Target& target() const { return settings_.target; }
+  net::any_io_executor executor() const { return ex_; }
 
   // Opens a new connection (also used by the health probe).
   static task<std::pair<error_code, beast::tcp_stream>> connect(net::any_io_executor ex,

@@ -1,0 +1,183 @@
+"""Request bodies stream upstream: a large body for a ready backend reaches the upstream while the
+client is still sending it (observed by a raw-socket upstream that records what arrives)."""
+
+import json
+import socket
+import threading
+
+from support import free_port
+
+MIB = 1024 * 1024
+
+
+class RecordingUpstream:
+    """A minimal HTTP/1.1 upstream: answers /health, and for other requests records when body
+    bytes first arrive and how many arrived in total (Content-Length or chunked)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        self.first_body_bytes = threading.Event()
+        self.received = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        with conn:
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, data = data.split(b"\r\n\r\n", 1)
+                lines = head.decode().split("\r\n")
+                path = lines[0].split()[1]
+                headers = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
+                           for l in lines[1:]}
+                if path == "/health":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    continue
+                if data:
+                    self.first_body_bytes.set()
+                if "content-length" in headers:
+                    want = int(headers["content-length"])
+                    while len(data) < want:
+                        chunk = conn.recv(MIB)
+                        if not chunk:
+                            return
+                        self.first_body_bytes.set()
+                        data += chunk
+                    body, data = data[:want], data[want:]
+                    size = len(body)
+                else:
+                    while not data.endswith(b"0\r\n\r\n"):
+                        chunk = conn.recv(MIB)
+                        if not chunk:
+                            return
+                        self.first_body_bytes.set()
+                        data += chunk
+                    size = decoded_chunked_size(data)
+                    data = b""
+                self.received.append({"path": path, "size": size, "headers": headers})
+                answer = json.dumps({"received": size}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
+
+
+def decoded_chunked_size(data: bytes) -> int:
+    size, pos = 0, 0
+    while True:
+        end = data.index(b"\r\n", pos)
+        n = int(data[pos:end].split(b";")[0], 16)
+        if n == 0:
+            return size
+        size += n
+        pos = end + 2 + n + 2
+
+
+def read_response(sock) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int([l for l in head.decode().split("\r\n") if l.lower().startswith("content-length")][0]
+                 .split(":")[1])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body
+
+
+def config(upstream_port):
+    return f"""
+limits: {{max_body_bytes: 8388608}}
+backends:
+  - name: rec
+    models: ["m"]
+    default: true
+    upstream: http://127.0.0.1:{upstream_port}
+    health: {{interval: 100ms}}
+"""
+
+
+def body_of(size):
+    filler = "x" * (size - 40)
+    return json.dumps({"model": "m", "prompt": filler}).encode()
+
+
+def test_a_large_body_reaches_the_upstream_before_the_client_finished_sending(proxy):
+    up = RecordingUpstream()
+    try:
+        p = proxy(config(up.port))
+        p.wait_state("ready")
+        body = body_of(4 * MIB)
+        with socket.create_connection(("127.0.0.1", p.port)) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            s.sendall(body[: 2 * MIB])
+            # The proxy passes body bytes on while the rest is still to come.
+            assert up.first_body_bytes.wait(10), "the upstream saw no body byte before the end"
+            assert up.received == []
+            s.sendall(body[2 * MIB:])
+            status, answer = read_response(s)
+        assert status == 200
+        assert json.loads(answer) == {"received": len(body)}
+    finally:
+        up.close()
+
+
+def test_a_chunked_body_streams_with_its_framing(proxy):
+    up = RecordingUpstream()
+    try:
+        p = proxy(config(up.port))
+        p.wait_state("ready")
+        body = body_of(3 * MIB)
+        with socket.create_connection(("127.0.0.1", p.port)) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n")
+            half = len(body) // 2
+            s.sendall(b"%x\r\n%s\r\n" % (half, body[:half]))
+            assert up.first_body_bytes.wait(10), "the upstream saw no body byte before the end"
+            rest = body[half:]
+            s.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+            status, answer = read_response(s)
+        assert status == 200
+        assert json.loads(answer) == {"received": len(body)}
+        assert up.received[0]["headers"].get("transfer-encoding") == "chunked"
+    finally:
+        up.close()
+
+
+def test_a_streamed_body_over_the_limit_is_refused_with_413(proxy):
+    up = RecordingUpstream()
+    try:
+        p = proxy(config(up.port))
+        p.wait_state("ready")
+        with socket.create_connection(("127.0.0.1", p.port)) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            piece = b"y" * MIB
+            try:
+                for _ in range(9):
+                    s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            except OSError:
+                pass  # the proxy may stop reading once the limit is passed
+            status, answer = read_response(s)
+        assert status == 413
+        assert json.loads(answer)["error"]["code"] == 413
+        assert up.received == []  # never completed upstream
+    finally:
+        up.close()
