@@ -1,6 +1,7 @@
 #include "app/app.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <thread>
 
@@ -126,6 +127,11 @@ int App::run() {
   log::init(log::Level(spdlog::level::from_str(s.cfg.log.level)),
             s.cfg.log.format == "text" ? log::Format::text : log::Format::json);
   ::signal(SIGPIPE, SIG_IGN);
+  // Every held or streaming request costs two descriptors: use all the hard limit allows.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
   s.build();
   s.listen();
 
