@@ -1008,6 +1008,10 @@ std::vector<std::string> masked_command(const std::vector<std::string>& command)
 
 }  // namespace
 
+std::vector<std::string> mask_command_secrets(const std::vector<std::string>& command) {
+  return masked_command(command);
+}
+
 ConfigError::ConfigError(std::vector<std::string> problems)
     : std::runtime_error(join(problems, "\n")), problems_(std::move(problems)) {}
 

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/config.hpp"
 
@@ -35,6 +36,11 @@ std::map<std::string, std::string> environment_map(char** envp);
 // replaced by "***": auth.api_keys entries, and health headers and scaler env variables whose
 // name is Authorization or contains "key", "token", "secret" or "password" (case-insensitive).
 std::string to_yaml(const Config& c);
+
+// A process command as it may be shown (logs, --print-config): the value of every flag whose name
+// contains "key", "token", "secret", "password" or "authorization" ("--api-key X",
+// "--api-key=X") replaced by "***".
+std::vector<std::string> mask_command_secrets(const std::vector<std::string>& command);
 
 // A listen address: "host:port", IPv6 as "[::1]:8080"; port 0..65535 (0: the kernel picks).
 // `host` is without brackets, ready for asio::ip::make_address or a resolver.

@@ -85,17 +85,32 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
   socket.set_option(tcp::no_delay(true));
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buf;
+  net::steady_timer head_timer(stream.get_executor());
+  bool reading_head = false;
+  bool head_timed_out = false;
   const auto& limits = fe.limits;
 
   for (;;) {
     http::request_parser<http::empty_body> head;
     head.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
     head.body_limit(limits.max_body_bytes);
-    stream.expires_after(limits.header_timeout);
+    // Not tcp_stream's own timeout: that one closes the socket, and the client would never see
+    // its 408. This timer only cancels the read.
+    head_timed_out = false;
+    reading_head = true;
+    head_timer.expires_after(limits.header_timeout);
+    head_timer.async_wait([&](error_code ec) {
+      // An expiry already queued when the read finished must not touch what comes next.
+      if (!ec && reading_head) {
+        head_timed_out = true;
+        stream.socket().cancel(ec);
+      }
+    });
     auto [hec, hn] = co_await http::async_read_header(stream, buf, head, use_nothrow);
-    stream.expires_never();
+    reading_head = false;
+    head_timer.cancel();
     if (hec) {
-      if (hec == beast::error::timeout) {
+      if (head_timed_out) {
         if (head.got_some() || buf.size() > 0) {
           co_await send(stream, error_response(408,
                                                "request head not received within "
@@ -112,6 +127,14 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
                  hec != net::error::connection_reset && hec != net::error::operation_aborted) {
         co_await send(stream, error_response(400, "malformed request: " + hec.message(), false));
       }
+      co_return;
+    }
+    // A Transfer-Encoding other than chunked leaves the body's length unknown (RFC 9112 §6.3):
+    // the parser would take it as empty and its bytes as the next request.
+    if (const auto te = head.get()[http::field::transfer_encoding];
+        !te.empty() && !beast::iequals(te, "chunked")) {
+      co_await send(stream,
+                    error_response(400, "malformed request: unsupported Transfer-Encoding", false));
       co_return;
     }
 
@@ -190,13 +213,16 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
         keep_alive = false;
       } else if (fwd.outcome == O::request_body_failed) {
         keep_alive = false;
-        co_await answer_error(Failure{fwd.error.starts_with("request body exceeds")
-                                          ? errc::body_too_large
-                                          : errc::bad_request,
-                                      fwd.error});
+        // Named, never a braced temporary in the co_await operand: GCC 12 destroys such an
+        // aggregate temporary twice (a double free that aborts the proxy).
+        const Failure failure{fwd.error.starts_with("request body exceeds") ? errc::body_too_large
+                                                                            : errc::bad_request,
+                              fwd.error};
+        co_await answer_error(failure);
       } else if (fwd.outcome != O::done) {
-        co_await answer_error(Failure{errc::upstream_failed, "upstream of backend '" + out.backend +
-                                                                 "' failed: " + fwd.error});
+        const Failure failure{errc::upstream_failed,
+                              "upstream of backend '" + out.backend + "' failed: " + fwd.error};
+        co_await answer_error(failure);
       }
       if (fwd.outcome == O::client_gone) {
         out.reason = "client_gone";

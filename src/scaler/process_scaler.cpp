@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "config/loader.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
 
@@ -105,6 +106,7 @@ outcome<void> ProcessScaler::start() {
     return fail(errc::scaler_error, std::string("pipe: ") + std::strerror(errno));
   }
   const pid_t parent = ::getpid();
+  const long max_fd = ::sysconf(_SC_OPEN_MAX);
   const pid_t pid = ::fork();
   if (pid < 0) {
     return fail(errc::scaler_error, std::string("fork: ") + std::strerror(errno));
@@ -126,6 +128,13 @@ outcome<void> ProcessScaler::start() {
     ::dup2(devnull, 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
+    // None of the proxy's descriptors may live on in the backend: a listening socket held open
+    // by the child keeps accepting connections after the proxy has closed it (on SIGTERM).
+    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+      for (long fd = 3; fd < max_fd; ++fd) {
+        ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
+      }
+    }
     ::execvpe(argv[0], argv.data(), envp.data());
     const int e = errno;
     [[maybe_unused]] auto n = ::write(exec_err[1], &e, sizeof e);
@@ -147,9 +156,10 @@ outcome<void> ProcessScaler::start() {
   pid_ = pid;
   exit_reason_.clear();
   last_stderr_.clear();
-  log::info("backend process started", {{"backend", settings_.backend},
-                                        {"pid", static_cast<int>(pid)},
-                                        {"command", join(settings_.command)}});
+  log::info("backend process started",
+            {{"backend", settings_.backend},
+             {"pid", static_cast<int>(pid)},
+             {"command", join(config::mask_command_secrets(settings_.command))}});
   const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   spawn(ex_, read_output(out[0], "stdout"), "process stdout");
   spawn(ex_, read_output(err[0], "stderr"), "process stderr");
