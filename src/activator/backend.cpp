@@ -359,6 +359,10 @@ task<void> Backend::run_waking() {
     ++wakes_;
   }
   const auto started = Clock::now();
+  // A replica still up when the wake begins (it failed its health probe before its exit was
+  // observed) may die now: that is no failed start, so it gets one more scale_to().
+  auto before = co_await scaler_->observe();
+  bool adopted = before && before->ready > 0;
   auto scaled = co_await scaler_->scale_to(settings_.replicas);
   if (!scaled) {
     std::lock_guard lock(mu_);
@@ -383,6 +387,14 @@ task<void> Backend::run_waking() {
       }
     }
     auto observed = co_await scaler_->observe();
+    if (observed && observed->fatal && std::exchange(adopted, false)) {
+      log::info("backend replica died during the wake; starting again",
+                {{"backend", settings_.name}, {"reason", observed->reason}});
+      auto restarted = co_await scaler_->scale_to(settings_.replicas);
+      if (restarted) {
+        continue;
+      }
+    }
     if (observed && observed->fatal) {
       {
         std::lock_guard lock(mu_);

@@ -182,11 +182,27 @@ class Server {
 
   int run() {
     net::signal_set signals(ioc_, SIGINT, SIGTERM);
-    signals.async_wait([this](error_code ec, int sig) {
-      if (!ec) {
-        log::info("Shutting down", {{"signal", sig}});
-        ioc_.stop();
+    net::steady_timer drain(ioc_);
+    signals.async_wait([this, &signals, &drain](error_code ec, int sig) {
+      if (ec) {
+        return;
       }
+      log::info("Shutting down", {{"signal", sig}});
+      if (settings_.shutdown_delay <= std::chrono::nanoseconds::zero()) {
+        ioc_.stop();
+        return;
+      }
+      // Refuse new connections now; in-flight requests go on until the delay has passed. A
+      // second signal ends the wait.
+      error_code ignored;
+      acceptor_.close(ignored);
+      drain.expires_after(settings_.shutdown_delay);
+      drain.async_wait([this](error_code) { ioc_.stop(); });
+      signals.async_wait([this](error_code sec, int) {
+        if (!sec) {
+          ioc_.stop();
+        }
+      });
     });
     spawn(ioc_.get_executor(), start(), "sim start");
     ioc_.run();
@@ -222,6 +238,9 @@ class Server {
          {"startup_delay_ms",
           std::chrono::duration_cast<std::chrono::milliseconds>(settings_.startup_delay).count()}});
     co_await sleep_for(settings_.startup_delay);
+    if (!acceptor_.is_open()) {
+      co_return;  // stopped (--shutdown-delay) while still loading
+    }
     if (settings_.fail_at_start) {
       fail_start(*settings_.fail_at_start, settings_.fail_message);
       co_return;
@@ -842,7 +861,8 @@ int run(const Settings& settings) {
 int main(int argc, char** argv) {
   Settings s;
   CLI::App app{"vllm-sim: a GPU-free stand-in for vLLM's OpenAI-compatible server"};
-  std::string startup_delay = "0", ttft = "0ms", itl = "10ms", keep_alive = "5s";
+  std::string startup_delay = "0", ttft = "0ms", itl = "10ms", keep_alive = "5s",
+              shutdown_delay = "0";
   int fail_at_start = -1;
   const auto duration = CLI::Validator(
       [](std::string& v) {
@@ -859,6 +879,10 @@ int main(int argc, char** argv) {
   app.add_option("--ttft", ttft, "Time to first token")->check(duration)->capture_default_str();
   app.add_option("--itl", itl, "Inter-token latency")->check(duration)->capture_default_str();
   app.add_option("--keep-alive-timeout", keep_alive, "Idle keep-alive connection timeout")
+      ->check(duration)
+      ->capture_default_str();
+  app.add_option("--shutdown-delay", shutdown_delay,
+                 "On SIGTERM stop listening, serve open connections this long, then exit 0")
       ->check(duration)
       ->capture_default_str();
   app.add_option("--max-tokens", s.max_tokens, "Tokens per completion unless the request says")
@@ -889,6 +913,7 @@ int main(int argc, char** argv) {
   s.ttft = *parse_duration(ttft);
   s.itl = *parse_duration(itl);
   s.keep_alive_timeout = *parse_duration(keep_alive);
+  s.shutdown_delay = *parse_duration(shutdown_delay);
   if (fail_at_start >= 0) {
     s.fail_at_start = fail_at_start;
   }

@@ -22,6 +22,10 @@ struct Settings {
   std::chrono::nanoseconds itl = std::chrono::milliseconds(10);
   // uvicorn closes a keep-alive connection idle this long between requests (vLLM: 5 s).
   std::chrono::nanoseconds keep_alive_timeout = std::chrono::seconds(5);
+  // On SIGTERM: stop listening at once, go on serving open connections for this long, then exit
+  // 0 (like vLLM's --shutdown-timeout, but always the full time, so a stop visibly takes time).
+  // 0: exit at once.
+  std::chrono::nanoseconds shutdown_delay{0};
   int max_tokens = 16;                // a request's max_tokens / max_completion_tokens overrides it
   std::vector<std::string> api_keys;  // empty: no authentication
   // Fault knobs (0 / nullopt = off).

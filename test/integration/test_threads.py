@@ -1,0 +1,98 @@
+"""`threads: 2`: the core scenarios hold when sessions and the controller run on two threads."""
+
+import concurrent.futures as cf
+import json
+import os
+import time
+
+from proxy import sim_command
+from support import free_port, http, metrics, sse_events
+
+CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+
+
+def config(port, delay="1s", idle="60s", itl="1ms"):
+    return f"""
+threads: 2
+backends:
+  - name: sim
+    models: ["sim-model"]
+    upstream: http://127.0.0.1:{port}
+    idle_timeout: {idle}
+    wake_timeout: 30s
+    scaler:
+      type: process
+      command: {sim_command(port, "sim-model", "--startup-delay", delay, "--itl", itl)}
+      stop_timeout: 5s
+"""
+
+
+def started_pids(p):
+    return [e["pid"] for e in p.events("backend process started")]
+
+
+def test_two_threads_hold_100_concurrent_requests_through_one_wake(proxy):
+    port = free_port()
+    p = proxy(config(port, delay="1s"))
+    assert p.backend()["state"] == "asleep"
+    n = 100
+    with cf.ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(
+            lambda _: http("POST", p.url + "/v1/chat/completions", CHAT, None, 60), range(n)))
+    assert [r[0] for r in results] == [200] * n
+    assert all(json.loads(r[2])["object"] == "chat.completion" for r in results)
+    assert len(started_pids(p)) == 1
+    m = metrics(p.admin_url)
+    assert m['vllm_autoscaler_wakes_total{backend="sim",result="success"}'] == 1
+    assert m['vllm_autoscaler_requests_total{backend="sim",code="200"}'] == n
+    b = p.backend()
+    assert b["state"] == "ready" and b["in_flight"] == 0 and b["pending"] == 0
+
+
+def test_two_threads_relay_concurrent_streams_event_by_event(proxy):
+    port = free_port()
+    p = proxy(config(port, delay="0", itl="50ms"))
+    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
+    tokens = 20
+    body = {**CHAT, "max_tokens": tokens, "stream": True}
+    with cf.ThreadPoolExecutor(8) as pool:
+        streams = list(pool.map(lambda _: sse_events(p.url + "/v1/chat/completions", body),
+                                range(8)))
+    for events in streams:
+        assert events[-1][1] == "[DONE]"
+        assert len(events) == tokens + 2
+        contents = [json.loads(d)["choices"][0]["delta"].get("content") for _, d in events[1:-1]]
+        assert contents == [f"tok{i} " for i in range(tokens)]
+        times = [t for t, _ in events[1:-1]]
+        assert times[-1] - times[0] >= 0.7 * (tokens - 1) * 0.05  # spread, not one burst
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert sum(g >= 0.025 for g in gaps) >= 0.75 * len(gaps), gaps
+    b = p.backend()
+    assert b["in_flight"] == 0
+    assert len(started_pids(p)) == 1
+
+
+def test_two_threads_stop_the_idle_backend_and_wake_it_again(proxy):
+    port = free_port()
+    idle = 1.5
+    p = proxy(config(port, delay="0", idle="1500ms"))
+    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
+    ended = time.monotonic()
+    [pid] = started_pids(p)
+    deadline = ended + idle + 5
+    while p.backend()["state"] == "ready":
+        assert time.monotonic() < deadline, p.status()
+        time.sleep(0.02)
+    stopped = time.monotonic()
+    assert 0.8 * idle <= stopped - ended <= idle + 3, stopped - ended
+    p.wait_state("asleep", timeout=10)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, f"process {pid} still running"
+        time.sleep(0.02)
+    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
+    assert len(started_pids(p)) == 2
