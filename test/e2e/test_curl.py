@@ -6,25 +6,14 @@ import shutil
 import subprocess
 import time
 
-from proxy import sim_command, start_proxy
-from support import free_port
+from proxy import sim_config, start_proxy
+from support import chat as chat_body, free_port
 
 MODEL = "sim-model"
 
 
 def config(port, delay="1s"):
-    return f"""
-backends:
-  - name: sim
-    models: ["{MODEL}"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: 60s
-    wake_timeout: 30s
-    scaler:
-      type: process
-      command: {sim_command(port, MODEL, "--startup-delay", delay, "--itl", "20ms")}
-      stop_timeout: 5s
-"""
+    return sim_config(port, "--startup-delay", delay, "--itl", "20ms", model=MODEL)
 
 
 def curl(*args, timeout=60):
@@ -35,8 +24,7 @@ def curl(*args, timeout=60):
 
 
 def chat(max_tokens, stream=False):
-    return json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                       "max_tokens": max_tokens, "stream": stream})
+    return json.dumps({**chat_body(max_tokens, MODEL), "stream": stream})
 
 
 def test_curl_cold_start_is_200_with_server_timing(procs, tmp_path):
@@ -59,7 +47,7 @@ def test_curl_cold_start_is_200_with_server_timing(procs, tmp_path):
     doc = json.loads((tmp_path / "body.json").read_text())
     assert doc["object"] == "chat.completion"
     assert doc["choices"][0]["message"]["content"] == "tok0 tok1 tok2 "
-    assert len(p.events("backend process started")) == 1
+    assert len(p.started_pids()) == 1
 
 
 def test_curl_no_buffer_stream_arrives_event_by_event_and_ends_with_done(procs):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from support import BIN_DIR, Proc, http, metrics, sse_events
+from support import BIN_DIR, Proc, http, metrics, refused, sse_events
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -43,21 +43,13 @@ def running(url):
     return metrics(url)['vllm:num_requests_running{model_name="sim-model"}']
 
 
-def connect_refused(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 # --- startup and shutdown -------------------------------------------------------------------
 
 
 def test_refuses_connections_until_startup_delay_has_passed(sim):
     p = sim("--startup-delay", "1s", wait=False)
     time.sleep(max(0.0, p.started_at + 0.3 - time.monotonic()))
-    assert connect_refused(p.port)
+    assert refused(p.port)
     p.wait_for_output("Application startup complete.", timeout=3)
     assert time.monotonic() - p.started_at < 3
     assert f"Starting vLLM API server on http://127.0.0.1:{p.port}" in p.output()
@@ -96,7 +88,7 @@ def test_fail_at_start_exits_with_status_and_message_without_listening(sim):
     assert p.wait(timeout=5) == 3
     assert "CUDA out of memory" in p.output()
     assert "Application startup complete." not in p.output()
-    assert connect_refused(p.port)
+    assert refused(p.port)
 
 
 def test_exit_after_n_requests_exits_with_status_1(sim):

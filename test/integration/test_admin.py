@@ -5,16 +5,15 @@ import json
 import math
 import re
 import signal
-import socket
 import threading
 import time
 
 import pytest
 
-from proxy import sim_command
-from support import free_port, http, sse_events
+from proxy import backend_yaml, config_yaml
+from support import chat, eventually, free_port, http, refused, sse_events
 
-CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+CHAT = chat(2)
 
 # DESIGN.md §6: every family, its type and its labels (besides a histogram's `le`).
 DESIGN_FAMILIES = {
@@ -265,42 +264,18 @@ def sample(families, family, name=None, **labels):
 # --- the proxy under test --------------------------------------------------------------------
 
 
-def config(port, delay="500ms", itl="1ms", idle="60s", extra=""):
-    return f"""
-limits: {{ shutdown_timeout: 20s }}
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: {idle}
-    wake_timeout: 30s
-    scaler:
-      type: process
-      command: {sim_command(port, "sim-model", "--startup-delay", delay, "--itl", itl)}
-      stop_timeout: 5s
-{extra}"""
-
-
-def other_backend(port):
-    return f"""  - name: other
-    models: ["other-model"]
-    upstream: http://127.0.0.1:{port}
-    scaler:
-      type: process
-      command: {sim_command(port, "other-model")}
-"""
+def config(port, delay="500ms", itl="1ms", idle="60s", other_port=None):
+    """The backend `sim`, and with `other_port` a second one, `other`, with the default timeouts."""
+    backends = [backend_yaml("sim", port, ["sim-model"], "--startup-delay", delay, "--itl", itl,
+                             idle=idle)]
+    if other_port is not None:
+        backends.append(backend_yaml("other", other_port, ["other-model"], idle=None, wake=None,
+                                     stop_timeout=None))
+    return config_yaml(*backends, top="limits: { shutdown_timeout: 20s }")
 
 
 def started(p):
-    return len(p.events("backend process started"))
-
-
-def refused(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
+    return len(p.started_pids())
 
 
 def in_background(fn, *args):
@@ -323,16 +298,6 @@ def in_background(fn, *args):
         return result["value"]
 
     return join
-
-
-def eventually(check, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 # --- tests -----------------------------------------------------------------------------------
@@ -367,7 +332,7 @@ def test_readyz_turns_503_while_draining_on_sigterm(proxy):
 
 def test_metrics_exposition_is_strictly_valid_and_has_every_design_family(proxy):
     port = free_port()
-    p = proxy(config(port, extra=other_backend(free_port())))
+    p = proxy(config(port, other_port=free_port()))
     # Before any traffic the exposition is already complete and valid.
     families = scrape(p)
     for name, (kind, _) in DESIGN_FAMILIES.items():

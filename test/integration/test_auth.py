@@ -7,14 +7,11 @@ import json
 import os
 import secrets
 import subprocess
-import time
 
 import pytest
 
-from proxy import sim_command
-from support import BIN_DIR, free_port, http, metrics, sse_events
-
-CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+from proxy import sim_config
+from support import BIN_DIR, CHAT, free_port, http, metrics, sse_events
 
 
 def new_key():
@@ -22,21 +19,8 @@ def new_key():
 
 
 def config(port, auth, sim_args=(), extra_backend=""):
-    command = sim_command(port, "sim-model", "--startup-delay", "300ms", "--itl", "1ms", *sim_args)
-    return f"""
-auth:
-{auth}
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: 60s
-    wake_timeout: 30s
-{extra_backend}    scaler:
-      type: process
-      command: {command}
-      stop_timeout: 5s
-"""
+    return sim_config(port, "--startup-delay", "300ms", "--itl", "1ms", *sim_args,
+                      extra=extra_backend, top="auth:\n" + auth)
 
 
 def inline_keys(keys):
@@ -65,20 +49,10 @@ def assert_openai_401(status, headers, body):
     assert err["type"] == "AuthenticationError" and err["message"]
 
 
-def settle(p, timeout=20):
-    """Waits until no request is in flight: a response is accounted once its last byte is
-    written, which the client may see first."""
-    deadline = time.monotonic() + timeout
-    while any(b["in_flight"] or b["pending"] for b in p.status()["backends"]):
-        assert time.monotonic() < deadline, p.status()
-        time.sleep(0.02)
-
-
 def never_woken(p):
-    assert p.events("backend process started") == []
+    b = p.assert_never_woken()
     assert p.events("backend state") == []
-    b = p.backend()
-    assert (b["state"], b["wakes"], b["in_flight"], b["pending"]) == ("asleep", 0, 0, 0)
+    assert (b["in_flight"], b["pending"]) == (0, 0)
     m = metrics(p.admin_url + "/metrics")
     for result in ("success", "failed", "timeout"):
         assert m[f'vllm_autoscaler_wakes_total{{backend="sim",result="{result}"}}'] == 0
@@ -140,8 +114,8 @@ def test_a_valid_key_is_served_after_one_wake_with_a_case_insensitive_scheme(key
     assert_openai_401(*http("POST", p.url + "/v1/chat/completions", CHAT,
                             {"Authorization": "Bearer " + new_key()}))
 
-    assert len(p.events("backend process started")) == 1
-    settle(p)
+    assert len(p.started_pids()) == 1
+    p.settle()
     m = metrics(p.admin_url + "/metrics")
     assert m['vllm_autoscaler_wakes_total{backend="sim",result="success"}'] == 1
     assert m['vllm_autoscaler_requests_total{backend="sim",code="200"}'] == 4

@@ -10,28 +10,16 @@ import socket
 import threading
 import time
 
-from proxy import sim_command
-from support import free_port, http, metrics, sse_events
+from proxy import sim_config
+from support import chat, eventually, free_port, http, metrics, sse_events
 
 MAX_HEADER = 4096
 MAX_BODY = 32768
-CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+CHAT = chat(2)
 
 
 def config(port, limits, itl="1ms"):
-    return f"""
-limits: {{ {limits} }}
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: 60s
-    wake_timeout: 30s
-    scaler:
-      type: process
-      command: {sim_command(port, "sim-model", "--startup-delay", "200ms", "--itl", itl)}
-      stop_timeout: 5s
-"""
+    return sim_config(port, "--startup-delay", "200ms", "--itl", itl, top=f"limits: {{ {limits} }}")
 
 
 LIMITS = f"max_header_bytes: {MAX_HEADER}, max_body_bytes: {MAX_BODY}, header_timeout: 1s"
@@ -136,19 +124,13 @@ def run_bad_inputs(port):
     return [(status, *r) for (status, _), r in zip(cases, replies)]
 
 
-def assert_never_woken(p):
-    assert p.events("backend process started") == []
-    b = p.backend()
-    assert (b["state"], b["wakes"]) == ("asleep", 0)
-
-
 def test_malformed_requests_get_400_and_close_without_a_wake(proxy):
     p = proxy(config(free_port(), LIMITS))
     for data in MALFORMED:
         reply, took, closed = exchange(p.port, data)
         assert_error(reply, closed, 400)
         assert took < 5
-    assert_never_woken(p)
+    p.assert_never_woken()
 
 
 def test_heads_over_max_header_bytes_get_431_without_a_wake(proxy):
@@ -159,7 +141,7 @@ def test_heads_over_max_header_bytes_get_431_without_a_wake(proxy):
     # Just under the limit is fine (and needs no backend).
     status, _, _ = http("GET", p.url + "/v1/models", headers={"X-Big": "e" * (MAX_HEADER - 300)})
     assert status == 200
-    assert_never_woken(p)
+    p.assert_never_woken()
 
 
 def test_bodies_over_max_body_bytes_get_413_without_a_wake(proxy):
@@ -175,13 +157,13 @@ def test_bodies_over_max_body_bytes_get_413_without_a_wake(proxy):
     assert s.recv(65536).startswith(b"HTTP/1.1 413 ")
     assert time.monotonic() - t0 < 2
     s.close()
-    assert_never_woken(p)
+    p.assert_never_woken()
     # A body just under the limit is read and routed (here: to the 404 of an unknown model).
     body = json.dumps({"model": "nope", "pad": "f" * (MAX_BODY - 100)})
     assert len(body) <= MAX_BODY
     assert http("POST", p.url + "/v1/chat/completions", body,
                 {"Content-Type": "application/json"})[0] == 404
-    assert_never_woken(p)
+    p.assert_never_woken()
 
 
 def test_bad_input_does_not_disturb_a_concurrent_stream(proxy):
@@ -196,10 +178,7 @@ def test_bad_input_does_not_disturb_a_concurrent_stream(proxy):
 
     t = threading.Thread(target=stream)
     t.start()
-    deadline = time.monotonic() + 30
-    while p.backend()["in_flight"] != 1:
-        assert time.monotonic() < deadline, p.status()
-        time.sleep(0.02)
+    eventually(lambda: p.backend()["in_flight"] == 1, 30, "the stream in flight")
 
     outcomes = run_bad_inputs(p.port)
     bad_done = time.monotonic()
@@ -215,11 +194,8 @@ def test_bad_input_does_not_disturb_a_concurrent_stream(proxy):
     assert payloads[-1] == "[DONE]"
     contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in payloads[:-1]]
     assert contents == [""] + [f"tok{i} " for i in range(tokens)]
-    assert len(p.events("backend process started")) == 1
-    deadline = time.monotonic() + 20  # accounted once the last byte is written
-    while p.backend()["in_flight"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert len(p.started_pids()) == 1
+    p.settle()  # accounted once the last byte is written
     m = metrics(p.admin_url + "/metrics")
     assert m['vllm_autoscaler_requests_total{backend="sim",code="200"}'] == 2
 
@@ -240,6 +216,16 @@ def read_until_closed(s):
     return reply
 
 
+def assert_408_after_header_timeout(s, t0):
+    """Reads `s` until the proxy closes it, which must be about header_timeout (1 s) after `t0`,
+    and checks the 408 it got before; closes `s`."""
+    reply = read_until_closed(s)
+    took = time.monotonic() - t0
+    s.close()
+    assert 0.8 <= took < 5, took
+    assert_408(reply)
+
+
 def test_a_head_not_finished_within_header_timeout_gets_408(proxy):
     p = proxy(config(free_port(), LIMITS))
 
@@ -247,11 +233,7 @@ def test_a_head_not_finished_within_header_timeout_gets_408(proxy):
     s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\n")
     t0 = time.monotonic()
-    reply = read_until_closed(s)
-    took = time.monotonic() - t0
-    s.close()
-    assert 0.8 <= took < 5, took
-    assert_408(reply)
+    assert_408_after_header_timeout(s, t0)
 
     # Slowloris: a byte every 100 ms never completes a head, and the deadline is for the whole
     # head, not per byte.
@@ -270,11 +252,7 @@ def test_a_head_not_finished_within_header_timeout_gets_408(proxy):
             ended = True
             break
     assert ended, "the proxy kept reading a head for 20 s"
-    reply = read_until_closed(s)
-    took = time.monotonic() - t0
-    s.close()
-    assert 0.8 <= took < 5, took
-    assert_408(reply)
+    assert_408_after_header_timeout(s, t0)
 
     # A connection that never sends a byte is closed quietly.
     s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
@@ -285,7 +263,12 @@ def test_a_head_not_finished_within_header_timeout_gets_408(proxy):
 
     # Nothing of it was a request; the port still serves.
     assert http("GET", p.url + "/v1/models")[0] == 200
-    assert_never_woken(p)
+    p.assert_never_woken()
+
+
+def wait_open_connections(p, n, timeout=10):
+    eventually(lambda: metrics(p.admin_url + "/metrics")["vllm_autoscaler_open_connections"] == n,
+               timeout, f"{n} open connections")
 
 
 def test_connections_over_max_connections_get_503_while_existing_ones_keep_working(proxy):
@@ -303,10 +286,7 @@ def test_connections_over_max_connections_get_503_while_existing_ones_keep_worki
     idle = []
     for _ in range(limit - 2):
         idle.append(socket.create_connection(("127.0.0.1", p.port), timeout=5))
-    deadline = time.monotonic() + 10
-    while metrics(p.admin_url + "/metrics")["vllm_autoscaler_open_connections"] != limit:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_open_connections(p, limit)
 
     def extra(_):
         t0 = time.monotonic()
@@ -333,12 +313,9 @@ def test_connections_over_max_connections_get_503_while_existing_ones_keep_worki
     for c in keep:
         c.close()
     # Once they are gone, new connections are accepted again.
-    deadline = time.monotonic() + 10
-    while metrics(p.admin_url + "/metrics")["vllm_autoscaler_open_connections"] != 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_open_connections(p, 0)
     assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
-    assert len(p.events("backend process started")) == 1
+    assert len(p.started_pids()) == 1
 
 
 class HangUpUpstream:

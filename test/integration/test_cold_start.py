@@ -5,29 +5,12 @@ import json
 import random
 import time
 
-from proxy import sim_command
-from support import free_port, http, metrics
-
-CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+from proxy import sim_config
+from support import CHAT, free_port, http, metrics
 
 
-def config(port, delay="2s", extra=""):
-    return f"""
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: 60s
-    wake_timeout: 30s
-    scaler:
-      type: process
-      command: {sim_command(port, "sim-model", "--startup-delay", delay, "--itl", "1ms")}
-      stop_timeout: 5s
-{extra}"""
-
-
-def started_processes(p):
-    return len(p.events("backend process started"))
+def config(port, delay="2s"):
+    return sim_config(port, "--startup-delay", delay, "--itl", "1ms")
 
 
 def test_concurrent_requests_are_held_and_all_answered_with_one_start(proxy):
@@ -40,7 +23,7 @@ def test_concurrent_requests_are_held_and_all_answered_with_one_start(proxy):
         results = [f.result() for f in futures]
     codes = [r[0] for r in results]
     assert codes == [200] * 200, codes
-    assert started_processes(p) == 1
+    assert len(p.started_pids()) == 1
     assert all("wake;dur=" in r[1].get("server-timing", "") for r in results)
     m = metrics(p.admin_url + "/metrics")
     assert m['vllm_autoscaler_wakes_total{backend="sim",result="success"}'] == 1
@@ -60,7 +43,7 @@ def test_requests_spread_over_the_wake_are_all_answered_with_one_start(proxy):
     with cf.ThreadPoolExecutor(200) as pool:
         codes = list(pool.map(late_request, [rng.uniform(0, 2.5) for _ in range(200)]))
     assert codes == [200] * 200
-    assert started_processes(p) == 1
+    assert len(p.started_pids()) == 1
 
 
 def test_a_held_request_gets_an_openai_answer_after_the_wake(proxy):

@@ -2,59 +2,21 @@
 
 import concurrent.futures as cf
 import json
-import os
 import random
 import time
 
-from proxy import sim_command
-from support import free_port, http, metrics
-
-CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+from proxy import sim_config
+from support import CHAT, eventually, free_port, http, metrics, pid_alive
 
 
-def config(port, sim_args=("--itl", "1ms"), wake="20s", extra="", upstream_port=None,
-           scaler=None):
-    scaler = scaler or f"""
-      type: process
-      command: {sim_command(port, "sim-model", *sim_args)}
-      stop_timeout: 5s"""
-    return f"""
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{upstream_port or port}
-    idle_timeout: 60s
-    wake_timeout: {wake}
-{extra}    scaler:{scaler}
-"""
+def config(port, sim_args=("--itl", "1ms"), wake="20s", extra="", static=False):
+    return sim_config(port, *sim_args, wake=wake, extra=extra, static=static)
 
 
 def post(p, timeout=60):
     """POSTs CHAT; returns (status, headers, body, monotonic time the answer arrived)."""
     code, headers, body = http("POST", p.url + "/v1/chat/completions", CHAT, None, timeout)
     return code, headers, body, time.monotonic()
-
-
-def started_pids(p):
-    return [e["pid"] for e in p.events("backend process started")]
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def eventually(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not seen within {timeout}s"
-        time.sleep(0.02)
 
 
 def assert_openai_503(headers, body):
@@ -81,7 +43,7 @@ def test_a_wake_that_exceeds_wake_timeout_gets_503_with_retry_after_in_openai_sh
     message = assert_openai_503(headers, body)
     assert "did not become ready within 1s" in message, message
     # Nobody waits any more: the wake is given up and the process stopped.
-    [pid] = started_pids(p)
+    [pid] = p.started_pids()
     p.wait_state("failed", timeout=10)
     eventually(lambda: not pid_alive(pid), 10, "the starting process stopped")
     m = metrics(p.admin_url)
@@ -106,7 +68,7 @@ def test_a_full_queue_answers_503_at_once_and_the_held_requests_are_still_served
         results = [f.result() for f in held]
     assert [r[0] for r in results] == [200, 200]
     assert all(r[3] - t0 >= 2.5 for r in results)  # they did wait for the wake
-    assert len(started_pids(p)) == 1
+    assert len(p.started_pids()) == 1
     m = metrics(p.admin_url)
     assert m['vllm_autoscaler_rejected_requests_total{backend="sim",reason="queue_full"}'] == 1
 
@@ -140,7 +102,7 @@ def test_a_backend_process_exiting_during_the_wake_fails_every_held_request_fast
     code, headers, body, _ = post(p)
     assert code == 503
     assert "CUDA out of memory" in assert_openai_503(headers, body)
-    assert len(started_pids(p)) == 2
+    assert len(p.started_pids()) == 2
 
 
 def test_a_backend_that_dies_while_ready_is_woken_again_by_the_next_request(proxy):
@@ -148,14 +110,14 @@ def test_a_backend_that_dies_while_ready_is_woken_again_by_the_next_request(prox
     p = proxy(config(port, sim_args=("--exit-after", "1", "--itl", "1ms")))
     code, _, _, _ = post(p)
     assert code == 200
-    [first] = started_pids(p)
+    [first] = p.started_pids()
     eventually(lambda: not pid_alive(first), 10, "the sim exiting after one request")
     p.wait_state("asleep", timeout=10)  # the proxy noticed
 
     code, headers, _, _ = post(p)
     assert code == 200
     assert "wake;dur=" in headers.get("server-timing", "")
-    pids = started_pids(p)
+    pids = p.started_pids()
     assert len(pids) == 2 and pids[1] != first
     assert metrics(p.admin_url)['vllm_autoscaler_wakes_total{backend="sim",result="success"}'] == 2
 
@@ -178,14 +140,14 @@ def test_requests_racing_the_backend_exit_restart_it_and_never_fail_as_a_failed_
     assert codes[0] == 200
     assert codes.count(200) >= n // 2, codes
     # Each process answers one request, then exits: one start per 200, no start wasted.
-    assert len(started_pids(p)) == codes.count(200)
+    assert len(p.started_pids()) == codes.count(200)
     m = metrics(p.admin_url)
     assert m['vllm_autoscaler_wakes_total{backend="sim",result="failed"}'] == 0
 
 
 def test_stale_pooled_upstream_connections_are_replaced_never_surfaced(proxy, sim):
     s = sim("--keep-alive-timeout", "200ms", "--itl", "1ms")
-    p = proxy(config(s.port, scaler=" { type: static }"))
+    p = proxy(config(s.port, static=True))
     assert post(p)[0] == 200
     rng = random.Random(11)
     codes = []

@@ -1,49 +1,15 @@
 """Scale to zero: the idle stop, counted from the end of the last response, and what is activity."""
 
 import concurrent.futures as cf
-import os
-import socket
 import threading
 import time
 
-from proxy import sim_command
-from support import free_port, http, metrics, sse_events
-
-CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+from proxy import sim_config
+from support import CHAT, free_port, http, metrics, pid_alive, refused, sse_events, wait_pid_gone
 
 
 def config(port, idle="2s", sim_args=("--itl", "1ms"), stop_timeout="10s"):
-    return f"""
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: {idle}
-    wake_timeout: 20s
-    scaler:
-      type: process
-      command: {sim_command(port, "sim-model", *sim_args)}
-      stop_timeout: {stop_timeout}
-"""
-
-
-def started_pids(p):
-    return [e["pid"] for e in p.events("backend process started")]
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_pid_gone(pid, timeout=10):
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} still running"
-        time.sleep(0.02)
+    return sim_config(port, *sim_args, idle=idle, wake="20s", stop_timeout=stop_timeout)
 
 
 def wait_not_ready(p, timeout):
@@ -57,19 +23,31 @@ def wait_not_ready(p, timeout):
         time.sleep(0.02)
 
 
+def wake_with_one_request(p):
+    """POSTs CHAT, which wakes the backend; returns (monotonic time the answer ended, the pid of
+    the one backend process)."""
+    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
+    ended = time.monotonic()
+    [pid] = p.started_pids()
+    return ended, pid
+
+
+def assert_stopped_idle_after(stopped, ended, idle):
+    """The backend left `ready` (at `stopped`) about `idle` seconds after the last response ended."""
+    assert stopped - ended >= 0.8 * idle, stopped - ended
+    assert stopped - ended <= idle + 3, stopped - ended
+
+
 def test_the_backend_stops_idle_timeout_after_the_last_response_and_wakes_again(proxy):
     port = free_port()
     idle = 2.0
     p = proxy(config(port, idle="2s"))
-    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
-    ended = time.monotonic()
-    [pid] = started_pids(p)
+    ended, pid = wake_with_one_request(p)
     assert pid_alive(pid)
     assert p.backend()["state"] == "ready"
 
     stopped = wait_not_ready(p, timeout=idle + 5)
-    assert stopped - ended >= 0.8 * idle, stopped - ended
-    assert stopped - ended <= idle + 3, stopped - ended
+    assert_stopped_idle_after(stopped, ended, idle)
     p.wait_state("asleep", timeout=10)
     wait_pid_gone(pid)
     m = metrics(p.admin_url)
@@ -79,7 +57,7 @@ def test_the_backend_stops_idle_timeout_after_the_last_response_and_wakes_again(
     code, headers, _ = http("POST", p.url + "/v1/chat/completions", CHAT)
     assert code == 200
     assert "wake;dur=" in headers.get("server-timing", "")
-    pids = started_pids(p)
+    pids = p.started_pids()
     assert len(pids) == 2 and pids[1] != pid
     assert pid_alive(pids[1])
     assert p.backend()["wakes"] == 2
@@ -99,14 +77,13 @@ def test_a_stream_longer_than_idle_timeout_is_not_cut_and_idle_counts_from_its_e
     assert ended - started >= 3 * idle * 0.9
     assert events[-1][1] == "[DONE]"
     assert len(events) == tokens + 2  # role, tokens, [DONE]
-    assert len(started_pids(p)) == 1
+    assert len(p.started_pids()) == 1
     assert p.backend()["state"] == "ready"
 
     stopped = wait_not_ready(p, timeout=idle + 5)
-    assert stopped - ended >= 0.8 * idle, stopped - ended
-    assert stopped - ended <= idle + 3, stopped - ended
+    assert_stopped_idle_after(stopped, ended, idle)
     p.wait_state("asleep", timeout=10)
-    assert len(started_pids(p)) == 1
+    assert len(p.started_pids()) == 1
 
 
 def test_a_request_arriving_while_the_backend_stops_is_held_and_served_after_it_restarts(proxy):
@@ -114,7 +91,7 @@ def test_a_request_arriving_while_the_backend_stops_is_held_and_served_after_it_
     # On SIGTERM the sim stops listening at once but takes 2 s to exit.
     p = proxy(config(port, idle="1s", sim_args=("--shutdown-delay", "2s")))
     assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
-    [first] = started_pids(p)
+    [first] = p.started_pids()
 
     p.wait_state("stopping", timeout=10)
     sent = time.monotonic()
@@ -125,7 +102,7 @@ def test_a_request_arriving_while_the_backend_stops_is_held_and_served_after_it_
     # Held until the old process was gone, then served by a new one.
     assert not pid_alive(first)
     assert answered - sent >= 0.5
-    pids = started_pids(p)
+    pids = p.started_pids()
     assert len(pids) == 2 and pids[1] != first
     msgs = [(e["msg"], e.get("pid"), e.get("to")) for e in p.log_lines()]
     assert msgs.index(("backend process exited", first, None)) < \
@@ -170,21 +147,15 @@ def test_health_models_and_admin_calls_never_wake_a_sleeping_backend(proxy):
     assert b["wakes"] == 0
     m = metrics(p.admin_url)
     assert sum(v for k, v in m.items() if k.startswith("vllm_autoscaler_wakes_total")) == 0
-    assert started_pids(p) == []
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        raise AssertionError("something listens on the backend port")
-    except ConnectionRefusedError:
-        pass
+    assert p.started_pids() == []
+    assert refused(port), "something listens on the backend port"
 
 
 def test_health_models_and_admin_calls_do_not_postpone_the_idle_stop(proxy):
     port = free_port()
     idle = 2.0
     p = proxy(config(port, idle="2s"))
-    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
-    ended = time.monotonic()
-    [pid] = started_pids(p)
+    ended, pid = wake_with_one_request(p)
 
     stop = threading.Event()
     with cf.ThreadPoolExecutor(3) as pool:
@@ -194,8 +165,7 @@ def test_health_models_and_admin_calls_do_not_postpone_the_idle_stop(proxy):
         finally:
             stop.set()
         assert sum(f.result() for f in futures) >= 50
-    assert stopped - ended >= 0.8 * idle, stopped - ended
-    assert stopped - ended <= idle + 3, stopped - ended
+    assert_stopped_idle_after(stopped, ended, idle)
     p.wait_state("asleep", timeout=10)
     wait_pid_gone(pid)
-    assert len(started_pids(p)) == 1
+    assert len(p.started_pids()) == 1

@@ -5,6 +5,8 @@ import json
 import socket
 import threading
 
+import pytest
+
 from support import free_port
 
 MIB = 1024 * 1024
@@ -114,70 +116,67 @@ backends:
 """
 
 
+@pytest.fixture
+def recorded(proxy):
+    """A ready proxy in front of a RecordingUpstream; yields (proxy, upstream)."""
+    up = RecordingUpstream()
+    try:
+        p = proxy(config(up.port))
+        p.wait_state("ready")
+        yield p, up
+    finally:
+        up.close()
+
+
 def body_of(size):
     filler = "x" * (size - 40)
     return json.dumps({"model": "m", "prompt": filler}).encode()
 
 
-def test_a_large_body_reaches_the_upstream_before_the_client_finished_sending(proxy):
-    up = RecordingUpstream()
-    try:
-        p = proxy(config(up.port))
-        p.wait_state("ready")
-        body = body_of(4 * MIB)
-        with socket.create_connection(("127.0.0.1", p.port)) as s:
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: %d\r\n\r\n" % len(body))
-            s.sendall(body[: 2 * MIB])
-            # The proxy passes body bytes on while the rest is still to come.
-            assert up.first_body_bytes.wait(10), "the upstream saw no body byte before the end"
-            assert up.received == []
-            s.sendall(body[2 * MIB:])
-            status, answer = read_response(s)
-        assert status == 200
-        assert json.loads(answer) == {"received": len(body)}
-    finally:
-        up.close()
+def test_a_large_body_reaches_the_upstream_before_the_client_finished_sending(recorded):
+    p, up = recorded
+    body = body_of(4 * MIB)
+    with socket.create_connection(("127.0.0.1", p.port)) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        s.sendall(body[: 2 * MIB])
+        # The proxy passes body bytes on while the rest is still to come.
+        assert up.first_body_bytes.wait(10), "the upstream saw no body byte before the end"
+        assert up.received == []
+        s.sendall(body[2 * MIB:])
+        status, answer = read_response(s)
+    assert status == 200
+    assert json.loads(answer) == {"received": len(body)}
 
 
-def test_a_chunked_body_streams_with_its_framing(proxy):
-    up = RecordingUpstream()
-    try:
-        p = proxy(config(up.port))
-        p.wait_state("ready")
-        body = body_of(3 * MIB)
-        with socket.create_connection(("127.0.0.1", p.port)) as s:
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n")
-            half = len(body) // 2
-            s.sendall(b"%x\r\n%s\r\n" % (half, body[:half]))
-            assert up.first_body_bytes.wait(10), "the upstream saw no body byte before the end"
-            rest = body[half:]
-            s.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
-            status, answer = read_response(s)
-        assert status == 200
-        assert json.loads(answer) == {"received": len(body)}
-        assert up.received[0]["headers"].get("transfer-encoding") == "chunked"
-    finally:
-        up.close()
+def test_a_chunked_body_streams_with_its_framing(recorded):
+    p, up = recorded
+    body = body_of(3 * MIB)
+    with socket.create_connection(("127.0.0.1", p.port)) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        half = len(body) // 2
+        s.sendall(b"%x\r\n%s\r\n" % (half, body[:half]))
+        assert up.first_body_bytes.wait(10), "the upstream saw no body byte before the end"
+        rest = body[half:]
+        s.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+        status, answer = read_response(s)
+    assert status == 200
+    assert json.loads(answer) == {"received": len(body)}
+    assert up.received[0]["headers"].get("transfer-encoding") == "chunked"
 
 
-def test_a_streamed_body_over_the_limit_is_refused_with_413(proxy):
-    up = RecordingUpstream()
-    try:
-        p = proxy(config(up.port))
-        p.wait_state("ready")
-        with socket.create_connection(("127.0.0.1", p.port)) as s:
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
-            piece = b"y" * MIB
-            try:
-                for _ in range(9):
-                    s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-            except OSError:
-                pass  # the proxy may stop reading once the limit is passed
-            status, answer = read_response(s)
-        assert status == 413
-        assert json.loads(answer)["error"]["code"] == 413
-        assert up.received == []  # never completed upstream
-    finally:
-        up.close()
+def test_a_streamed_body_over_the_limit_is_refused_with_413(recorded):
+    p, up = recorded
+    with socket.create_connection(("127.0.0.1", p.port)) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        piece = b"y" * MIB
+        try:
+            for _ in range(9):
+                s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        except OSError:
+            pass  # the proxy may stop reading once the limit is passed
+        status, answer = read_response(s)
+    assert status == 413
+    assert json.loads(answer)["error"]["code"] == 413
+    assert up.received == []  # never completed upstream

@@ -3,11 +3,10 @@ backend wakes; unknown models and vLLM's control plane get 404 from the proxy wi
 
 import concurrent.futures as cf
 import json
-import socket
 import time
 
-from proxy import sim_command
-from support import free_port, http, metrics
+from proxy import backend_yaml, config_yaml
+from support import chat as chat_body, free_port, http, metrics, refused, sim_last_request
 
 CHAT = "/v1/chat/completions"
 # vLLM's control plane and other routes that are not exposed (DESIGN §1.3), and near misses.
@@ -18,47 +17,17 @@ NOT_EXPOSED = ["/sleep", "/wake_up", "/is_sleeping", "/pause", "/resume", "/coll
 
 
 def chat(model=None, max_tokens=2):
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
-    if model is not None:
-        body["model"] = model
-    return body
-
-
-def backend_yaml(name, port, models, default=False):
-    command = sim_command(port, models[0], "--startup-delay", "200ms", "--itl", "1ms")
-    return f"""
-  - name: {name}
-    models: {json.dumps(models)}
-    default: {"true" if default else "false"}
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: 60s
-    wake_timeout: 30s
-    scaler:
-      type: process
-      command: {command}
-      stop_timeout: 5s"""
+    return chat_body(max_tokens, model)
 
 
 def two_backends(proxy, default="b", a_models=("model-a",), b_models=("model-b",)):
     """Backends a and b, each a vllm-sim started on demand; returns (proxy, {name: sim port})."""
     ports = {"a": free_port(), "b": free_port()}
-    text = "backends:" + "".join(
-        backend_yaml(n, ports[n], list(models), default == n)
-        for n, models in (("a", a_models), ("b", b_models)))
+    text = config_yaml(*(
+        backend_yaml(n, ports[n], models, "--startup-delay", "200ms", "--itl", "1ms",
+                     default=default == n)
+        for n, models in (("a", a_models), ("b", b_models))))
     return proxy(text), ports
-
-
-def settle(p, timeout=20):
-    """Waits until no request is in flight: a response is accounted once its last byte is
-    written, which the client may see first."""
-    deadline = time.monotonic() + timeout
-    while any(b["in_flight"] or b["pending"] for b in p.status()["backends"]):
-        assert time.monotonic() < deadline, p.status()
-        time.sleep(0.02)
-
-
-def started(p):
-    return [e["backend"] for e in p.events("backend process started")]
 
 
 def states(p):
@@ -77,20 +46,6 @@ def completions(port, model, expected, timeout=20):
     return count()
 
 
-def last_request(port):
-    status, _, body = http("GET", f"http://127.0.0.1:{port}/sim/last-request")
-    assert status == 200
-    return json.loads(body)
-
-
-def refused(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 def assert_openai_404(status, body):
     assert status == 404, (status, body)
     err = json.loads(body)["error"]
@@ -105,24 +60,24 @@ def test_each_request_reaches_only_its_models_backend_and_wakes_only_it(proxy):
     status, _, body = http("POST", p.url + CHAT, chat("model-a"))
     assert status == 200 and json.loads(body)["model"] == "model-a"
     assert states(p) == {"a": "ready", "b": "asleep"}
-    assert started(p) == ["a"] and refused(ports["b"])
+    assert p.started_backends() == ["a"] and refused(ports["b"])
 
     status, _, body = http("POST", p.url + CHAT, chat("model-b"))
     assert status == 200 and json.loads(body)["model"] == "model-b"
     assert states(p) == {"a": "ready", "b": "ready"}
-    assert started(p) == ["a", "b"]
+    assert p.started_backends() == ["a", "b"]
 
     order = ["model-a", "model-b", "model-b", "model-a", "model-b"] * 8
     with cf.ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda m: http("POST", p.url + CHAT, chat(m)), order))
     assert [r[0] for r in replies] == [200] * len(order)
     assert [json.loads(r[2])["model"] for r in replies] == order
-    settle(p)
+    p.settle()
     n = 1 + order.count("model-a")
     assert completions(ports["a"], "model-a", n) == n
     n = 1 + order.count("model-b")
     assert completions(ports["b"], "model-b", n) == n
-    assert started(p) == ["a", "b"]
+    assert p.started_backends() == ["a", "b"]
     m = metrics(p.admin_url + "/metrics")
     assert m['vllm_autoscaler_requests_total{backend="a",code="200"}'] == 1 + order.count("model-a")
     assert m['vllm_autoscaler_requests_total{backend="b",code="200"}'] == 1 + order.count("model-b")
@@ -134,8 +89,8 @@ def test_a_backend_serving_several_models_gets_each_of_them(proxy):
     # answer proves the request reached backend a, and the proxy passes it through unchanged.
     status, _, body = http("POST", p.url + CHAT, chat("model-a-lora"))
     assert status == 404 and "model-a-lora" in json.loads(body)["error"]["message"]
-    assert last_request(ports["a"])["method"] == "POST"
-    assert started(p) == ["a"] and states(p)["b"] == "asleep"
+    assert sim_last_request(ports["a"])["method"] == "POST"
+    assert p.started_backends() == ["a"] and states(p)["b"] == "asleep"
 
 
 def test_unknown_model_is_404_in_openai_shape_without_any_wake(proxy):
@@ -146,7 +101,7 @@ def test_unknown_model_is_404_in_openai_shape_without_any_wake(proxy):
     # Every way of naming a model is checked: completions, embeddings, any exposed path.
     for path in ("/v1/completions", "/v1/embeddings", "/tokenize", "/v1/responses"):
         assert_openai_404(*http("POST", p.url + path, {"model": "gpt-9", "prompt": "x"})[::2])
-    assert started(p) == []
+    assert p.started_backends() == []
     assert states(p) == {"a": "asleep", "b": "asleep"}
     assert refused(ports["a"]) and refused(ports["b"])
     m = metrics(p.admin_url + "/metrics")
@@ -157,20 +112,20 @@ def test_a_request_without_model_goes_to_the_default_backend(proxy):
     p, ports = two_backends(proxy, default="b")
     status, _, body = http("POST", p.url + CHAT, chat(None))
     assert status == 200 and json.loads(body)["model"] == "model-b"
-    assert started(p) == ["b"] and states(p) == {"a": "asleep", "b": "ready"}
-    assert last_request(ports["b"])["body_bytes"] == len(json.dumps(chat(None)))
+    assert p.started_backends() == ["b"] and states(p) == {"a": "asleep", "b": "ready"}
+    assert sim_last_request(ports["b"])["body_bytes"] == len(json.dumps(chat(None)))
     # `"model": null` is the same as no model.
     assert http("POST", p.url + CHAT, {**chat(None), "model": None})[0] == 200
-    settle(p)
+    p.settle()
     assert completions(ports["b"], "model-b", 2) == 2
-    assert started(p) == ["b"]
+    assert p.started_backends() == ["b"]
 
 
 def test_a_request_without_model_and_no_default_is_404_without_any_wake(proxy):
     p, _ = two_backends(proxy, default=None)
     message = assert_openai_404(*http("POST", p.url + CHAT, chat(None))[::2])
     assert "default" in message
-    assert started(p) == [] and states(p) == {"a": "asleep", "b": "asleep"}
+    assert p.started_backends() == [] and states(p) == {"a": "asleep", "b": "asleep"}
 
 
 def test_models_list_shows_every_backends_models_and_state_without_waking(proxy):
@@ -184,17 +139,17 @@ def test_models_list_shows_every_backends_models_and_state_without_waking(proxy)
         assert listed == {"model-a": ("model", "a", "asleep"),
                           "model-a-lora": ("model", "a", "asleep"),
                           "model-b": ("model", "b", "asleep")}
-    assert started(p) == [] and refused(ports["a"]) and refused(ports["b"])
+    assert p.started_backends() == [] and refused(ports["a"]) and refused(ports["b"])
 
     assert http("POST", p.url + CHAT, chat("model-a"))[0] == 200
     doc = json.loads(http("GET", p.url + "/v1/models")[2])
     assert {m["id"]: m["state"] for m in doc["data"]} == \
         {"model-a": "ready", "model-a-lora": "ready", "model-b": "asleep"}
     # Listing is not activity and never reaches a backend.
-    before = last_request(ports["a"])
+    before = sim_last_request(ports["a"])
     assert http("GET", p.url + "/v1/models")[0] == 200
-    assert last_request(ports["a"]) == before
-    assert started(p) == ["a"]
+    assert sim_last_request(ports["a"]) == before
+    assert p.started_backends() == ["a"]
 
 
 def multipart(fields, boundary="----va-test-boundary-7d3f"):
@@ -217,22 +172,22 @@ def test_multipart_audio_request_routes_by_its_model_field(proxy):
                             {"Content-Type": ctype})
     # The sim has no audio route: its FastAPI-style 404 comes back through the proxy.
     assert (status, json.loads(reply)) == (404, {"detail": "Not Found"})
-    seen = last_request(ports["b"])
+    seen = sim_last_request(ports["b"])
     assert seen["method"] == "POST" and seen["target"] == "/v1/audio/transcriptions?x=1"
     assert seen["headers"]["content-type"] == ctype
     assert seen["body_bytes"] == len(body)
-    assert started(p) == ["b"] and states(p) == {"a": "asleep", "b": "ready"}
+    assert p.started_backends() == ["b"] and states(p) == {"a": "asleep", "b": "ready"}
 
     # A quoted boundary and the model field first work the same.
     body, _ = multipart([("model", b"model-b", None), ("file", audio, "x.wav")], boundary="q-b")
     status, _, _ = http("POST", p.url + "/v1/audio/translations", body,
                         {"Content-Type": 'multipart/form-data; boundary="q-b"'})
-    assert status == 404 and last_request(ports["b"])["target"] == "/v1/audio/translations"
+    assert status == 404 and sim_last_request(ports["b"])["target"] == "/v1/audio/translations"
     # An unknown model in the form is the proxy's 404, not the backend's.
     body, ctype = multipart([("model", b"whisper-9", None), ("file", audio, "x.wav")])
     assert_openai_404(*http("POST", p.url + "/v1/audio/transcriptions", body,
                             {"Content-Type": ctype})[::2])
-    assert started(p) == ["b"]
+    assert p.started_backends() == ["b"]
 
 
 def test_control_plane_and_other_unexposed_paths_are_404_never_forwarded_or_woken(proxy):
@@ -241,15 +196,15 @@ def test_control_plane_and_other_unexposed_paths_are_404_never_forwarded_or_woke
         for method in ("GET", "POST"):
             status, _, body = http(method, p.url + path, {"model": "model-a"})
             assert_openai_404(status, body)
-    assert started(p) == [] and states(p) == {"a": "asleep", "b": "asleep"}
+    assert p.started_backends() == [] and states(p) == {"a": "asleep", "b": "asleep"}
 
     # With the backend up, they still never reach it.
     assert http("POST", p.url + CHAT, chat("model-a"))[0] == 200
-    before = last_request(ports["a"])
+    before = sim_last_request(ports["a"])
     for path in NOT_EXPOSED:
         for method in ("GET", "POST"):
             assert http(method, p.url + path + "?level=1", {"model": "model-a"})[0] == 404
-    assert last_request(ports["a"]) == before
-    settle(p)
+    assert sim_last_request(ports["a"]) == before
+    p.settle()
     assert completions(ports["a"], "model-a", 1) == 1
-    assert started(p) == ["a"] and states(p)["b"] == "asleep"
+    assert p.started_backends() == ["a"] and states(p)["b"] == "asleep"

@@ -4,67 +4,22 @@ import concurrent.futures as cf
 import json
 import os
 import signal
-import socket
 import threading
 import time
 
-from proxy import sim_command
-from support import free_port, http, sse_events
-
-CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+from proxy import sim_config
+from support import CHAT, eventually, free_port, http, pid_alive, refused, sse_events
 
 
 def config(port, sim_args=("--itl", "1ms")):
-    return f"""
-limits: {{ shutdown_timeout: 20s }}
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: 60s
-    wake_timeout: 30s
-    scaler:
-      type: process
-      command: {sim_command(port, "sim-model", *sim_args)}
-      stop_timeout: 5s
-"""
-
-
-def started_pids(p):
-    return [e["pid"] for e in p.events("backend process started")]
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def refuses(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
-def eventually(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not seen within {timeout}s"
-        time.sleep(0.02)
+    return sim_config(port, *sim_args, top="limits: { shutdown_timeout: 20s }")
 
 
 def test_sigterm_lets_an_in_flight_stream_finish_then_stops_the_backend_and_exits_0(proxy):
     port = free_port()
     p = proxy(config(port, sim_args=("--itl", "100ms")))
     assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
-    [pid] = started_pids(p)
+    [pid] = p.started_pids()
 
     tokens = 25  # 2.5 s
     first_events = threading.Event()
@@ -88,7 +43,7 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_stops_the_backend_and_exit
         os.kill(p.pid, signal.SIGTERM)
         signalled = time.monotonic()
         # New connections are refused soon, while the stream goes on.
-        eventually(lambda: refuses(p.port), 2, "the public port refusing connections")
+        eventually(lambda: refused(p.port), 2, "the public port refusing connections")
         refused_at = time.monotonic()
         assert p.alive()
         code, _, _ = http("GET", p.admin_url + "/readyz")
@@ -116,7 +71,7 @@ def test_requests_held_during_sigterm_get_503_and_the_starting_backend_is_stoppe
         futures = [pool.submit(http, "POST", p.url + "/v1/chat/completions", CHAT, None, 30)
                    for _ in range(n)]
         eventually(lambda: p.backend()["pending"] == n, 10, f"{n} held requests")
-        [pid] = started_pids(p)
+        [pid] = p.started_pids()
         os.kill(p.pid, signal.SIGTERM)
         signalled = time.monotonic()
         results = [f.result() for f in futures]

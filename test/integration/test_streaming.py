@@ -6,31 +6,15 @@ import socket
 import subprocess
 import time
 
-from proxy import sim_command
-from support import free_port, http, metrics
+from proxy import sim_config
+from support import chat, free_port, http, metrics, sim_last_request
 
 CHAT_PATH = "/v1/chat/completions"
 
 
-def chat(max_tokens=3, stream=False, content="hi"):
-    body = {"model": "sim-model", "messages": [{"role": "user", "content": content}],
-            "max_tokens": max_tokens}
-    if stream:
-        body["stream"] = True
-    return body
-
-
-def config(upstream_port, extra=""):
+def config(upstream_port):
     """A proxy in front of an already running vllm-sim (static scaler: no wake involved)."""
-    return f"""
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{upstream_port}
-    idle_timeout: 60s
-    wake_timeout: 10s
-    scaler: {{ type: static }}
-{extra}"""
+    return sim_config(upstream_port, wake="10s", static=True)
 
 
 def ready_proxy(proxy, sim_proc):
@@ -72,12 +56,6 @@ def events_of(lines):
         assert i + 1 < len(lines) and lines[i + 1][1] == "\n", lines[i: i + 2]
         events.append((t, data[len("data: "):-1]))
     return events
-
-
-def sim_last_request(sim_proc):
-    code, _, body = http("GET", sim_proc.url + "/sim/last-request")
-    assert code == 200
-    return json.loads(body)
 
 
 def sim_aborts(sim_proc):
@@ -166,7 +144,7 @@ def test_a_large_request_body_reaches_the_backend_intact(proxy, sim):
     assert len(body) > 2 * 1024 * 1024 - 20
     code, _, resp = http("POST", p.url + CHAT_PATH, body, {"Content-Type": "application/json"})
     assert code == 200, resp
-    last = sim_last_request(s)
+    last = sim_last_request(s.url)
     assert last["target"] == CHAT_PATH
     assert last["body_bytes"] == len(body)
     # The sim counted the prompt it parsed: every word arrived.
@@ -175,27 +153,14 @@ def test_a_large_request_body_reaches_the_backend_intact(proxy, sim):
 
 def test_a_large_request_body_held_during_a_wake_reaches_the_backend_intact(proxy):
     port = free_port()
-    p = proxy(f"""
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: 60s
-    wake_timeout: 20s
-    scaler:
-      type: process
-      command: {sim_command(port, "sim-model", "--startup-delay", "1s")}
-      stop_timeout: 5s
-""")
+    p = proxy(sim_config(port, "--startup-delay", "1s", wake="20s"))
     assert p.backend()["state"] == "asleep"
     body = large_body(2 * 1024 * 1024 + 7)
     code, headers, resp = http("POST", p.url + CHAT_PATH, body,
                                {"Content-Type": "application/json"})
     assert code == 200, resp
     assert "wake;dur=" in headers.get("server-timing", "")  # it was held, then sent
-    code, _, last = http("GET", f"http://127.0.0.1:{port}/sim/last-request")
-    assert code == 200
-    assert json.loads(last)["body_bytes"] == len(body)
+    assert sim_last_request(port)["body_bytes"] == len(body)
     assert json.loads(resp)["usage"]["prompt_tokens"] == body.count(b"lorem ipsum ") * 2
 
 
@@ -218,7 +183,7 @@ def test_a_chunked_request_body_reaches_the_backend_intact(proxy, sim):
     finally:
         c.close()
     assert resp.startswith(b"HTTP/1.1 200 "), resp[:200]
-    last = sim_last_request(s)
+    last = sim_last_request(s.url)
     assert last["body_bytes"] == len(body)
     # Framed upstream either way (the proxy may buffer or stream it), never both.
     framing = (last["headers"].get("content-length"), last["headers"].get("transfer-encoding"))
@@ -244,7 +209,7 @@ def test_expect_100_continue_gets_continue_and_the_body_reaches_the_backend(prox
     assert r.stdout == "200", r.stderr
     assert "< HTTP/1.1 100 Continue" in r.stderr, r.stderr
     assert took < 10, took
-    last = sim_last_request(s)
+    last = sim_last_request(s.url)
     assert last["body_bytes"] == len(body)
     assert "expect" not in last["headers"]
 
@@ -273,7 +238,7 @@ def test_forwarded_headers_are_added_and_hop_by_hop_headers_are_dropped(proxy, s
         assert resp.status == 200
     finally:
         conn.close()
-    h = sim_last_request(s)["headers"]
+    h = sim_last_request(s.url)["headers"]
     assert h["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
     assert h["x-forwarded-proto"] == "http"
     assert h["x-forwarded-host"] == "api.example.test"

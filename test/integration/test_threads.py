@@ -2,33 +2,14 @@
 
 import concurrent.futures as cf
 import json
-import os
 import time
 
-from proxy import sim_command
-from support import free_port, http, metrics, sse_events
-
-CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+from proxy import sim_config
+from support import CHAT, free_port, http, metrics, sse_events, wait_pid_gone
 
 
 def config(port, delay="1s", idle="60s", itl="1ms"):
-    return f"""
-threads: 2
-backends:
-  - name: sim
-    models: ["sim-model"]
-    upstream: http://127.0.0.1:{port}
-    idle_timeout: {idle}
-    wake_timeout: 30s
-    scaler:
-      type: process
-      command: {sim_command(port, "sim-model", "--startup-delay", delay, "--itl", itl)}
-      stop_timeout: 5s
-"""
-
-
-def started_pids(p):
-    return [e["pid"] for e in p.events("backend process started")]
+    return sim_config(port, "--startup-delay", delay, "--itl", itl, idle=idle, top="threads: 2")
 
 
 def test_two_threads_hold_100_concurrent_requests_through_one_wake(proxy):
@@ -41,7 +22,7 @@ def test_two_threads_hold_100_concurrent_requests_through_one_wake(proxy):
             lambda _: http("POST", p.url + "/v1/chat/completions", CHAT, None, 60), range(n)))
     assert [r[0] for r in results] == [200] * n
     assert all(json.loads(r[2])["object"] == "chat.completion" for r in results)
-    assert len(started_pids(p)) == 1
+    assert len(p.started_pids()) == 1
     m = metrics(p.admin_url)
     assert m['vllm_autoscaler_wakes_total{backend="sim",result="success"}'] == 1
     assert m['vllm_autoscaler_requests_total{backend="sim",code="200"}'] == n
@@ -69,7 +50,7 @@ def test_two_threads_relay_concurrent_streams_event_by_event(proxy):
         assert sum(g >= 0.025 for g in gaps) >= 0.75 * len(gaps), gaps
     b = p.backend()
     assert b["in_flight"] == 0
-    assert len(started_pids(p)) == 1
+    assert len(p.started_pids()) == 1
 
 
 def test_two_threads_stop_the_idle_backend_and_wake_it_again(proxy):
@@ -78,7 +59,7 @@ def test_two_threads_stop_the_idle_backend_and_wake_it_again(proxy):
     p = proxy(config(port, delay="0", idle="1500ms"))
     assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
     ended = time.monotonic()
-    [pid] = started_pids(p)
+    [pid] = p.started_pids()
     deadline = ended + idle + 5
     while p.backend()["state"] == "ready":
         assert time.monotonic() < deadline, p.status()
@@ -86,13 +67,6 @@ def test_two_threads_stop_the_idle_backend_and_wake_it_again(proxy):
     stopped = time.monotonic()
     assert 0.8 * idle <= stopped - ended <= idle + 3, stopped - ended
     p.wait_state("asleep", timeout=10)
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, f"process {pid} still running"
-        time.sleep(0.02)
+    wait_pid_gone(pid, timeout=5)
     assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
-    assert len(started_pids(p)) == 2
+    assert len(p.started_pids()) == 2

@@ -48,6 +48,30 @@ class Proxy(Proc):
     def events(self, msg: str) -> list[dict]:
         return [line for line in self.log_lines() if line.get("msg") == msg]
 
+    def started_pids(self) -> list[int]:
+        """The PIDs of the backend processes started so far, in order."""
+        return [e["pid"] for e in self.events("backend process started")]
+
+    def started_backends(self) -> list[str]:
+        """The backend of every process start so far, in order."""
+        return [e["backend"] for e in self.events("backend process started")]
+
+    def settle(self, timeout: float = 20) -> None:
+        """Waits until no request is in flight or pending on any backend: a response is
+        accounted once its last byte is written, which the client may see first."""
+        deadline = time.monotonic() + timeout
+        while any(b["in_flight"] or b["pending"] for b in self.status()["backends"]):
+            assert time.monotonic() < deadline, self.status()
+            time.sleep(0.02)
+
+    def assert_never_woken(self, name: str | None = None) -> dict:
+        """No backend process was ever started and the backend is asleep with no wake; returns
+        the backend's /status entry."""
+        assert self.events("backend process started") == []
+        b = self.backend(name)
+        assert (b["state"], b["wakes"]) == ("asleep", 0)
+        return b
+
 
 def start_proxy(config: str, *args, env: dict | None = None, wait: bool = True) -> Proxy:
     """Runs vllm-autoscaler with `config` (YAML text). Unless the config says otherwise it listens
@@ -77,3 +101,42 @@ def sim_command(port: int, model: str = "sim-model", *args) -> str:
     """The YAML list for a process-scaler command running vllm-sim."""
     parts = [str(BIN_DIR / "vllm-sim"), "--port", str(port), "--model", model, *map(str, args)]
     return json.dumps(parts)
+
+
+def backend_yaml(name: str, port: int, models: list[str], *sim_args, idle: str | None = "60s",
+                 wake: str | None = "30s", stop_timeout: str | None = "5s",
+                 default: bool | None = None, static: bool = False, extra: str = "") -> str:
+    """One entry of `backends:` (YAML lines, each ending in a newline) with upstream
+    127.0.0.1:`port`. Its scaler runs vllm-sim on that port for `models[0]` with `sim_args`,
+    or is `{ type: static }` when `static`. `extra` (indented backend keys) goes right before
+    the scaler; `None` leaves a timeout (or `default`) out."""
+    lines = [f"  - name: {name}", f"    models: {json.dumps(list(models))}"]
+    if default is not None:
+        lines.append(f"    default: {'true' if default else 'false'}")
+    lines.append(f"    upstream: http://127.0.0.1:{port}")
+    if idle is not None:
+        lines.append(f"    idle_timeout: {idle}")
+    if wake is not None:
+        lines.append(f"    wake_timeout: {wake}")
+    text = "".join(line + "\n" for line in lines) + extra
+    if static:
+        return text + "    scaler: { type: static }\n"
+    text += "    scaler:\n      type: process\n"
+    text += f"      command: {sim_command(port, models[0], *sim_args)}\n"
+    if stop_timeout is not None:
+        text += f"      stop_timeout: {stop_timeout}\n"
+    return text
+
+
+def config_yaml(*backends: str, top: str = "") -> str:
+    """A whole config: the top-level lines `top` (e.g. "limits: { ... }"), then `backends:` with
+    the given entries (from backend_yaml)."""
+    if top and not top.endswith("\n"):
+        top += "\n"
+    return "\n" + top + "backends:\n" + "".join(backends)
+
+
+def sim_config(port: int, *sim_args, top: str = "", model: str = "sim-model", **backend) -> str:
+    """A config with the one backend `sim` serving `model`: a vllm-sim on `port` started on
+    demand with `sim_args` (see backend_yaml for the other keywords)."""
+    return config_yaml(backend_yaml("sim", port, [model], *sim_args, **backend), top=top)

@@ -26,12 +26,19 @@ BIN_DIR = pathlib.Path(os.environ.get("VA_BIN_DIR", REPO / "build" / "debug" / "
 __all__ = [
     "BIN_DIR",
     "REPO",
+    "CHAT",
     "Proc",
+    "chat",
+    "eventually",
     "free_port",
     "http",
     "metrics",
+    "pid_alive",
+    "refused",
+    "sim_last_request",
     "sse_events",
     "start_sim",
+    "wait_pid_gone",
     "wait_port",
 ]
 
@@ -56,6 +63,57 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{host}:{port} not accepting connections after {timeout}s: {last}")
         time.sleep(0.02)
+
+
+def refused(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a TCP connect to host:port is refused (nothing listens); False when it succeeds."""
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_pid_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still running"
+        time.sleep(0.02)
+
+
+def eventually(check, timeout: float = 20.0, what: str = "condition"):
+    """Polls `check()` every 20 ms until it returns a truthy value and returns that; fails the
+    test when `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not seen within {timeout}s"
+        time.sleep(0.02)
+
+
+def chat(max_tokens: int = 3, model: str | None = "sim-model", stream: bool = False,
+         content: str = "hi") -> dict:
+    """A chat completion request body with one user message; no "model" when `model` is None,
+    "stream": true only when `stream`."""
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": max_tokens}
+    if model is not None:
+        body = {"model": model, **body}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+CHAT = chat()
 
 
 _live: set["Proc"] = set()
@@ -281,6 +339,14 @@ def sse_events(url: str, body, headers: dict | None = None, timeout: float = 60)
         return events
     finally:
         conn.close()
+
+
+def sim_last_request(sim) -> dict:
+    """The sim's record of the last request it received (`sim`: its port or base URL)."""
+    base = f"http://127.0.0.1:{sim}" if isinstance(sim, int) else sim
+    status, _, body = http("GET", base + "/sim/last-request")
+    assert status == 200
+    return json.loads(body)
 
 
 def metrics(url: str) -> dict[str, float]:

@@ -1,0 +1,228 @@
+// The backend state machine against a fake scaler and an in-process health endpoint.
+// Real time with short timeouts: the waits are tens of milliseconds.
+#include "activator/backend.hpp"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+
+#include "core/spawn.hpp"
+
+namespace va::activator {
+namespace {
+
+class FakeScaler final : public scaler::Scaler {
+ public:
+  task<outcome<void>> scale_to(int replicas) override {
+    (replicas > 0 ? scale_ups : scale_downs)++;
+    replicas_ = replicas;
+    co_return outcome<void>{};
+  }
+  task<outcome<scaler::Observed>> observe() override {
+    co_return scaler::Observed{.desired = replicas_,
+                               .ready = never_ready ? 0 : replicas_,
+                               .fatal = replicas_ > 0 && !fatal_reason.empty(),
+                               .reason = fatal_reason};
+  }
+  int scale_ups = 0;
+  int scale_downs = 0;
+  bool never_ready = false;
+  std::string fatal_reason;
+
+ private:
+  int replicas_ = 0;
+};
+
+// Answers every connection with 200 and closes it: the health probe's upstream.
+task<void> health_server(tcp::acceptor& acceptor) {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
+    if (ec) {
+      co_return;
+    }
+    beast::flat_buffer buf;
+    http::request<http::empty_body> req;
+    co_await http::async_read(socket, buf, req, use_nothrow);
+    static constexpr std::string_view kOk =
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    co_await net::async_write(socket, net::buffer(kOk), use_nothrow);
+  }
+}
+
+class BackendTest : public ::testing::Test {
+ protected:
+  BackendTest()
+      : health_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)),
+        client_side_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)),
+        pool_(upstream::Pool::Settings{.target = {.host = "127.0.0.1",
+                                                  .port = std::to_string(
+                                                      health_.local_endpoint().port()),
+                                                  .host_header = "test"}},
+              ioc_.get_executor()),
+        budget_(1 << 20) {
+    spawn(ioc_.get_executor(), health_server(health_), "health server");
+  }
+
+  Backend& make(std::chrono::milliseconds idle, std::chrono::milliseconds wake = 2s) {
+    backend_.emplace(
+        Backend::Settings{
+            .name = "b",
+            .idle_timeout = idle,
+            .wake_timeout = wake,
+            .max_pending = 1000,
+            .health = config::Health{.path = "/health", .interval = 20ms, .headers = {}},
+            .replicas = 1},
+        ioc_.get_executor(),
+        [this](net::any_io_executor) {
+          auto s = std::make_unique<FakeScaler>();
+          scaler_ = s.get();
+          return s;
+        },
+        pool_, metrics_, budget_);
+    backend_->start();
+    return *backend_;
+  }
+
+  // A connected socket standing for a client that stays.
+  tcp::socket client() {
+    tcp::socket c(ioc_);
+    c.connect(client_side_.local_endpoint());
+    clients_.push_back(std::move(c));
+    return client_side_.accept();
+  }
+
+  // One request from a client that stays: how it ended (errc::ok "no answer" if it never did)
+  // and how long it took.
+  std::pair<outcome<Acquired>, Clock::duration> acquire_one(Backend& b) {
+    auto s = client();
+    std::optional<outcome<Acquired>> result;
+    const auto start = Clock::now();
+    spawn(
+        ioc_.get_executor(), [&]() -> task<void> { result.emplace(co_await b.acquire(0, s)); }(),
+        "request");
+    run_until([&] { return result.has_value(); });
+    if (!result) {
+      result.emplace(Failure{errc::ok, "no answer"});
+    }
+    return {std::move(*result), Clock::now() - start};
+  }
+
+  void run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
+    const auto deadline = Clock::now() + limit;
+    while (!done() && Clock::now() < deadline) {
+      ioc_.run_for(5ms);
+    }
+  }
+
+  net::io_context ioc_;
+  tcp::acceptor health_;
+  tcp::acceptor client_side_;
+  std::vector<tcp::socket> clients_;
+  metrics::Metrics metrics_;
+  upstream::Pool pool_;
+  PendingBudget budget_;
+  FakeScaler* scaler_ = nullptr;
+  std::optional<Backend> backend_;
+};
+
+TEST_F(BackendTest, ManyHeldRequestsCauseExactlyOneScaleUp) {
+  auto& b = make(10s);
+  constexpr int kRequests = 50;
+  int granted = 0;
+  std::vector<tcp::socket> sockets;
+  for (int i = 0; i < kRequests; ++i) {
+    sockets.push_back(client());
+  }
+  for (auto& s : sockets) {
+    spawn(
+        ioc_.get_executor(),
+        [&]() -> task<void> {
+          auto r = co_await b.acquire(10, s);
+          if (r && r->waited_ms) {
+            ++granted;
+          }
+        }(),
+        "request");
+  }
+  run_until([&] { return granted == kRequests; });
+  EXPECT_EQ(granted, kRequests);
+  EXPECT_EQ(scaler_->scale_ups, 1);
+  EXPECT_EQ(b.status().at("state").as_string(), "ready");
+  EXPECT_EQ(b.in_flight(), 0u);
+}
+
+TEST_F(BackendTest, IdleClockStartsWhenTheLastRequestEnds) {
+  auto& b = make(100ms);
+  auto s = client();
+  std::optional<Lease> lease;
+  spawn(
+      ioc_.get_executor(),
+      [&]() -> task<void> {
+        auto r = co_await b.acquire(0, s);
+        if (r) {
+          lease.emplace(std::move(r->lease));
+        }
+      }(),
+      "request");
+  run_until([&] { return lease.has_value(); });
+  ASSERT_TRUE(lease.has_value());
+  // Held for 4x idle_timeout: no scale-down while it is in flight.
+  run_until([] { return false; }, 400ms);
+  EXPECT_EQ(scaler_->scale_downs, 0);
+  const auto released = Clock::now();
+  lease.reset();
+  run_until([&] { return scaler_->scale_downs == 1; });
+  EXPECT_EQ(scaler_->scale_downs, 1);
+  EXPECT_GE(Clock::now() - released, 90ms);
+  EXPECT_EQ(b.status().at("state").as_string(), "asleep");
+}
+
+TEST_F(BackendTest, AFatalReasonFailsHeldRequestsAtOnceWithIt) {
+  auto& b = make(10s, 10s);
+  scaler_->fatal_reason = "process exited with status 3: CUDA out of memory";
+  auto [result, took] = acquire_one(b);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, errc::backend_failed);
+  EXPECT_NE(result.error().message.find("CUDA out of memory"), std::string::npos);
+  EXPECT_LT(took, 1s);
+  EXPECT_EQ(b.status().at("state").as_string(), "failed");
+}
+
+TEST_F(BackendTest, AHeldRequestTimesOutAfterWakeTimeout) {
+  auto& b = make(10s, 150ms);
+  scaler_->never_ready = true;
+  auto [result, took] = acquire_one(b);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, errc::wake_timeout);
+  EXPECT_GE(took, 140ms);
+  // Nobody waits any more: the wake gives up and the GPU goes back.
+  run_until([&] { return scaler_->scale_downs == 1; });
+  EXPECT_EQ(scaler_->scale_downs, 1);
+}
+
+TEST_F(BackendTest, AFullQueueRefusesAtOnce) {
+  auto& b = make(10s, 2s);
+  scaler_->never_ready = true;
+  std::vector<tcp::socket> sockets;
+  for (int i = 0; i < 1001; ++i) {
+    sockets.push_back(client());
+  }
+  int queue_full = 0;
+  for (auto& s : sockets) {
+    spawn(
+        ioc_.get_executor(),
+        [&]() -> task<void> {
+          auto r = co_await b.acquire(0, s);
+          if (!r && r.error().code == errc::queue_full) {
+            ++queue_full;
+          }
+        }(),
+        "request");
+  }
+  run_until([&] { return queue_full == 1; }, 1s);
+  EXPECT_EQ(queue_full, 1);
+  EXPECT_EQ(b.status().at("pending").to_number<std::int64_t>(), 1000);
+}
+
+}  // namespace
+}  // namespace va::activator
