@@ -149,40 +149,41 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
     const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
     bool keep_alive = h.keep_alive() && !fe.shutting_down;
 
+    // Answers what the proxy serves itself (any body unread, so the connection ends with it);
+    // true when the connection goes on.
+    const bool reusable = keep_alive && !has_body;
+    auto answer_here = [&](Response res) -> task<bool> {
+      co_await send(stream, std::move(res));
+      co_return reusable;
+    };
     // Served by the proxy itself; never activity, never a wake.
     if (path == "/health" && (h.method() == http::verb::get || h.method() == http::verb::head)) {
-      auto res = json_response(200, "", keep_alive && !has_body, version);
+      auto res = json_response(200, "", reusable, version);
       res.erase(http::field::content_type);
-      co_await send(stream, std::move(res));
-      if (!keep_alive || has_body) {
+      if (!co_await answer_here(std::move(res))) {
         co_return;
       }
       continue;
     }
     const bool models_list = path == "/v1/models" && h.method() == http::verb::get;
     if (!models_list && !is_exposed(path)) {
-      co_await send(stream, error_response(404, "no route for " + std::string(path),
-                                           keep_alive && !has_body, version));
-      if (!keep_alive || has_body) {
+      if (!co_await answer_here(
+              error_response(404, "no route for " + std::string(path), reusable, version))) {
         co_return;
       }
       continue;
     }
     if (!fe.api_keys.empty() && !authorized(h[http::field::authorization], fe.api_keys)) {
       fe.metrics.rejected_requests_total.with({"none", "unauthorized"}).inc();
-      auto res =
-          error_response(401, "missing or invalid API key", keep_alive && !has_body, version);
+      auto res = error_response(401, "missing or invalid API key", reusable, version);
       res.set(http::field::www_authenticate, "Bearer");
-      co_await send(stream, std::move(res));
-      if (!keep_alive || has_body) {
+      if (!co_await answer_here(std::move(res))) {
         co_return;
       }
       continue;
     }
     if (models_list) {
-      co_await send(stream,
-                    json_response(200, fe.router.models_json(), keep_alive && !has_body, version));
-      if (!keep_alive || has_body) {
+      if (!co_await answer_here(json_response(200, fe.router.models_json(), reusable, version))) {
         co_return;
       }
       continue;
