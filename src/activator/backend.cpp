@@ -366,11 +366,7 @@ task<void> Backend::run_waking() {
   auto scaled = co_await scaler_->scale_to(settings_.replicas);
   if (!scaled) {
     std::lock_guard lock(mu_);
-    last_error_ = scaled.error().message;
-    fail_waiters_locked(errc::backend_failed,
-                        "backend '" + settings_.name + "' failed to start: " + last_error_);
-    metrics_.wakes_total.with({settings_.name, "failed"}).inc();
-    set_state_locked(State::failed, last_error_);
+    fail_wake_locked(scaled.error().message);
     co_return;
   }
   // vLLM refuses connections until the model is loaded, so probing often costs nothing and
@@ -398,11 +394,7 @@ task<void> Backend::run_waking() {
     if (observed && observed->fatal) {
       {
         std::lock_guard lock(mu_);
-        last_error_ = observed->reason;
-        fail_waiters_locked(errc::backend_failed,
-                            "backend '" + settings_.name + "' failed to start: " + last_error_);
-        metrics_.wakes_total.with({settings_.name, "failed"}).inc();
-        set_state_locked(State::failed, last_error_);
+        fail_wake_locked(observed->reason);
       }
       co_await scaler_->scale_to(0);
       co_return;
@@ -526,28 +518,36 @@ void Backend::set_state_locked(State to, std::string_view cause) {
   update_gauges_locked();
 }
 
-void Backend::release_waiters_locked() {
+void Backend::release_waiters_locked() { finish_waiters_locked(nullptr); }
+
+void Backend::fail_waiters_locked(errc code, const std::string& message) {
+  const Failure failure{code, message};
+  finish_waiters_locked(&failure);
+}
+
+void Backend::finish_waiters_locked(const Failure* failure) {
+  // In arrival order. Each session is woken on its own executor.
   while (!pending_.empty()) {
     auto w = std::move(pending_.front());
     pending_.pop_front();
     w->done = true;
-    w->granted = true;
-    ++in_flight_;
+    w->granted = failure == nullptr;
+    if (w->granted) {
+      ++in_flight_;
+    } else {
+      w->failure = *failure;
+    }
     net::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
   }
   update_gauges_locked();
 }
 
-void Backend::fail_waiters_locked(errc code, const std::string& message) {
-  const std::string reason(va::name(code));
-  while (!pending_.empty()) {
-    auto w = std::move(pending_.front());
-    pending_.pop_front();
-    w->done = true;
-    w->failure = Failure{code, message};
-    net::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
-  }
-  update_gauges_locked();
+void Backend::fail_wake_locked(const std::string& reason) {
+  last_error_ = reason;
+  fail_waiters_locked(errc::backend_failed,
+                      "backend '" + settings_.name + "' failed to start: " + reason);
+  metrics_.wakes_total.with({settings_.name, "failed"}).inc();
+  set_state_locked(State::failed, reason);
 }
 
 void Backend::update_gauges_locked() {

@@ -127,6 +127,8 @@ class Backend {
   void set_state_locked(State to, std::string_view cause);
   void fail_waiters_locked(errc code, const std::string& message);
   void release_waiters_locked();
+  void finish_waiters_locked(const Failure* failure);  // nullptr: granted
+  void fail_wake_locked(const std::string& reason);    // failed + waiters get 503 with it
   void update_gauges_locked();
   void account_awake_locked(Clock::time_point now);
 
