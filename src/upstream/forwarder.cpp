@@ -177,9 +177,10 @@ task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchan
   const bool upstream_keep_alive = res.keep_alive();
   const bool switching = res.result() == http::status::switching_protocols;
   if (!switching) {
+    // A 101 keeps its Connection: upgrade and Upgrade headers: the client needs them.
     strip_hop_by_hop(res);
+    res.keep_alive(r.client_keep_alive);
   }
-  res.keep_alive(r.client_keep_alive && !switching);
   result.keep_alive = r.client_keep_alive && !switching;
   if (r.wake_ms) {
     res.set("Server-Timing", "wake;dur=" + std::to_string(static_cast<long long>(*r.wake_ms)));
