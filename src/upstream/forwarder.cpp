@@ -14,11 +14,22 @@ using namespace net::experimental::awaitable_operators;
 
 constexpr std::size_t kChunk = 16 * 1024;
 
-void strip_hop_by_hop(http::response_header<>& h) {
+// Removes the hop-by-hop fields: the fixed list, those the message's own Connection header names
+// (RFC 9110 §7.6.1), and `also`.
+void drop_hop_by_hop(http::fields& h, bool keep_upgrade, bool keep_transfer_encoding,
+                     std::initializer_list<std::string_view> also = {}) {
+  http::token_list nominated(h[http::field::connection]);
   std::vector<std::string> drop;
   for (const auto& f : h) {
-    if (is_hop_by_hop(f.name(), f.name_string()) && f.name() != http::field::transfer_encoding) {
-      drop.emplace_back(f.name_string());
+    const auto name = f.name_string();
+    const bool keep = (keep_upgrade && f.name() == http::field::upgrade) ||
+                      (keep_transfer_encoding && f.name() == http::field::transfer_encoding);
+    bool hop = is_hop_by_hop(f.name(), name) || nominated.exists(name);
+    for (auto a : also) {
+      hop = hop || beast::iequals(name, a);
+    }
+    if (hop && !keep) {
+      drop.emplace_back(name);
     }
   }
   for (const auto& d : drop) {
@@ -87,25 +98,14 @@ void rewrite_upstream_headers(http::request_header<>& req, const Target& t,
                               std::string_view client_address) {
   const bool chunked = http::token_list(req[http::field::transfer_encoding]).exists("chunked");
   const bool upgrade = req.count(http::field::upgrade) > 0;
-  // Fields the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-  http::token_list nominated(req[http::field::connection]);
   std::string xff;
-  std::vector<std::string> drop;
   for (const auto& f : req) {
-    const auto name = f.name_string();
-    if (beast::iequals(name, "x-forwarded-for")) {
+    if (beast::iequals(f.name_string(), "x-forwarded-for")) {
       xff += (xff.empty() ? "" : ", ") + std::string(f.value());
     }
-    const bool hop = is_hop_by_hop(f.name(), name) || nominated.exists(name);
-    if (beast::iequals(name, "x-forwarded-for") || beast::iequals(name, "x-forwarded-proto") ||
-        beast::iequals(name, "x-forwarded-host") ||
-        (hop && !(upgrade && f.name() == http::field::upgrade))) {
-      drop.emplace_back(name);
-    }
   }
-  for (const auto& d : drop) {
-    req.erase(d);
-  }
+  drop_hop_by_hop(req, upgrade, false,
+                  {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"});
   if (auto host = req.find(http::field::host); host != req.end()) {
     req.set("X-Forwarded-Host", host->value());
   }
@@ -178,7 +178,7 @@ task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchan
   const bool switching = res.result() == http::status::switching_protocols;
   if (!switching) {
     // A 101 keeps its Connection: upgrade and Upgrade headers: the client needs them.
-    strip_hop_by_hop(res);
+    drop_hop_by_hop(res, false, true);
     res.keep_alive(r.client_keep_alive);
   }
   result.keep_alive = r.client_keep_alive && !switching;
