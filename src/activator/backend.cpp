@@ -284,6 +284,18 @@ task<void> Backend::shutdown() {
 // --- the controller ---------------------------------------------------------------------------
 
 task<void> Backend::run() {
+  try {
+    co_await control();
+  } catch (const std::exception& e) {
+    log::error("backend controller failed", {{"backend", settings_.name}, {"error", e.what()}});
+    std::lock_guard lock(mu_);
+    fail_waiters_locked(errc::backend_failed, "internal error: " + std::string(e.what()));
+  }
+  stopped_ = true;
+  done_.cancel();
+}
+
+task<void> Backend::control() {
   // Adopt what is already running (a proxy restart, someone scaled it up by hand).
   auto observed = co_await scaler_->observe();
   if (observed && observed->ready > 0 && co_await healthy()) {
@@ -315,8 +327,6 @@ task<void> Backend::run() {
         break;
     }
   }
-  stopped_ = true;
-  done_.cancel();
 }
 
 task<bool> Backend::healthy() {
@@ -358,6 +368,22 @@ task<void> Backend::run_waking() {
     wake_started_ = Clock::now();
     ++wakes_;
   }
+  // After failed wakes, wait before the next start (1 s, 2 s, 4 s … 30 s): a backend that cannot
+  // start must not be restarted by every request. Held requests keep their own deadline.
+  if (failed_wakes_ > 0) {
+    const auto backoff = std::min<std::chrono::milliseconds>(
+        std::chrono::seconds(1) * (1 << std::min(failed_wakes_ - 1, 5)), 30s);
+    log::info("backing off before the next wake",
+              {{"backend", settings_.name}, {"seconds", seconds(backoff)}});
+    const auto until = Clock::now() + backoff;
+    while (Clock::now() < until && !stop_requested_) {
+      co_await wait_poke(std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now()));
+      std::lock_guard lock(mu_);
+      if (state_ != State::waking) {
+        co_return;
+      }
+    }
+  }
   const auto started = Clock::now();
   // A replica still up when the wake begins (it failed its health probe before its exit was
   // observed) may die now: that is no failed start, so it gets one more scale_to().
@@ -392,15 +418,22 @@ task<void> Backend::run_waking() {
       }
     }
     if (observed && observed->fatal) {
+      bool failed = false;
       {
         std::lock_guard lock(mu_);
-        fail_wake_locked(observed->reason);
+        failed = fail_wake_locked(observed->reason);
       }
-      co_await scaler_->scale_to(0);
+      if (failed) {
+        co_await scaler_->scale_to(0);
+      }
       co_return;
     }
     if (observed && observed->ready > 0 && co_await healthy()) {
       std::lock_guard lock(mu_);
+      if (state_ != State::waking) {
+        co_return;  // an admin sleep took over while the probe ran
+      }
+      failed_wakes_ = 0;
       const auto took = Clock::now() - started;
       last_wake_seconds_ = seconds(took);
       metrics_.wakes_total.with({settings_.name, "success"}).inc();
@@ -423,12 +456,13 @@ task<void> Backend::run_waking() {
     if (Clock::now() - started >= settings_.wake_timeout) {
       std::lock_guard lock(mu_);
       // Held requests time out on their own; the wake goes on while anyone still waits.
-      if (pending_.empty()) {
+      if (pending_.empty() && state_ == State::waking) {
         give_up = true;
         last_error_ = "not ready within wake_timeout " +
                       config::format_duration(settings_.wake_timeout) +
                       (last_error_.empty() ? "" : " (" + last_error_ + ")");
         metrics_.wakes_total.with({settings_.name, "timeout"}).inc();
+        ++failed_wakes_;
         set_state_locked(State::failed, last_error_);
       }
     }
@@ -542,12 +576,17 @@ void Backend::finish_waiters_locked(const Failure* failure) {
   update_gauges_locked();
 }
 
-void Backend::fail_wake_locked(const std::string& reason) {
+bool Backend::fail_wake_locked(const std::string& reason) {
+  if (state_ != State::waking) {
+    return false;  // an admin sleep or shutdown took over meanwhile
+  }
+  ++failed_wakes_;
   last_error_ = reason;
   fail_waiters_locked(errc::backend_failed,
                       "backend '" + settings_.name + "' failed to start: " + reason);
   metrics_.wakes_total.with({settings_.name, "failed"}).inc();
   set_state_locked(State::failed, reason);
+  return true;
 }
 
 void Backend::update_gauges_locked() {

@@ -118,6 +118,7 @@ class Backend {
   void end_request();
   void poke();
   task<void> run();
+  task<void> control();
   task<void> wait_poke(std::chrono::milliseconds d);
   task<void> run_asleep();
   task<void> run_waking();
@@ -128,7 +129,8 @@ class Backend {
   void fail_waiters_locked(errc code, const std::string& message);
   void release_waiters_locked();
   void finish_waiters_locked(const Failure* failure);  // nullptr: granted
-  void fail_wake_locked(const std::string& reason);    // failed + waiters get 503 with it
+  // waking → failed, held requests get 503 with `reason`; false if no longer waking.
+  bool fail_wake_locked(const std::string& reason);
   void update_gauges_locked();
   void account_awake_locked(Clock::time_point now);
 
@@ -152,6 +154,7 @@ class Backend {
   Clock::time_point awake_accounted_{};
   std::optional<double> last_wake_seconds_;
   unsigned long wakes_ = 0;
+  int failed_wakes_ = 0;  // consecutive; drives the backoff before the next wake
   std::string last_error_;
   bool stop_requested_ = false;  // strand_ only
   bool stopped_ = false;         // strand_ only

@@ -85,6 +85,7 @@ Response handle(const http::request<http::string_body>& req, Admin& admin) {
 
 task<void> serve_admin(tcp::socket socket, Admin& admin) {
   beast::tcp_stream stream(std::move(socket));
+  front::Registered registered(admin.connections, stream.socket());
   beast::flat_buffer buf;
   for (;;) {
     http::request_parser<http::string_body> parser;

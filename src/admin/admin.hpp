@@ -7,6 +7,7 @@
 
 #include "activator/backend.hpp"
 #include "core/net.hpp"
+#include "http/connections.hpp"
 #include "metrics/metrics.hpp"
 
 namespace va::admin {
@@ -15,6 +16,7 @@ struct Admin {
   metrics::Metrics& metrics;
   std::vector<activator::Backend*> backends;
   std::atomic<bool> ready{false};  // listening with a valid config and not shutting down
+  front::Connections connections{};
 };
 
 task<void> serve_admin(tcp::socket socket, Admin& admin);

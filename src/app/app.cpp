@@ -18,6 +18,9 @@
 #include "upstream/pool.hpp"
 
 namespace va::app {
+namespace {
+std::atomic<bool> g_run_returned{false};
+}  // namespace
 
 struct App::Impl {
   explicit Impl(config::Config c)
@@ -36,6 +39,8 @@ struct App::Impl {
   admin::Admin admin;
   std::optional<tcp::acceptor> public_acceptor;
   std::optional<tcp::acceptor> admin_acceptor;
+  std::optional<net::signal_set> signals;
+  net::strand<net::io_context::executor_type> control{net::make_strand(ioc)};
 
   void build();
   void listen();
@@ -114,9 +119,21 @@ task<void> App::Impl::shutdown() {
   for (auto& b : backends) {
     co_await b->shutdown();
   }
+  // End every connection, so that each session coroutine returns on its own, while everything it
+  // refers to still exists; run() then returns once nothing is left to do.
   admin_acceptor->close(ec);
+  signals->cancel(ec);
+  frontend->connections.shutdown_all();
+  admin.connections.shutdown_all();
   log::info("stopped", {});
-  ioc.stop();
+  // Should anything still hold the loop (a bug), do not hang the pod's termination on it.
+  std::thread([] {
+    std::this_thread::sleep_for(5s);
+    if (!g_run_returned) {
+      log::error("event loop did not drain within 5 s after shutdown; exiting", {});
+      std::_Exit(0);
+    }
+  }).detach();
 }
 
 App::App(config::Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
@@ -135,29 +152,31 @@ int App::run() {
   s.build();
   s.listen();
 
-  net::signal_set signals(s.ioc, SIGTERM, SIGINT);
+  s.signals.emplace(s.ioc, SIGTERM, SIGINT);
   bool stopping = false;
-  signals.async_wait([&](const error_code& ec, int sig) {
+  s.signals->async_wait([&](const error_code& ec, int sig) {
     if (ec || stopping) {
       return;
     }
     stopping = true;
     log::info("signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-    spawn(s.ioc.get_executor(), s.shutdown(), "shutdown");
+    spawn(s.control, s.shutdown(), "shutdown");
   });
 
+  // The accept loops and the shutdown share one strand: an acceptor is never closed while another
+  // thread is inside its async_accept.
   auto public_handler = [&s](tcp::socket sock) {
     return front::serve_public(std::move(sock), *s.frontend);
   };
   auto admin_handler = [&s](tcp::socket sock) {
     return admin::serve_admin(std::move(sock), s.admin);
   };
-  spawn(s.ioc.get_executor(),
+  spawn(s.control,
         front::accept_loop(s.ioc, *s.public_acceptor, public_handler, &s.frontend->connections,
                            s.cfg.limits.max_connections),
         "public accept");
-  spawn(s.ioc.get_executor(),
-        front::accept_loop(s.ioc, *s.admin_acceptor, admin_handler, nullptr, 0), "admin accept");
+  spawn(s.control, front::accept_loop(s.ioc, *s.admin_acceptor, admin_handler, nullptr, 0),
+        "admin accept");
   for (auto& b : s.backends) {
     b->start();
   }
@@ -171,6 +190,7 @@ int App::run() {
   for (auto& t : threads) {
     t.join();
   }
+  g_run_returned = true;
   return 0;
 }
 

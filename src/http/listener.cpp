@@ -19,7 +19,7 @@ tcp::acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsig
 }
 
 task<void> accept_loop(net::io_context& ioc, tcp::acceptor& acceptor, Handler handler,
-                       const std::atomic<std::size_t>* open, std::size_t max_connections) {
+                       const Connections* open, std::size_t max_connections) {
   static const std::string kBusy = [] {
     const std::string body =
         "{\"error\":{\"message\":\"too many connections (limits.max_connections)\",\"type\":"
@@ -40,7 +40,7 @@ task<void> accept_loop(net::io_context& ioc, tcp::acceptor& acceptor, Handler ha
       co_await t.async_wait(use_nothrow);
       continue;
     }
-    if (open != nullptr && open->load() >= max_connections) {
+    if (open != nullptr && open->size() >= max_connections) {
       error_code ignored;
       socket.non_blocking(true, ignored);
       socket.write_some(net::buffer(kBusy), ignored);

@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "core/net.hpp"
+#include "http/connections.hpp"
 
 namespace va::front {
 
@@ -15,6 +16,6 @@ tcp::acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsig
 // Accepts until the acceptor is closed. Above `max_connections` (counted by `open`), a
 // connection gets a 503 and is closed at once.
 task<void> accept_loop(net::io_context& ioc, tcp::acceptor& acceptor, Handler handler,
-                       const std::atomic<std::size_t>* open, std::size_t max_connections);
+                       const Connections* open, std::size_t max_connections);
 
 }  // namespace va::front

@@ -17,20 +17,17 @@ double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-// Counts a connection for limits.max_connections and the open_connections gauge.
+// Registers a connection (limits.max_connections, shutdown) and counts it in the gauge.
 class ConnectionCount {
  public:
-  explicit ConnectionCount(Frontend& fe) : fe_(fe) {
-    ++fe_.connections;
+  ConnectionCount(Frontend& fe, tcp::socket& s) : fe_(fe), registered_(fe.connections, s) {
     fe_.metrics.open_connections.with({}).add(1);
   }
-  ~ConnectionCount() {
-    --fe_.connections;
-    fe_.metrics.open_connections.with({}).add(-1);
-  }
+  ~ConnectionCount() { fe_.metrics.open_connections.with({}).add(-1); }
 
  private:
   Frontend& fe_;
+  Registered registered_;
 };
 
 class ActiveRequest {
@@ -75,7 +72,6 @@ task<void> send(beast::tcp_stream& stream, http::response<http::string_body> res
 }
 
 task<void> serve_public(tcp::socket socket, Frontend& fe) {
-  ConnectionCount count(fe);
   std::string client_address;
   {
     error_code ec;
@@ -84,33 +80,42 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
   }
   socket.set_option(tcp::no_delay(true));
   beast::tcp_stream stream(std::move(socket));
+  ConnectionCount count(fe, stream.socket());
   beast::flat_buffer buf;
+  // The head deadline. Not tcp_stream's own timeout: that one closes the socket, and the client
+  // would never see its 408; this one only cancels the read. Its state is shared with the timer's
+  // handler, which may run after this frame is gone (an expiry already queued when the read
+  // ended): the guard below detaches it.
+  struct HeadDeadline {
+    tcp::socket* socket = nullptr;  // while a head is being read
+    bool timed_out = false;
+  };
+  auto deadline = std::make_shared<HeadDeadline>();
   net::steady_timer head_timer(stream.get_executor());
-  bool reading_head = false;
-  bool head_timed_out = false;
+  struct Detach {
+    std::shared_ptr<HeadDeadline> d;
+    ~Detach() { d->socket = nullptr; }
+  } detach{deadline};
   const auto& limits = fe.limits;
 
   for (;;) {
     http::request_parser<http::empty_body> head;
     head.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
     head.body_limit(limits.max_body_bytes);
-    // Not tcp_stream's own timeout: that one closes the socket, and the client would never see
-    // its 408. This timer only cancels the read.
-    head_timed_out = false;
-    reading_head = true;
+    deadline->timed_out = false;
+    deadline->socket = &stream.socket();
     head_timer.expires_after(limits.header_timeout);
-    head_timer.async_wait([&](error_code ec) {
-      // An expiry already queued when the read finished must not touch what comes next.
-      if (!ec && reading_head) {
-        head_timed_out = true;
-        stream.socket().cancel(ec);
+    head_timer.async_wait([deadline](error_code ec) {
+      if (!ec && deadline->socket != nullptr) {
+        deadline->timed_out = true;
+        deadline->socket->cancel(ec);
       }
     });
     auto [hec, hn] = co_await http::async_read_header(stream, buf, head, use_nothrow);
-    reading_head = false;
+    deadline->socket = nullptr;
     head_timer.cancel();
     if (hec) {
-      if (head_timed_out) {
+      if (deadline->timed_out) {
         if (head.got_some() || buf.size() > 0) {
           co_await send(stream, error_response(408,
                                                "request head not received within "
@@ -249,9 +254,13 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
           in.body_limit(limits.max_body_bytes);
           upstream::rewrite_upstream_headers(in.get().base(), only->pool().target(),
                                              client_address);
+          if (!in.get().chunked()) {
+            in.get().content_length(in.content_length());  // the framing the parser reads by
+          }
           auto fwd = co_await upstream::forward_streamed(
               stream, buf, in, std::move(upstream_stream), only->pool(),
-              upstream::ForwardOptions{.client_keep_alive = keep_alive, .wake_ms = {}});
+              upstream::ForwardOptions{
+                  .client_keep_alive = keep_alive, .client_version = version, .wake_ms = {}});
           co_await settle(fwd);
         }
       }
@@ -296,9 +305,11 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
           if (acquired->waited_ms) {
             out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
           }
-          auto fwd = co_await upstream::forward(
-              stream, backend->pool(), req,
-              upstream::ForwardOptions{.client_keep_alive = keep_alive, .wake_ms = out.wait_ms});
+          auto fwd =
+              co_await upstream::forward(stream, backend->pool(), req,
+                                         upstream::ForwardOptions{.client_keep_alive = keep_alive,
+                                                                  .client_version = version,
+                                                                  .wake_ms = out.wait_ms});
           if (fwd.outcome == O::connect_failed && attempt < kMaxConnectRetries) {
             // Nothing reached the upstream: re-check the backend (re-woken if it died), retry.
             log::info("upstream connect failed; re-checking backend",

@@ -7,6 +7,7 @@
 
 #include "config/config.hpp"
 #include "core/net.hpp"
+#include "http/connections.hpp"
 #include "http/router.hpp"
 #include "metrics/metrics.hpp"
 
@@ -19,7 +20,7 @@ struct Frontend {
   const Router& router;
   metrics::Metrics& metrics;
   std::atomic<bool> shutting_down{false};
-  std::atomic<std::size_t> connections{0};
+  Connections connections{};
   std::atomic<std::size_t> requests_active{0};  // requests between head and last byte
 };
 

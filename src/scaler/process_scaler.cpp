@@ -100,16 +100,27 @@ outcome<void> ProcessScaler::start() {
   }
   argv.push_back(nullptr);
 
-  int out[2], err[2], exec_err[2];
+  int out[2] = {-1, -1}, err[2] = {-1, -1}, exec_err[2] = {-1, -1};
+  auto close_all = [&] {
+    for (int fd : {out[0], out[1], err[0], err[1], exec_err[0], exec_err[1]}) {
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+  };
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 ||
       ::pipe2(exec_err, O_CLOEXEC) != 0) {
-    return fail(errc::scaler_error, std::string("pipe: ") + std::strerror(errno));
+    const std::string why = std::strerror(errno);
+    close_all();
+    return fail(errc::scaler_error, "pipe: " + why);
   }
   const pid_t parent = ::getpid();
   const long max_fd = ::sysconf(_SC_OPEN_MAX);
   const pid_t pid = ::fork();
   if (pid < 0) {
-    return fail(errc::scaler_error, std::string("fork: ") + std::strerror(errno));
+    const std::string why = std::strerror(errno);
+    close_all();
+    return fail(errc::scaler_error, "fork: " + why);
   }
   if (pid == 0) {
     ::setpgid(0, 0);
@@ -140,6 +151,8 @@ outcome<void> ProcessScaler::start() {
     [[maybe_unused]] auto n = ::write(exec_err[1], &e, sizeof e);
     ::_exit(127);
   }
+  // Also here, so that a stop right after the start finds the group (no race with the child).
+  ::setpgid(pid, pid);
   ::close(out[1]);
   ::close(err[1]);
   ::close(exec_err[1]);

@@ -24,7 +24,12 @@ void drop_hop_by_hop(http::fields& h, bool keep_upgrade, bool keep_transfer_enco
     const auto name = f.name_string();
     const bool keep = (keep_upgrade && f.name() == http::field::upgrade) ||
                       (keep_transfer_encoding && f.name() == http::field::transfer_encoding);
-    bool hop = is_hop_by_hop(f.name(), name) || nominated.exists(name);
+    // A Connection header may not nominate the message's framing or Host away: that would let a
+    // client make the upstream read its body as further requests.
+    const bool protected_field = f.name() == http::field::content_length ||
+                                 f.name() == http::field::transfer_encoding ||
+                                 f.name() == http::field::host;
+    bool hop = is_hop_by_hop(f.name(), name) || (nominated.exists(name) && !protected_field);
     for (auto a : also) {
       hop = hop || beast::iequals(name, a);
     }
@@ -53,6 +58,22 @@ task<void> watch_client(beast::tcp_stream& client, beast::tcp_stream& upstream, 
     upstream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     upstream.socket().cancel(ignored);
   }
+}
+
+// Runs `op` (the request going out, the response head coming back) while watching the client:
+// a client that leaves meanwhile cuts the upstream connection, so vLLM aborts the generation
+// even before it has sent a byte.
+task<error_code> watching_client(beast::tcp_stream& client, beast::tcp_stream& upstream, bool& gone,
+                                 task<error_code> op) {
+  bool done = false;
+  auto run = [&]() -> task<error_code> {
+    auto ec = co_await std::move(op);
+    done = true;
+    error_code ignored;
+    client.socket().cancel(ignored);
+    co_return ec;
+  };
+  co_return co_await (run() && watch_client(client, upstream, gone, done));
 }
 
 task<void> pipe_bytes(beast::tcp_stream& from, beast::tcp_stream& to) {
@@ -176,12 +197,19 @@ task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchan
   result.status = res.result_int();
   const bool upstream_keep_alive = res.keep_alive();
   const bool switching = res.result() == http::status::switching_protocols;
+  result.keep_alive = r.client_keep_alive && !switching;
   if (!switching) {
     // A 101 keeps its Connection: upgrade and Upgrade headers: the client needs them.
     drop_hop_by_hop(res, false, true);
-    res.keep_alive(r.client_keep_alive);
+    if (r.client_version < 11 && res.chunked()) {
+      res.chunked(false);  // HTTP/1.0 has no chunked coding: the close ends the body
+      result.keep_alive = false;
+    }
+    if (p.need_eof()) {
+      result.keep_alive = false;  // the upstream's body ends with its close; so must ours
+    }
+    res.keep_alive(result.keep_alive);
   }
-  result.keep_alive = r.client_keep_alive && !switching;
   if (r.wake_ms) {
     res.set("Server-Timing", "wake;dur=" + std::to_string(static_cast<long long>(*r.wake_ms)));
   }
@@ -280,14 +308,25 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
                               .error = cec.message()};
     }
     auto ex = std::make_unique<Exchange>(std::move(conn), up_req.method());
-    auto [wec, wn] = co_await http::async_write(ex->conn.stream, up_req, use_nothrow);
-    error_code hec = wec;
-    if (!wec) {
-      std::tie(hec, std::ignore) =
+    error_code wec;
+    auto send = [&]() -> task<error_code> {
+      std::tie(wec, std::ignore) = co_await http::async_write(ex->conn.stream, up_req, use_nothrow);
+      if (wec) {
+        co_return wec;
+      }
+      auto [ec, n] =
           co_await http::async_read_header(ex->conn.stream, ex->buf, ex->parser, use_nothrow);
+      co_return ec;
+    };
+    bool client_gone = false;
+    const error_code hec = co_await watching_client(client, ex->conn.stream, client_gone, send());
+    if (client_gone) {
+      co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
     }
     if (hec) {
-      if (ex->conn.reused && attempt == 0) {
+      // As Go's http.Transport does: a reused connection that failed before any response byte
+      // was closed by the server as idle; the request goes once more on a fresh one.
+      if (ex->conn.reused && attempt == 0 && !ex->parser.got_some()) {
         continue;
       }
       co_return ForwardResult{.outcome = wec && !ex->conn.reused
@@ -319,7 +358,9 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
     auto& body = in.get().body();
     body.data = buf.data();
     body.size = buf.size();
+    client.expires_after(60s);  // an idle limit per read, not a total one
     auto [ec, n] = co_await http::async_read_some(client, client_buf, in, use_nothrow);
+    client.expires_never();
     if (ec == http::error::need_buffer) {
       ec = {};
     }
@@ -355,7 +396,15 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
                               .error = ec.message()};
     }
   }
-  auto [hec, hn] = co_await http::async_read_header(up, ex->buf, ex->parser, use_nothrow);
+  auto read_head = [&]() -> task<error_code> {
+    auto [ec, n] = co_await http::async_read_header(up, ex->buf, ex->parser, use_nothrow);
+    co_return ec;
+  };
+  bool client_gone = false;
+  const error_code hec = co_await watching_client(client, up, client_gone, read_head());
+  if (client_gone) {
+    co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
+  }
   if (hec) {
     co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
                             .error = hec.message()};

@@ -12,6 +12,7 @@ namespace va::upstream {
 
 struct ForwardOptions {
   bool client_keep_alive = true;
+  unsigned client_version = 11;   // 10: no chunked coding towards the client
   std::optional<double> wake_ms;  // adds `Server-Timing: wake;dur=<ms>` when set
 };
 

@@ -149,7 +149,9 @@ cmd_build() {
   local src dsc
   src=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -1)
   dsc=$(find "$work" -mindepth 1 -maxdepth 1 -name 'kubernetes_*.dsc' | head -1)
-  [ -n "$src" ] && [ -n "$dsc" ] || die "apt-get source kubernetes left no source tree in $work"
+  if [ -z "$src" ] || [ -z "$dsc" ]; then
+    die "apt-get source kubernetes left no source tree in $work"
+  fi
   local deb_version src_version
   deb_version=$(sed -n 's/^Version: //p' "$dsc" | head -1)
   # The source is a `git archive` export: its version sits in hack/lib/version.sh as 'tag: vX.Y.Z'.
@@ -211,16 +213,16 @@ alive() {
 }
 
 stop_pid() {
-  local pid=$1 name=$2 i
+  local pid=$1 name=$2
   alive "$pid" "$name" || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     alive "$pid" "$name" || return 0
     sleep 0.1
   done
   log "$name ($pid) did not stop on SIGTERM in 10 s: SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     alive "$pid" "$name" || return 0
     sleep 0.1
   done
@@ -325,9 +327,9 @@ default_sa_has_token() {
 }
 
 start_apiserver() {
-  local dir=$1
-  # shellcheck disable=SC1091
-  . "$dir/env"
+  local dir=$1 KUBE_PORT ETCD_ENDPOINT
+  KUBE_PORT=$(sed -n 's/^KUBE_PORT=//p' "$dir/env")
+  ETCD_ENDPOINT=$(sed -n 's/^ETCD_ENDPOINT=//p' "$dir/env")
   # shellcheck disable=SC2086
   launch "$dir" kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers="$ETCD_ENDPOINT" \
