@@ -85,3 +85,27 @@ def test_requests_held_during_sigterm_get_503_and_the_starting_backend_is_stoppe
         assert "shutting down" in err["message"], err
     assert p.wait(timeout=20) == 0
     eventually(lambda: not pid_alive(pid), 5, "the starting backend process gone")
+
+
+def test_sigterm_with_idle_keep_alive_connections_exits_0_at_once(proxy):
+    """Idle keep-alive clients (an Ingress pool, a Prometheus scraper) must neither hold the exit
+    nor outlive what their sessions refer to (the ASan run of this test checks the latter)."""
+    import socket
+
+    port = free_port()
+    p = proxy(config(port))
+    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
+    idle = []
+    for target_port, path in [(p.port, b"/health")] * 5 + [(p.admin_port, b"/healthz")] * 2:
+        s = socket.create_connection(("127.0.0.1", target_port), timeout=10)
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        idle.append(s)
+    t0 = time.monotonic()
+    code = p.stop(signal.SIGTERM, timeout=10)
+    took = time.monotonic() - t0
+    assert code == 0
+    assert took < 3, took
+    for s in idle:
+        assert s.recv(4096) == b""  # closed by the proxy, not left hanging
+        s.close()

@@ -333,7 +333,7 @@ start_apiserver() {
   # shellcheck disable=SC2086
   launch "$dir" kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers="$ETCD_ENDPOINT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$KUBE_PORT" --insecure-port=0 \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$KUBE_PORT" \
     --endpoint-reconciler-type=none \
     --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key" \
     --client-ca-file="$dir/pki/ca.crt" \
