@@ -10,8 +10,9 @@
 # ---- build --------------------------------------------------------------------------------------
 FROM debian:bookworm AS build
 WORKDIR /src
-# The project's own setup installs the toolchain and libraries from Debian's packages. It runs in a
-# layer of its own, so a source change does not reinstall them.
+# The project's own setup installs the toolchain and libraries from Debian's packages (and Node.js,
+# which only the end-to-end tests use). It runs in a layer of its own, so a source change does not
+# reinstall them. Configured with VA_TESTS=OFF: the test tree is not copied in.
 COPY scripts/setup scripts/setup
 RUN ./scripts/setup && rm -rf /var/lib/apt/lists/*
 COPY CMakeLists.txt CMakePresets.json ./

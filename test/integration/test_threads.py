@@ -23,6 +23,7 @@ def test_two_threads_hold_100_concurrent_requests_through_one_wake(proxy):
     assert [r[0] for r in results] == [200] * n
     assert all(json.loads(r[2])["object"] == "chat.completion" for r in results)
     assert len(p.started_pids()) == 1
+    p.settle()  # accounted after the last byte, which the client may read first
     m = metrics(p.admin_url)
     assert m['vllm_autoscaler_wakes_total{backend="sim",result="success"}'] == 1
     assert m['vllm_autoscaler_requests_total{backend="sim",code="200"}'] == n
@@ -48,8 +49,7 @@ def test_two_threads_relay_concurrent_streams_event_by_event(proxy):
         assert times[-1] - times[0] >= 0.7 * (tokens - 1) * 0.05  # spread, not one burst
         gaps = [b - a for a, b in zip(times, times[1:])]
         assert sum(g >= 0.025 for g in gaps) >= 0.75 * len(gaps), gaps
-    b = p.backend()
-    assert b["in_flight"] == 0
+    p.settle()  # every stream accounted as ended
     assert len(p.started_pids()) == 1
 
 

@@ -27,12 +27,15 @@
 # endpoint, endpointslice. podgc and nodelifecycle are off on purpose: there are no Node objects, and
 # they would delete or evict pods that a test kubelet runs.
 #
-# Extra flags for tests (split on spaces): ETCD_EXTRA_ARGS, APISERVER_EXTRA_ARGS, KCM_EXTRA_ARGS
-# (for example APISERVER_EXTRA_ARGS="--watch-cache=false" or ETCD_EXTRA_ARGS="--auto-compaction-retention=1s"
-# to provoke 410 Expired on watches).
+# Extra flags for tests (split on spaces): ETCD_EXTRA_ARGS, APISERVER_EXTRA_ARGS, KCM_EXTRA_ARGS.
+# Checked: APISERVER_EXTRA_ARGS="--etcd-compaction-interval=1s --watch-cache=false" makes a watch from
+# a resourceVersion older than a few writes answer HTTP 200 + {"type":"ERROR","object":{...,
+# "reason":"Expired","code":410}} (with the watch cache on, old resourceVersions stay watchable far
+# longer). Several control planes can run at once (each in its own DIR, on its own ports).
 #
 # Needs: bash, openssl, curl, jq, python3 (to pick free ports), Debian's etcd-server (installed by
-# `start` when missing). `build` installs golang-go, rsync, jq, dpkg-dev, make when missing (as root,
+# `start` when missing; on a machine with systemd the package also starts its own etcd service on
+# 2379, which this script neither uses nor disturbs). `build` installs golang-go, rsync, jq, dpkg-dev, make when missing (as root,
 # or with sudo) and derives a deb-src entry from the machine's own apt sources in an apt state
 # directory of its own under the cache: the system's apt configuration is never changed.
 #
@@ -44,9 +47,10 @@
 #     same version as this control plane, with an old embedded kustomize (v2.0.3): the deploy files in
 #     deploy/kubernetes are written to render with both.
 #
-# Times on this machine (2 cores): first `build` 1.20.2: see BUILD-INFO next to the binaries
-# (measured: ~NN min); cached `build`: ~0.0 s; `start` to /readyz ok and the default ServiceAccount
-# token present: ~N s.
+# Times on this machine (2 cores, with other builds running): first `build` 9.4 min (apt-get source
+# ~5 s, then make: code generators + the two binaries, 530 s; written to BUILD-INFO beside bin/);
+# cached `build` 0.01 s; `start` 9-11 s until /readyz is ok and the default ServiceAccount has its
+# token; `stop` ~1.3 s; `restart-apiserver` ~8 s (2 s SIGTERM grace, 6 s until /readyz).
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-1.20.2}
@@ -212,20 +216,26 @@ alive() {
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -1 | grep -q "$name\$"
 }
 
+# stop_pid PID NAME: SIGTERM, then SIGKILL after the grace period. kube-apiserver closes its port at
+# once on SIGTERM but then waits up to a minute for open watches (its own loopback informers among
+# them) to drain; nothing here needs that, so it gets APISERVER_STOP_GRACE (2 s) before SIGKILL.
 stop_pid() {
-  local pid=$1 name=$2
+  local pid=$1 name=$2 grace=10
+  [ "$name" = kube-apiserver ] && grace=${APISERVER_STOP_GRACE:-2}
   alive "$pid" "$name" || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 $((grace * 10))); do
     alive "$pid" "$name" || return 0
     sleep 0.1
   done
-  log "$name ($pid) did not stop on SIGTERM in 10 s: SIGKILL"
+  [ "$name" = kube-apiserver ] || log "$name ($pid) did not stop on SIGTERM in $grace s: SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
   for _ in $(seq 1 50); do
     alive "$pid" "$name" || return 0
     sleep 0.1
   done
+  log "$name ($pid) still running after SIGKILL"
+  return 1
 }
 
 make_pki() {

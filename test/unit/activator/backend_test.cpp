@@ -49,6 +49,12 @@ task<void> health_server(tcp::acceptor& acceptor) {
   }
 }
 
+// A request: its outcome lands in `out`. A plain function, not a capturing lambda: a coroutine
+// lambda's captures live in the closure object, which would be gone before the first resume.
+task<void> acquire_into(Backend& b, tcp::socket& s, std::optional<outcome<Acquired>>& out) {
+  out.emplace(co_await b.acquire(10, s));
+}
+
 class BackendTest : public ::testing::Test {
  protected:
   BackendTest()
@@ -97,9 +103,7 @@ class BackendTest : public ::testing::Test {
     auto s = client();
     std::optional<outcome<Acquired>> result;
     const auto start = Clock::now();
-    spawn(
-        ioc_.get_executor(), [&]() -> task<void> { result.emplace(co_await b.acquire(0, s)); }(),
-        "request");
+    spawn(ioc_.get_executor(), acquire_into(b, s, result), "request");
     run_until([&] { return result.has_value(); });
     if (!result) {
       result.emplace(Failure{errc::ok, "no answer"});
@@ -128,24 +132,21 @@ class BackendTest : public ::testing::Test {
 TEST_F(BackendTest, ManyHeldRequestsCauseExactlyOneScaleUp) {
   auto& b = make(10s);
   constexpr int kRequests = 50;
-  int granted = 0;
   std::vector<tcp::socket> sockets;
   for (int i = 0; i < kRequests; ++i) {
     sockets.push_back(client());
   }
-  for (auto& s : sockets) {
-    spawn(
-        ioc_.get_executor(),
-        [&]() -> task<void> {
-          auto r = co_await b.acquire(10, s);
-          if (r && r->waited_ms) {
-            ++granted;
-          }
-        }(),
-        "request");
+  std::vector<std::optional<outcome<Acquired>>> results(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    spawn(ioc_.get_executor(), acquire_into(b, sockets[i], results[i]), "request");
   }
-  run_until([&] { return granted == kRequests; });
-  EXPECT_EQ(granted, kRequests);
+  auto granted = [&] {
+    return std::count_if(results.begin(), results.end(),
+                         [](const auto& r) { return r && *r && (*r)->waited_ms; });
+  };
+  run_until([&] { return granted() == kRequests; });
+  EXPECT_EQ(granted(), kRequests);
+  results.clear();  // the leases end
   EXPECT_EQ(scaler_->scale_ups, 1);
   EXPECT_EQ(b.status().at("state").as_string(), "ready");
   EXPECT_EQ(b.in_flight(), 0u);
@@ -154,18 +155,10 @@ TEST_F(BackendTest, ManyHeldRequestsCauseExactlyOneScaleUp) {
 TEST_F(BackendTest, IdleClockStartsWhenTheLastRequestEnds) {
   auto& b = make(100ms);
   auto s = client();
-  std::optional<Lease> lease;
-  spawn(
-      ioc_.get_executor(),
-      [&]() -> task<void> {
-        auto r = co_await b.acquire(0, s);
-        if (r) {
-          lease.emplace(std::move(r->lease));
-        }
-      }(),
-      "request");
+  std::optional<outcome<Acquired>> lease;
+  spawn(ioc_.get_executor(), acquire_into(b, s, lease), "request");
   run_until([&] { return lease.has_value(); });
-  ASSERT_TRUE(lease.has_value());
+  ASSERT_TRUE(lease.has_value() && *lease);
   // Held for 4x idle_timeout: no scale-down while it is in flight.
   run_until([] { return false; }, 400ms);
   EXPECT_EQ(scaler_->scale_downs, 0);
@@ -207,20 +200,17 @@ TEST_F(BackendTest, AFullQueueRefusesAtOnce) {
   for (int i = 0; i < 1001; ++i) {
     sockets.push_back(client());
   }
-  int queue_full = 0;
-  for (auto& s : sockets) {
-    spawn(
-        ioc_.get_executor(),
-        [&]() -> task<void> {
-          auto r = co_await b.acquire(0, s);
-          if (!r && r.error().code == errc::queue_full) {
-            ++queue_full;
-          }
-        }(),
-        "request");
+  std::vector<std::optional<outcome<Acquired>>> results(sockets.size());
+  for (std::size_t i = 0; i < sockets.size(); ++i) {
+    spawn(ioc_.get_executor(), acquire_into(b, sockets[i], results[i]), "request");
   }
-  run_until([&] { return queue_full == 1; }, 1s);
-  EXPECT_EQ(queue_full, 1);
+  auto queue_full = [&] {
+    return std::count_if(results.begin(), results.end(), [](const auto& r) {
+      return r && !*r && r->error().code == errc::queue_full;
+    });
+  };
+  run_until([&] { return queue_full() == 1; }, 1s);
+  EXPECT_EQ(queue_full(), 1);
   EXPECT_EQ(b.status().at("pending").to_number<std::int64_t>(), 1000);
 }
 
