@@ -11,7 +11,7 @@ import threading
 import time
 
 from proxy import sim_config
-from support import chat, eventually, free_port, http, metrics, sse_events
+from support import RawUpstream, chat, eventually, free_port, http, metrics, sse_events
 
 MAX_HEADER = 4096
 MAX_BODY = 32768
@@ -325,32 +325,20 @@ class HangUpUpstream:
     def __init__(self, reply):
         self.reply = reply
         self.requests = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.server = RawUpstream(self._handle)
+        self.port = self.server.port
 
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with c:
-                c.settimeout(5)
-                try:
-                    data = c.recv(65536)
-                    if data.startswith(b"GET /health "):
-                        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    else:
-                        self.requests += 1
-                        c.sendall(self.reply)
-                except OSError:
-                    pass
+    def _handle(self, c):
+        c.settimeout(5)
+        data = c.recv(65536)
+        if data.startswith(b"GET /health "):
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        else:
+            self.requests += 1
+            c.sendall(self.reply)
 
     def close(self):
-        self.sock.close()
+        self.server.close()
 
 
 def test_an_upstream_that_hangs_up_or_answers_garbage_gets_502_and_the_proxy_lives_on(proxy):

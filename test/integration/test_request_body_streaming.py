@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from support import free_port
+from support import RawUpstream, read_head
 
 MIB = 1024 * 1024
 
@@ -17,68 +17,53 @@ class RecordingUpstream:
     bytes first arrive and how many arrived in total (Content-Length or chunked)."""
 
     def __init__(self):
-        self.port = free_port()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(64)
         self.first_body_bytes = threading.Event()
         self.received = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.server = RawUpstream(self._handle)
+        self.port = self.server.port
 
     def close(self):
-        self.sock.close()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        self.server.close()
 
     def _handle(self, conn):
-        with conn:
-            data = b""
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
+        data = b""
+        while True:
+            got = read_head(conn, data)
+            if got is None:
+                return
+            head, data = got
+            lines = head.decode().split("\r\n")
+            path = lines[0].split()[1]
+            headers = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
+                       for l in lines[1:]}
+            if path == "/health":
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                continue
+            if data:
+                self.first_body_bytes.set()
+            if "content-length" in headers:
+                want = int(headers["content-length"])
+                while len(data) < want:
+                    chunk = conn.recv(MIB)
                     if not chunk:
                         return
-                    data += chunk
-                head, data = data.split(b"\r\n\r\n", 1)
-                lines = head.decode().split("\r\n")
-                path = lines[0].split()[1]
-                headers = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
-                           for l in lines[1:]}
-                if path == "/health":
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                    continue
-                if data:
                     self.first_body_bytes.set()
-                if "content-length" in headers:
-                    want = int(headers["content-length"])
-                    while len(data) < want:
-                        chunk = conn.recv(MIB)
-                        if not chunk:
-                            return
-                        self.first_body_bytes.set()
-                        data += chunk
-                    body, data = data[:want], data[want:]
-                    size = len(body)
-                else:
-                    while not data.endswith(b"0\r\n\r\n"):
-                        chunk = conn.recv(MIB)
-                        if not chunk:
-                            return
-                        self.first_body_bytes.set()
-                        data += chunk
-                    size = decoded_chunked_size(data)
-                    data = b""
-                self.received.append({"path": path, "size": size, "headers": headers})
-                answer = json.dumps({"received": size}).encode()
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
+                    data += chunk
+                body, data = data[:want], data[want:]
+                size = len(body)
+            else:
+                while not data.endswith(b"0\r\n\r\n"):
+                    chunk = conn.recv(MIB)
+                    if not chunk:
+                        return
+                    self.first_body_bytes.set()
+                    data += chunk
+                size = decoded_chunked_size(data)
+                data = b""
+            self.received.append({"path": path, "size": size, "headers": headers})
+            answer = json.dumps({"received": size}).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
 
 
 def decoded_chunked_size(data: bytes) -> int:

@@ -2,65 +2,38 @@
 ways until either side closes."""
 
 import socket
-import threading
 
 from proxy import config_yaml, backend_yaml
-from support import free_port
+from support import RawUpstream, read_head
 
 
-def upgrade_upstream(port, seen):
+def upgrade_upstream(seen):
     """Answers /health with 200; answers an Upgrade request with 101, then echoes every byte
     back upper-cased until the client closes."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
-    srv.listen(16)
 
     def handle(conn):
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                part = conn.recv(4096)
-                if not part:
-                    return
-                data += part
-            head, rest = data.split(b"\r\n\r\n", 1)
-            if head.startswith(b"GET /health"):
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                return
-            seen.append(head.decode())
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\n\r\n")
-            if rest:
-                conn.sendall(rest.upper())
-            while (part := conn.recv(4096)):
-                conn.sendall(part.upper())
+        got = read_head(conn)
+        if got is None:
+            return
+        head, rest = got
+        if head.startswith(b"GET /health"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            return
+        seen.append(head.decode())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n")
+        if rest:
+            conn.sendall(rest.upper())
+        while (part := conn.recv(4096)):
+            conn.sendall(part.upper())
 
-    def serve():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv
-
-
-def read_head(sock):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        part = sock.recv(4096)
-        assert part, data
-        data += part
-    return data.split(b"\r\n\r\n", 1)
+    return RawUpstream(handle)
 
 
 def test_an_upgrade_is_tunnelled_both_ways_after_101(proxy):
-    port = free_port()
     seen = []
-    srv = upgrade_upstream(port, seen)
+    srv = upgrade_upstream(seen)
+    port = srv.port
     try:
         p = proxy(config_yaml(backend_yaml("rt", port, ["m"], static=True, default=True,
                                            extra="    health: { interval: 100ms }\n")))
@@ -69,7 +42,7 @@ def test_an_upgrade_is_tunnelled_both_ways_after_101(proxy):
             s.sendall(b"GET /v1/realtime HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
                       b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-            head, rest = read_head(s)
+            head, rest = read_head(s)  # the 101
             lines = head.decode().lower().split("\r\n")
             assert lines[0].startswith("http/1.1 101"), head
             assert "upgrade: websocket" in lines

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -40,6 +41,8 @@ __all__ = [
     "start_sim",
     "wait_pid_gone",
     "wait_port",
+    "RawUpstream",
+    "read_head",
 ]
 
 
@@ -371,3 +374,47 @@ def metrics(url: str) -> dict[str, float]:
         out[key] = float(rest[0])
     return out
 
+
+class RawUpstream:
+    """A fake upstream on 127.0.0.1 for tests that need byte-level control: `handle(conn)` runs in
+    a thread of its own for each accepted connection, which it closes when it returns. `.port`,
+    `.close()`."""
+
+    def __init__(self, handle):
+        self._handle_conn = handle
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn):
+        with conn:
+            try:
+                self._handle_conn(conn)
+            except OSError:
+                pass
+
+
+def read_head(sock, data: bytes = b"") -> tuple[bytes, bytes] | None:
+    """Reads from `sock` (after `data` already read) until a blank line: returns (head, what came
+    after it), or None when the peer closed first."""
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        if not part:
+            return None
+        data += part
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest

@@ -1,0 +1,82 @@
+#pragma once
+// Where the Kubernetes API is and how to authenticate to it: from a kubeconfig (as kubectl reads
+// it) or from the pod's service account (as client-go's rest.InClusterConfig). Both run once at
+// startup and throw config::ConfigError saying what is unusable; the environment is passed in.
+// Reference: ../shared/reference/kubernetes-api.md §1, §2.
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/net.hpp"
+
+namespace va::k8s {
+
+using Env = std::map<std::string, std::string>;
+
+inline constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+struct ClusterConfig {
+  std::string host;         // name or address, without brackets
+  std::string port;         // "443" when the server URL has none
+  std::string path_prefix;  // path of the server URL without the trailing '/', usually empty
+  std::string server_name;  // SNI (names only) and the name or IP the certificate must match
+  std::string ca_pem;       // empty: the system's trust store
+  bool insecure_skip_tls_verify = false;
+  std::string token;       // static bearer token (used first when token_file is also set)
+  std::string token_file;  // re-read by TokenSource
+  std::string client_cert_pem, client_key_pem;
+  std::string namespace_ = "default";
+  std::string source;  // where this came from ("kubeconfig /x, context dev", "in-cluster"), for logs
+
+  // "host:port" as sent in Host, with brackets around an IPv6 address.
+  std::string host_header() const;
+};
+
+// Reads the kubeconfig files named by env["KUBECONFIG"] (':'-separated; empty entries skipped)
+// or else env["HOME"] + "/.kube/config", merged as kubectl does: the first file that sets
+// current-context decides it, and for each named context, cluster and user the first file that
+// defines the name wins. Relative paths resolve against the directory of the file holding them;
+// *-data fields win over paths. `exec` and `auth-provider` users are reported as unsupported.
+ClusterConfig load_kubeconfig(const Env& env);
+ClusterConfig load_kubeconfig_files(const std::vector<std::string>& paths);
+
+// True if env has non-empty KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT.
+bool in_cluster_available(const Env& env);
+// KUBERNETES_SERVICE_HOST/PORT, root/ca.crt, root/token (kept as token_file, re-read) and
+// root/namespace (whitespace trimmed; "default" when missing).
+ClusterConfig in_cluster(const Env& env, const std::string& root = kServiceAccountDir);
+
+// Decodes base64 (standard alphabet, padding optional, whitespace ignored); nullopt if invalid.
+std::optional<std::string> base64_decode(std::string_view in);
+
+// The bearer token to send: the static token until token_file has been read, then the file's
+// content (trimmed), re-read when older than `period` or after invalidate() (a 401), as
+// client-go's cached file token source. A read failure keeps the last good token.
+// Thread-safety: all members may be called from any thread (mutex).
+class TokenSource {
+ public:
+  struct Settings {
+    std::string token;
+    std::string token_file;
+    std::chrono::seconds period = std::chrono::seconds(60);
+  };
+  explicit TokenSource(Settings settings);
+
+  // Empty if there is no token at all.
+  std::string token(Clock::time_point now = Clock::now());
+  // Forces a re-read of token_file on the next token() call. Returns false when there is no file
+  // to re-read (retrying after a 401 would change nothing).
+  bool invalidate();
+  bool has_file() const { return !settings_.token_file.empty(); }
+
+ private:
+  Settings settings_;
+  std::mutex mu_;
+  std::string current_;
+  bool loaded_ = false;
+  Clock::time_point read_at_{};
+};
+
+}  // namespace va::k8s
