@@ -6,7 +6,9 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/net.hpp"
@@ -28,7 +30,8 @@ struct ClusterConfig {
   std::string token_file;  // re-read by TokenSource
   std::string client_cert_pem, client_key_pem;
   std::string namespace_ = "default";
-  std::string source;  // where this came from ("kubeconfig /x, context dev", "in-cluster"), for logs
+  std::string
+      source;  // where this came from ("kubeconfig /x, context dev", "in-cluster"), for logs
 
   // "host:port" as sent in Host, with brackets around an IPv6 address.
   std::string host_header() const;
@@ -75,8 +78,8 @@ class TokenSource {
   Settings settings_;
   std::mutex mu_;
   std::string current_;
-  bool loaded_ = false;
-  Clock::time_point read_at_{};
+  std::optional<Clock::time_point> read_at_;
+  bool force_ = false;
 };
 
 }  // namespace va::k8s

@@ -1,0 +1,273 @@
+#include "k8s/client.hpp"
+
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <sys/socket.h>
+
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
+
+#include "config/config.hpp"
+
+namespace va::k8s {
+namespace {
+
+namespace ssl = net::ssl;
+using Stream = beast::ssl_stream<beast::tcp_stream>;
+
+bool is_ip(const std::string& host) {
+  error_code ec;
+  net::ip::make_address(host, ec);
+  return !ec;
+}
+
+std::unique_ptr<ssl::context> make_context(const ClusterConfig& c) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  std::vector<std::string> problems;
+  error_code ec;
+  if (c.insecure_skip_tls_verify) {
+    ctx->set_verify_mode(ssl::verify_none);
+  } else {
+    ctx->set_verify_mode(ssl::verify_peer);
+    if (!c.ca_pem.empty()) {
+      ctx->add_certificate_authority(net::buffer(c.ca_pem), ec);
+      if (ec) {
+        problems.push_back(c.source + ": certificate authority: not a usable PEM certificate (" +
+                           ec.message() + ")");
+      }
+    } else {
+      ctx->set_default_verify_paths(ec);
+      if (ec) {
+        problems.push_back(c.source + ": the system's CA certificates: " + ec.message());
+      }
+    }
+  }
+  if (!c.client_cert_pem.empty()) {
+    ctx->use_certificate_chain(net::buffer(c.client_cert_pem), ec);
+    if (ec) {
+      problems.push_back(c.source + ": client certificate: not a usable PEM certificate (" +
+                         ec.message() + ")");
+    }
+    ctx->use_private_key(net::buffer(c.client_key_pem), ssl::context::pem, ec);
+    if (ec) {
+      problems.push_back(c.source + ": client key: not a usable PEM private key (" + ec.message() +
+                         ")");
+    }
+  }
+  if (!problems.empty()) {
+    throw config::ConfigError(std::move(problems));
+  }
+  return ctx;
+}
+
+// An idle keep-alive connection is reusable if the peer has not closed it (FIN or TLS alert).
+bool still_open(Stream& s) {
+  char c;
+  const auto n =
+      ::recv(beast::get_lowest_layer(s).socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+// The errors a reused keep-alive connection shows when the server closed it while idle.
+bool stale_connection(const error_code& ec) {
+  return ec == http::error::end_of_stream || ec == net::error::eof ||
+         ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+         ec == ssl::error::stream_truncated;
+}
+
+}  // namespace
+
+struct Client::Connection {
+  explicit Connection(net::any_io_executor ex, ssl::context& ctx) : stream(ex, ctx) {}
+  Stream stream;
+  beast::flat_buffer buffer;
+  Clock::time_point idle_since{};
+  bool reused = false;
+};
+
+Failure api_failure(http::verb verb, std::string_view target, const Response& r) {
+  std::string msg = "kubernetes API: " + std::string(http::to_string(verb)) + " " +
+                    std::string(target) + ": " + std::to_string(r.status);
+  if (const auto reason = http::obsolete_reason(http::int_to_status(r.status)); !reason.empty()) {
+    msg += " " + std::string(reason);
+  }
+  error_code ec;
+  const auto v = boost::json::parse(r.body, ec);
+  const auto* obj = !ec ? v.if_object() : nullptr;
+  const auto* kind = obj ? obj->if_contains("kind") : nullptr;
+  const auto* message = obj ? obj->if_contains("message") : nullptr;
+  if (kind && kind->is_string() && kind->get_string() == "Status" && message &&
+      message->is_string()) {
+    msg += ": " + std::string(message->get_string());
+  } else if (!r.body.empty()) {
+    constexpr std::size_t kMax = 200;
+    msg += ": " + r.body.substr(0, kMax) + (r.body.size() > kMax ? "..." : "");
+  }
+  return Failure{errc::scaler_error, std::move(msg)};
+}
+
+Client::Client(ClusterConfig cluster, net::any_io_executor ex)
+    : Client(std::move(cluster), ex, Settings{}) {}
+
+Client::Client(ClusterConfig cluster, net::any_io_executor ex, Settings settings)
+    : cluster_(std::move(cluster)),
+      ex_(ex),
+      settings_(std::move(settings)),
+      tokens_(TokenSource::Settings{cluster_.token, cluster_.token_file}),
+      ssl_(make_context(cluster_)) {}
+
+Client::~Client() = default;
+
+std::string Client::describe(http::verb verb, std::string_view target) const {
+  return "kubernetes API https://" + cluster_.host_header() + ": " +
+         std::string(http::to_string(verb)) + " " + std::string(target);
+}
+
+std::unique_ptr<Client::Connection> Client::take_idle() {
+  std::lock_guard lock(mu_);
+  const auto now = Clock::now();
+  while (!idle_.empty()) {
+    auto c = std::move(idle_.back());
+    idle_.pop_back();
+    if (now - c->idle_since < settings_.max_idle && still_open(c->stream)) {
+      c->reused = true;
+      return c;
+    }
+  }
+  return nullptr;
+}
+
+void Client::put_idle(std::unique_ptr<Connection> c) {
+  std::lock_guard lock(mu_);
+  c->idle_since = Clock::now();
+  if (idle_.size() < settings_.max_idle_connections) {
+    idle_.push_back(std::move(c));
+  }
+}
+
+task<outcome<std::unique_ptr<Client::Connection>>> Client::connect() {
+  auto c = std::make_unique<Connection>(ex_, *ssl_);
+  auto& tcp_stream = beast::get_lowest_layer(c->stream);
+  tcp_stream.expires_after(settings_.connect_timeout);
+  const std::string where = "kubernetes API https://" + cluster_.host_header();
+  error_code ec;
+  if (auto address = net::ip::make_address(cluster_.host, ec); !ec) {
+    std::tie(ec) = co_await tcp_stream.async_connect(
+        tcp::endpoint(address, static_cast<unsigned short>(std::stoi(cluster_.port))), use_nothrow);
+  } else {
+    tcp::resolver resolver(ex_);
+    auto [rec, endpoints] =
+        co_await resolver.async_resolve(cluster_.host, cluster_.port, use_nothrow);
+    if (rec) {
+      co_return Failure{errc::scaler_error, where + ": resolve: " + rec.message()};
+    }
+    std::tie(ec, std::ignore) = co_await tcp_stream.async_connect(endpoints, use_nothrow);
+  }
+  if (ec) {
+    co_return Failure{errc::scaler_error, where + ": connect: " + ec.message()};
+  }
+  tcp_stream.socket().set_option(tcp::no_delay(true));
+
+  SSL* handle = c->stream.native_handle();
+  const bool ip = is_ip(cluster_.server_name);
+  // SNI carries names only (RFC 6066); an IP address is checked against the IP SANs.
+  if (!ip && !cluster_.server_name.empty()) {
+    SSL_set_tlsext_host_name(handle, cluster_.server_name.c_str());
+  }
+  if (!cluster_.insecure_skip_tls_verify) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(handle);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(param, cluster_.server_name.c_str())
+                      : X509_VERIFY_PARAM_set1_host(param, cluster_.server_name.c_str(), 0);
+    if (ok != 1) {
+      co_return Failure{errc::scaler_error,
+                        where + ": cannot verify against name \"" + cluster_.server_name + "\""};
+    }
+  }
+  std::tie(ec) = co_await c->stream.async_handshake(ssl::stream_base::client, use_nothrow);
+  if (ec) {
+    std::string msg = where + ": TLS handshake: " + ec.message();
+    if (const long v = SSL_get_verify_result(handle); v != X509_V_OK) {
+      msg += " (" + std::string(X509_verify_cert_error_string(v)) + "; verified as \"" +
+             cluster_.server_name + "\")";
+    }
+    co_return Failure{errc::scaler_error, std::move(msg)};
+  }
+  tcp_stream.expires_never();
+  co_return std::move(c);
+}
+
+task<outcome<Response>> Client::send(http::verb verb, const std::string& target,
+                                     const std::string& body, const std::string& content_type,
+                                     const std::string& token) {
+  http::request<http::string_body> req{verb, cluster_.path_prefix + target, 11};
+  req.set(http::field::host, cluster_.host_header());
+  req.set(http::field::user_agent, settings_.user_agent);
+  req.set(http::field::accept, "application/json");
+  if (!token.empty()) {
+    req.set(http::field::authorization, "Bearer " + token);
+  }
+  if (!content_type.empty()) {
+    req.set(http::field::content_type, content_type);
+  }
+  req.body() = body;
+  req.keep_alive(true);
+  req.prepare_payload();
+
+  // A reused connection may have been closed by the server meanwhile: then once more on a new one.
+  for (int attempt = 0;; ++attempt) {
+    auto c = attempt == 0 ? take_idle() : nullptr;
+    if (!c) {
+      auto fresh = co_await connect();
+      if (!fresh) {
+        co_return fresh.error();
+      }
+      c = std::move(*fresh);
+    }
+    auto& tcp_stream = beast::get_lowest_layer(c->stream);
+    tcp_stream.expires_after(settings_.request_timeout);
+    auto [wec, wn] = co_await http::async_write(c->stream, req, use_nothrow);
+    if (wec && c->reused && stale_connection(wec)) {
+      continue;
+    }
+    if (wec) {
+      co_return Failure{errc::scaler_error, describe(verb, target) + ": write: " + wec.message()};
+    }
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(settings_.body_limit);
+    auto [rec, rn] = co_await http::async_read(c->stream, c->buffer, parser, use_nothrow);
+    if (rec && c->reused && rn == 0 && stale_connection(rec)) {
+      continue;
+    }
+    if (rec) {
+      co_return Failure{
+          errc::scaler_error,
+          describe(verb, target) + ": " +
+              (rec == beast::error::timeout ? std::string("timed out") : "read: " + rec.message())};
+    }
+    tcp_stream.expires_never();
+    auto res = parser.release();
+    Response out{res.result_int(), std::move(res.body()),
+                 std::string(res[http::field::retry_after]),
+                 std::string(res[http::field::content_type])};
+    if (res.keep_alive()) {
+      put_idle(std::move(c));
+    }
+    co_return out;
+  }
+}
+
+task<outcome<Response>> Client::request(http::verb verb, std::string target, std::string body,
+                                        std::string content_type) {
+  auto r = co_await send(verb, target, body, content_type, tokens_.token());
+  // As client-go: after a 401 the token file is re-read (it may have been rotated) and the
+  // request sent once more.
+  if (r && r->status == 401 && tokens_.invalidate()) {
+    r = co_await send(verb, target, body, content_type, tokens_.token());
+  }
+  co_return r;
+}
+
+}  // namespace va::k8s

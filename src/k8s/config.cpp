@@ -1,0 +1,470 @@
+#include "k8s/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "config/config.hpp"
+
+namespace va::k8s {
+namespace {
+
+namespace fs = std::filesystem;
+using config::ConfigError;
+
+std::string trim(std::string_view s) {
+  const auto* ws = " \t\r\n";
+  const auto b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) {
+    return {};
+  }
+  const auto e = s.find_last_not_of(ws);
+  return std::string(s.substr(b, e - b + 1));
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return std::nullopt;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) {
+    return std::nullopt;
+  }
+  return ss.str();
+}
+
+bool valid_port(std::string_view port) {
+  int n = 0;
+  for (const char c : port) {
+    if (c < '0' || c > '9' || (n = n * 10 + (c - '0')) > 65535) {
+      return false;
+    }
+  }
+  return !port.empty() && n > 0;
+}
+
+bool is_ipv6(std::string_view host) { return host.find(':') != std::string_view::npos; }
+
+// One parsed kubeconfig file.
+struct File {
+  std::string path;
+  YAML::Node root;
+};
+
+std::string scalar(const YAML::Node& n, const char* key) {
+  const YAML::Node v = n[key];
+  if (!v || v.IsNull()) {
+    return {};
+  }
+  if (!v.IsScalar()) {
+    throw YAML::Exception(v.Mark(), std::string(key) + " is not a scalar");
+  }
+  return v.as<std::string>();
+}
+
+// The `what` entry named `name` (e.g. clusters[].name == name → its `cluster` map) in the first
+// file defining it; nullptr if none does.
+const File* find_named(const std::vector<File>& files, const char* list, const char* what,
+                       const std::string& name, YAML::Node& out) {
+  for (const auto& f : files) {
+    const YAML::Node entries = f.root[list];
+    if (!entries || !entries.IsSequence()) {
+      continue;
+    }
+    for (const auto& e : entries) {
+      if (e.IsMap() && scalar(e, "name") == name) {
+        out = e[what];
+        return &f;
+      }
+    }
+  }
+  return nullptr;
+}
+
+// A path from the kubeconfig, relative to the directory of the file holding it.
+std::string resolve(const File& f, const std::string& p) {
+  if (p.empty() || fs::path(p).is_absolute()) {
+    return p;
+  }
+  return (fs::path(f.path).parent_path() / p).string();
+}
+
+// The PEM from `<key>-data` (base64) or the file `<key>`; empty if neither is set.
+std::string pem_from(const File& f, const YAML::Node& n, const std::string& key,
+                     const std::string& where, std::vector<std::string>& problems) {
+  if (const auto data = scalar(n, (key + "-data").c_str()); !data.empty()) {
+    auto decoded = base64_decode(data);
+    if (!decoded) {
+      problems.push_back(where + "." + key + "-data: not valid base64");
+      return {};
+    }
+    return *decoded;
+  }
+  if (const auto path = scalar(n, key.c_str()); !path.empty()) {
+    const auto full = resolve(f, path);
+    auto content = read_file(full);
+    if (!content) {
+      problems.push_back(where + "." + key + ": cannot read " + full);
+      return {};
+    }
+    return *content;
+  }
+  return {};
+}
+
+// Splits "https://host:port/prefix" into cfg; adds a problem if it is not an https URL.
+void parse_server(const std::string& server, const std::string& where, ClusterConfig& cfg,
+                  std::vector<std::string>& problems) {
+  constexpr std::string_view kScheme = "https://";
+  std::string_view s = server;
+  if (s.substr(0, kScheme.size()) != kScheme) {
+    problems.push_back(where + ".server: \"" + server + "\" is not an https:// URL");
+    return;
+  }
+  s.remove_prefix(kScheme.size());
+  const auto slash = s.find('/');
+  std::string_view authority = s.substr(0, slash);
+  if (slash != std::string_view::npos) {
+    std::string_view prefix = s.substr(slash);
+    while (!prefix.empty() && prefix.back() == '/') {
+      prefix.remove_suffix(1);
+    }
+    cfg.path_prefix = std::string(prefix);
+  }
+  std::string_view host;
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) {
+      problems.push_back(where + ".server: \"" + server + "\" has an unclosed '['");
+      return;
+    }
+    host = authority.substr(1, close - 1);
+    const auto rest = authority.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') {
+        problems.push_back(where + ".server: \"" + server + "\" is not host:port");
+        return;
+      }
+      port = rest.substr(1);
+    }
+  } else {
+    const auto colon = authority.rfind(':');
+    host = authority.substr(0, colon);
+    if (colon != std::string_view::npos) {
+      port = authority.substr(colon + 1);
+    }
+  }
+  if (host.empty()) {
+    problems.push_back(where + ".server: \"" + server + "\" has no host");
+    return;
+  }
+  if (port.empty()) {
+    port = "443";
+  }
+  if (!valid_port(port)) {
+    problems.push_back(where + ".server: \"" + server + "\" has an invalid port");
+    return;
+  }
+  cfg.host = std::string(host);
+  cfg.port = std::string(port);
+}
+
+std::string label(const std::vector<std::string>& paths) {
+  std::string out = "kubeconfig ";
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    out += (i ? ":" : "") + paths[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string ClusterConfig::host_header() const {
+  return (is_ipv6(host) ? "[" + host + "]" : host) + ":" + port;
+}
+
+std::optional<std::string> base64_decode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size() * 3 / 4);
+  unsigned acc = 0;
+  int bits = 0;
+  int pad = 0;
+  for (const char c : in) {
+    int v;
+    if (c >= 'A' && c <= 'Z') {
+      v = c - 'A';
+    } else if (c >= 'a' && c <= 'z') {
+      v = c - 'a' + 26;
+    } else if (c >= '0' && c <= '9') {
+      v = c - '0' + 52;
+    } else if (c == '+') {
+      v = 62;
+    } else if (c == '/') {
+      v = 63;
+    } else if (c == '=') {
+      ++pad;
+      continue;
+    } else if (c == ' ' || c == '\n' || c == '\r' || c == '\t') {
+      continue;
+    } else {
+      return std::nullopt;
+    }
+    if (pad) {
+      return std::nullopt;  // data after padding
+    }
+    acc = (acc << 6) | static_cast<unsigned>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  if (bits >= 6 || pad > 2) {
+    return std::nullopt;  // a lone 6-bit group cannot encode a byte
+  }
+  return out;
+}
+
+ClusterConfig load_kubeconfig(const Env& env) {
+  std::vector<std::string> paths;
+  if (const auto it = env.find("KUBECONFIG"); it != env.end() && !it->second.empty()) {
+    std::string_view list = it->second;
+    while (!list.empty()) {
+      const auto colon = list.find(':');
+      if (const auto p = list.substr(0, colon); !p.empty()) {
+        paths.emplace_back(p);
+      }
+      list = colon == std::string_view::npos ? std::string_view{} : list.substr(colon + 1);
+    }
+  } else {
+    const auto home = env.find("HOME");
+    if (home == env.end() || home->second.empty()) {
+      throw ConfigError({"kubeconfig: neither KUBECONFIG nor HOME is set"});
+    }
+    paths.push_back(home->second + "/.kube/config");
+  }
+  return load_kubeconfig_files(paths);
+}
+
+ClusterConfig load_kubeconfig_files(const std::vector<std::string>& paths) {
+  const std::string all = label(paths);
+  if (paths.empty()) {
+    throw ConfigError({"kubeconfig: no file given"});
+  }
+  std::vector<File> files;
+  for (const auto& p : paths) {
+    auto content = read_file(p);
+    if (!content) {
+      // kubectl skips missing files in a KUBECONFIG list; one that exists but is unreadable is
+      // an error either way.
+      if (paths.size() > 1 && !fs::exists(p)) {
+        continue;
+      }
+      throw ConfigError({"kubeconfig " + p + ": cannot read the file"});
+    }
+    try {
+      YAML::Node root = YAML::Load(*content);
+      if (root && !root.IsNull() && !root.IsMap()) {
+        throw ConfigError({"kubeconfig " + p + ": not a YAML mapping"});
+      }
+      files.push_back(File{p, root});
+    } catch (const YAML::Exception& e) {
+      throw ConfigError({"kubeconfig " + p + ": " + e.what()});
+    }
+  }
+
+  try {
+    std::string current;
+    const File* current_file = nullptr;
+    for (const auto& f : files) {
+      if (current = scalar(f.root, "current-context"); !current.empty()) {
+        current_file = &f;
+        break;
+      }
+    }
+    if (!current_file) {
+      throw ConfigError({all + ": current-context is not set"});
+    }
+    YAML::Node ctx;
+    const File* ctx_file = find_named(files, "contexts", "context", current, ctx);
+    if (!ctx_file) {
+      throw ConfigError({all + ": context \"" + current + "\" not found"});
+    }
+    if (!ctx || !ctx.IsMap()) {
+      throw ConfigError(
+          {"kubeconfig " + ctx_file->path + ": context \"" + current + "\" has no context map"});
+    }
+    const std::string cluster_name = scalar(ctx, "cluster");
+    const std::string user_name = scalar(ctx, "user");
+
+    ClusterConfig cfg;
+    cfg.source = all + ", context " + current;
+    if (auto ns = scalar(ctx, "namespace"); !ns.empty()) {
+      cfg.namespace_ = ns;
+    }
+    std::vector<std::string> problems;
+
+    YAML::Node cluster;
+    const File* cluster_file =
+        cluster_name.empty() ? nullptr
+                             : find_named(files, "clusters", "cluster", cluster_name, cluster);
+    if (cluster_name.empty()) {
+      problems.push_back("kubeconfig " + ctx_file->path + ": context \"" + current +
+                         "\" names no cluster");
+    } else if (!cluster_file) {
+      problems.push_back(all + ": cluster \"" + cluster_name + "\" (of context \"" + current +
+                         "\") not found");
+    } else if (!cluster.IsMap()) {
+      problems.push_back("kubeconfig " + cluster_file->path + ": cluster \"" + cluster_name +
+                         "\" has no cluster map");
+    } else {
+      const std::string where =
+          "kubeconfig " + cluster_file->path + ": clusters[" + cluster_name + "].cluster";
+      if (const auto server = scalar(cluster, "server"); server.empty()) {
+        problems.push_back(where + ".server: missing");
+      } else {
+        parse_server(server, where, cfg, problems);
+      }
+      cfg.ca_pem = pem_from(*cluster_file, cluster, "certificate-authority", where, problems);
+      if (const auto v = cluster["insecure-skip-tls-verify"]; v && !v.IsNull()) {
+        cfg.insecure_skip_tls_verify = v.as<bool>();
+      }
+      if (cfg.insecure_skip_tls_verify && !cfg.ca_pem.empty()) {
+        // As kubectl: "specifying a root certificates file with the insecure flag is not allowed".
+        problems.push_back(
+            where + ": certificate-authority and insecure-skip-tls-verify exclude each other");
+      }
+      cfg.server_name = scalar(cluster, "tls-server-name");
+      if (cfg.server_name.empty()) {
+        cfg.server_name = cfg.host;
+      }
+      if (!scalar(cluster, "proxy-url").empty()) {
+        problems.push_back(where + ".proxy-url: not supported yet");
+      }
+    }
+
+    YAML::Node user;
+    const File* user_file =
+        user_name.empty() ? nullptr : find_named(files, "users", "user", user_name, user);
+    if (!user_name.empty() && !user_file) {
+      problems.push_back(all + ": user \"" + user_name + "\" (of context \"" + current +
+                         "\") not found");
+    } else if (user_file && user && !user.IsNull()) {
+      const std::string where = "kubeconfig " + user_file->path + ": users[" + user_name + "].user";
+      if (!user.IsMap()) {
+        problems.push_back(where + ": not a mapping");
+      } else {
+        if (user["exec"]) {
+          const auto cmd = user["exec"].IsMap() ? scalar(user["exec"], "command") : "";
+          problems.push_back(where + ".exec: exec credential plugins (command \"" + cmd +
+                             "\") are not supported yet; use token, tokenFile or a client "
+                             "certificate");
+        }
+        if (user["auth-provider"]) {
+          problems.push_back(where + ".auth-provider: not supported (deprecated in Kubernetes)");
+        }
+        cfg.token = scalar(user, "token");
+        cfg.token_file = resolve(*user_file, scalar(user, "tokenFile"));
+        if (!cfg.token_file.empty() && !read_file(cfg.token_file)) {
+          problems.push_back(where + ".tokenFile: cannot read " + cfg.token_file);
+        }
+        cfg.client_cert_pem = pem_from(*user_file, user, "client-certificate", where, problems);
+        cfg.client_key_pem = pem_from(*user_file, user, "client-key", where, problems);
+        if (cfg.client_cert_pem.empty() != cfg.client_key_pem.empty()) {
+          problems.push_back(where + ": client-certificate and client-key must be set together");
+        }
+        if (!scalar(user, "username").empty()) {
+          problems.push_back(where + ".username: basic authentication is not supported");
+        }
+      }
+    }
+    if (!problems.empty()) {
+      throw ConfigError(std::move(problems));
+    }
+    return cfg;
+  } catch (const YAML::Exception& e) {
+    throw ConfigError({all + ": " + e.what()});
+  }
+}
+
+bool in_cluster_available(const Env& env) {
+  const auto h = env.find("KUBERNETES_SERVICE_HOST");
+  const auto p = env.find("KUBERNETES_SERVICE_PORT");
+  return h != env.end() && !h->second.empty() && p != env.end() && !p->second.empty();
+}
+
+ClusterConfig in_cluster(const Env& env, const std::string& root) {
+  if (!in_cluster_available(env)) {
+    throw ConfigError(
+        {"in-cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set (not "
+         "running in a pod?)"});
+  }
+  ClusterConfig cfg;
+  cfg.source = "in-cluster service account " + root;
+  cfg.host = env.at("KUBERNETES_SERVICE_HOST");
+  if (cfg.host.size() > 2 && cfg.host.front() == '[' && cfg.host.back() == ']') {
+    cfg.host = cfg.host.substr(1, cfg.host.size() - 2);
+  }
+  cfg.port = env.at("KUBERNETES_SERVICE_PORT");
+  cfg.server_name = cfg.host;
+  const fs::path dir(root);
+  std::vector<std::string> problems;
+  if (!valid_port(cfg.port)) {
+    problems.push_back("in-cluster: KUBERNETES_SERVICE_PORT \"" + cfg.port + "\" is not a port");
+  }
+  if (auto ca = read_file((dir / "ca.crt").string())) {
+    cfg.ca_pem = std::move(*ca);
+  } else {
+    problems.push_back("in-cluster: cannot read " + (dir / "ca.crt").string());
+  }
+  cfg.token_file = (dir / "token").string();
+  if (!read_file(cfg.token_file)) {
+    problems.push_back("in-cluster: cannot read " + cfg.token_file);
+  }
+  if (auto ns = read_file((dir / "namespace").string()); ns && !trim(*ns).empty()) {
+    cfg.namespace_ = trim(*ns);
+  }
+  if (!problems.empty()) {
+    throw ConfigError(std::move(problems));
+  }
+  return cfg;
+}
+
+TokenSource::TokenSource(Settings settings)
+    : settings_(std::move(settings)), current_(settings_.token) {}
+
+std::string TokenSource::token(Clock::time_point now) {
+  std::lock_guard lock(mu_);
+  if (settings_.token_file.empty()) {
+    return current_;
+  }
+  // A static token is used first; the file takes over at the first refresh.
+  const bool due = force_ || (read_at_ && now - *read_at_ >= settings_.period) ||
+                   (!read_at_ && current_.empty());
+  if (due) {
+    if (auto content = read_file(settings_.token_file)) {
+      current_ = trim(*content);
+    }
+    force_ = false;
+    read_at_ = now;
+  } else if (!read_at_) {
+    read_at_ = now;
+  }
+  return current_;
+}
+
+bool TokenSource::invalidate() {
+  std::lock_guard lock(mu_);
+  if (settings_.token_file.empty()) {
+    return false;
+  }
+  force_ = true;
+  return true;
+}
+
+}  // namespace va::k8s

@@ -1,0 +1,186 @@
+#pragma once
+// Test PKI made with OpenSSL at test time, and an in-process HTTPS server (Beast) on
+// 127.0.0.1:0 that records what it receives and answers through a handler.
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/ssl.hpp>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/net.hpp"
+
+namespace va::k8s::testing {
+
+struct KeyPair {
+  std::string cert_pem;
+  std::string key_pem;
+  std::shared_ptr<X509> cert;
+  std::shared_ptr<EVP_PKEY> key;
+};
+
+// A P-256 certificate for `cn`: self-signed CA when issuer is null, else a leaf signed by it with
+// the given subjectAltName ("IP:127.0.0.1,DNS:kubernetes").
+inline KeyPair make_cert(const std::string& cn, const KeyPair* issuer,
+                         const std::string& san = {}) {
+  KeyPair out;
+  out.key.reset(EVP_EC_gen("P-256"), EVP_PKEY_free);
+  out.cert.reset(X509_new(), X509_free);
+  X509* x = out.cert.get();
+  static long serial = 1;
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
+  X509_set_pubkey(x, out.key.get());
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer->cert.get()) : name);
+  X509V3_CTX ctx;
+  X509V3_set_ctx(&ctx, issuer ? issuer->cert.get() : x, x, nullptr, nullptr, 0);
+  auto add = [&](int nid, const std::string& value) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+    if (ext == nullptr) {
+      throw std::runtime_error("X509V3_EXT_conf_nid failed for " + value);
+    }
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+  };
+  if (issuer == nullptr) {
+    add(NID_basic_constraints, "critical,CA:TRUE");
+    add(NID_key_usage, "critical,keyCertSign,cRLSign");
+  } else {
+    add(NID_basic_constraints, "critical,CA:FALSE");
+    if (!san.empty()) {
+      add(NID_subject_alt_name, san);
+    }
+  }
+  X509_sign(x, issuer ? issuer->key.get() : out.key.get(), EVP_sha256());
+
+  auto pem = [](auto write) {
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+    write(bio.get());
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(bio.get(), &data);
+    return std::string(data, static_cast<std::size_t>(n));
+  };
+  out.cert_pem = pem([&](BIO* b) { PEM_write_bio_X509(b, x); });
+  out.key_pem = pem([&](BIO* b) {
+    PEM_write_bio_PrivateKey(b, out.key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  });
+  return out;
+}
+
+using Request = http::request<http::string_body>;
+using Reply = http::response<http::string_body>;
+
+struct Received {
+  Request request;
+  std::string sni;
+  int connection = 0;  // 1 for the first connection accepted, 2 for the second, ...
+};
+
+class TlsServer {
+ public:
+  // nullopt: never answer (the client must time out).
+  using Handler = std::function<std::optional<Reply>(const Request&)>;
+
+  TlsServer(net::io_context& ioc, const KeyPair& server, Handler handler,
+            const std::string& address = "127.0.0.1")
+      : ctx_(net::ssl::context::tls_server),
+        acceptor_(ioc, tcp::endpoint(net::ip::make_address(address), 0)),
+        handler_(std::move(handler)) {
+    ctx_.use_certificate_chain(net::buffer(server.cert_pem));
+    ctx_.use_private_key(net::buffer(server.key_pem), net::ssl::context::pem);
+    net::co_spawn(ioc, accept_loop(), net::detached);
+  }
+
+  // The client must present a certificate signed by `ca`.
+  void require_client_cert(const KeyPair& ca) {
+    ctx_.add_certificate_authority(net::buffer(ca.cert_pem));
+    ctx_.set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+  }
+  // Close each connection after one response, without saying so (a server-side idle timeout).
+  void close_after_each_response() { close_after_each_ = true; }
+
+  std::string port() const { return std::to_string(acceptor_.local_endpoint().port()); }
+  std::vector<Received> received;
+  int connections = 0;
+  int handshake_failures = 0;
+  std::string client_cert_cn;
+
+ private:
+  task<void> accept_loop() {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor_.async_accept(use_nothrow);
+      if (ec) {
+        co_return;
+      }
+      net::co_spawn(acceptor_.get_executor(), session(std::move(socket)), net::detached);
+    }
+  }
+
+  task<void> session(tcp::socket socket) {
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), ctx_);
+    const int id = ++connections;
+    auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_nothrow);
+    if (hec) {
+      ++handshake_failures;
+      co_return;
+    }
+    const char* sni = SSL_get_servername(stream.native_handle(), TLSEXT_NAMETYPE_host_name);
+    if (X509* peer = SSL_get1_peer_certificate(stream.native_handle())) {
+      char cn[256] = {};
+      X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof cn);
+      client_cert_cn = cn;
+      X509_free(peer);
+    }
+    beast::flat_buffer buffer;
+    for (;;) {
+      Request req;
+      auto [rec, rn] = co_await http::async_read(stream, buffer, req, use_nothrow);
+      if (rec) {
+        co_return;
+      }
+      received.push_back(Received{req, sni ? sni : "", id});
+      auto reply = handler_(req);
+      if (!reply) {
+        net::steady_timer forever(stream.get_executor(), std::chrono::hours(1));
+        co_await forever.async_wait(use_nothrow);
+        co_return;
+      }
+      reply->version(11);
+      reply->keep_alive(req.keep_alive());
+      reply->prepare_payload();
+      auto [wec, wn] = co_await http::async_write(stream, *reply, use_nothrow);
+      if (wec || !reply->keep_alive() || close_after_each_) {
+        beast::get_lowest_layer(stream).socket().close();
+        co_return;
+      }
+    }
+  }
+
+  net::ssl::context ctx_;
+  tcp::acceptor acceptor_;
+  Handler handler_;
+  bool close_after_each_ = false;
+};
+
+inline Reply reply(http::status status, std::string body,
+                   std::string content_type = "application/json") {
+  Reply r{status, 11};
+  r.set(http::field::content_type, content_type);
+  r.body() = std::move(body);
+  return r;
+}
+
+}  // namespace va::k8s::testing
