@@ -1,11 +1,10 @@
 #include "activator/backend.hpp"
 
-#include <sys/socket.h>
-
 #include <boost/json.hpp>
 
 #include "config/duration.hpp"
 #include "core/log.hpp"
+#include "core/socket.hpp"
 #include "core/spawn.hpp"
 #include "upstream/probe.hpp"
 
@@ -18,12 +17,6 @@ constexpr State kStates[] = {State::asleep, State::waking, State::ready, State::
                              State::failed};
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-bool peer_closed(tcp::socket& s) {
-  char c;
-  const auto n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-}
 
 }  // namespace
 
@@ -167,7 +160,7 @@ task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, tcp::socket& cl
       auto r = co_await (w->timer.async_wait(use_nothrow) ||
                          client.async_wait(tcp::socket::wait_read, use_nothrow));
       if (r.index() == 1) {
-        if (peer_closed(client)) {
+        if (peek_peer(client.native_handle()) == Peer::closed) {
           client_left = true;
           break;
         }

@@ -21,6 +21,7 @@
 
 #include "core/log.hpp"
 #include "core/net.hpp"
+#include "core/socket.hpp"
 #include "core/spawn.hpp"
 
 namespace va::sim {
@@ -294,12 +295,11 @@ class Server {
       if (ec) {
         co_return;
       }
-      char c = 0;
-      const auto n = ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      const Peer peer = peek_peer(socket.native_handle());
+      if (peer == Peer::closed) {
         co_return;
       }
-      if (n > 0) {
+      if (peer == Peer::sent_data) {
         // A pipelined request, not a disconnect: stop watching until the generation ends.
         net::steady_timer forever(co_await net::this_coro::executor,
                                   net::steady_timer::time_point::max());

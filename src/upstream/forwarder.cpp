@@ -1,11 +1,11 @@
 #include "upstream/forwarder.hpp"
 
 #include <fmt/format.h>
-#include <sys/socket.h>
 
 #include <array>
 
 #include "core/log.hpp"
+#include "core/socket.hpp"
 
 namespace va::upstream {
 namespace {
@@ -50,9 +50,7 @@ task<void> watch_client(beast::tcp_stream& client, beast::tcp_stream& upstream, 
   if (relay_done || ec == net::error::operation_aborted) {
     co_return;
   }
-  char c;
-  const auto n = ::recv(client.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+  if (peek_peer(client.socket().native_handle()) == Peer::closed) {
     gone = true;
     error_code ignored;
     upstream.socket().shutdown(tcp::socket::shutdown_both, ignored);

@@ -1,14 +1,12 @@
 #include "upstream/pool.hpp"
 
-#include <sys/socket.h>
+#include "core/socket.hpp"
 
 namespace va::upstream {
 namespace {
 // A pooled socket is reusable if the peer has not closed it and sent nothing unasked.
 bool still_open(beast::tcp_stream& s) {
-  char c;
-  const auto n = ::recv(s.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  return peek_peer(s.socket().native_handle()) == Peer::quiet;
 }
 }  // namespace
 
