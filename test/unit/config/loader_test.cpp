@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/duration.hpp"
+#include "support/temp_dir.hpp"
 
 namespace va::config {
 namespace {
@@ -35,33 +36,7 @@ constexpr const char* kMinimal =
     "  - upstream: http://127.0.0.1:8000\n"
     "    default: true\n";
 
-// A directory made with mkdtemp, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "va-config-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw std::runtime_error("mkdtemp failed");
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string write(const std::string& name, const std::string& content) const {
-    const std::string file = (path_ / name).string();
-    std::ofstream(file, std::ios::binary) << content;
-    return file;
-  }
-  std::string path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using va::test_support::TempDir;
 
 Loaded load_args(std::vector<std::string> args, const Env& env = {}) {
   args.insert(args.begin(), "vllm-autoscaler");
