@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include "config/config.hpp"
+#include "k8s/watch.hpp"
 
 namespace va::k8s {
 namespace {
@@ -266,6 +267,103 @@ task<outcome<Response>> Client::request(http::verb verb, std::string target, std
   // request sent once more.
   if (r && r->status == 401 && tokens_.invalidate()) {
     r = co_await send(verb, target, body, content_type, tokens_.token());
+  }
+  co_return r;
+}
+
+task<outcome<Response>> Client::stream_watch(const std::string& target,
+                                             const WatchCallback& on_event,
+                                             const std::string& token) {
+  http::request<http::empty_body> req{http::verb::get, cluster_.path_prefix + target, 11};
+  req.set(http::field::host, cluster_.host_header());
+  req.set(http::field::user_agent, settings_.user_agent);
+  req.set(http::field::accept, "application/json");
+  if (!token.empty()) {
+    req.set(http::field::authorization, "Bearer " + token);
+  }
+  req.keep_alive(true);
+
+  // A connection of its own, closed (not reused) when the watch ends.
+  auto fresh = co_await connect();
+  if (!fresh) {
+    co_return fresh.error();
+  }
+  auto c = std::move(*fresh);
+  auto& tcp_stream = beast::get_lowest_layer(c->stream);
+  const auto where = [&] { return describe(http::verb::get, target); };
+  const auto transport = [&](const error_code& ec) -> Failure {
+    if (ec == beast::error::timeout) {
+      return {errc::scaler_error, where() + ": timed out"};
+    }
+    if (ec == net::error::operation_aborted) {
+      return {errc::scaler_error, where() + ": cancelled"};
+    }
+    return {errc::scaler_error, where() + ": read: " + ec.message()};
+  };
+
+  tcp_stream.expires_after(settings_.request_timeout);
+  auto [wec, wn] = co_await http::async_write(c->stream, req, use_nothrow);
+  if (wec) {
+    co_return Failure{errc::scaler_error, where() + ": write: " + wec.message()};
+  }
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(boost::none);  // a watch has no end; the decoder bounds each line
+  auto [hec, hn] = co_await http::async_read_header(c->stream, c->buffer, parser, use_nothrow);
+  if (hec) {
+    co_return transport(hec);
+  }
+  const auto& head = parser.get();
+  Response out{head.result_int(),
+               {},
+               std::string(head[http::field::retry_after]),
+               std::string(head[http::field::content_type])};
+  const bool streaming = out.status == 200;
+
+  WatchDecoder decoder(settings_.watch_max_line);
+  std::vector<char> chunk(64 * 1024);
+  while (!parser.is_done()) {
+    auto& body = parser.get().body();
+    body.data = chunk.data();
+    body.size = chunk.size();
+    // Timed per read: a watch lasts as long as the server sends something.
+    tcp_stream.expires_after(streaming ? settings_.watch_idle_timeout : settings_.request_timeout);
+    auto [rec, rn] = co_await http::async_read_some(c->stream, c->buffer, parser, use_nothrow);
+    if (rec && rec != http::error::need_buffer) {
+      co_return transport(rec);
+    }
+    const std::string_view got(chunk.data(), chunk.size() - parser.get().body().size);
+    if (!streaming) {
+      if (out.body.size() + got.size() > settings_.body_limit) {
+        co_return Failure{errc::scaler_error, where() + ": " + std::to_string(out.status) +
+                                                  " answer longer than " +
+                                                  std::to_string(settings_.body_limit) + " bytes"};
+      }
+      out.body.append(got);
+      continue;
+    }
+    decoder.feed(got);
+    while (auto event = decoder.next()) {
+      if (!*event) {
+        auto f = event->error();
+        f.message = where() + ": " + f.message;
+        co_return f;
+      }
+      if (!on_event(std::move(**event))) {
+        co_return out;  // the caller stopped watching
+      }
+    }
+  }
+  if (streaming && decoder.has_partial_line()) {
+    co_return Failure{errc::bad_request,
+                      where() + ": kubernetes watch: the stream ended inside an event"};
+  }
+  co_return out;
+}
+
+task<outcome<Response>> Client::watch(std::string target, WatchCallback on_event) {
+  auto r = co_await stream_watch(target, on_event, tokens_.token());
+  if (r && r->status == 401 && tokens_.invalidate()) {
+    r = co_await stream_watch(target, on_event, tokens_.token());
   }
   co_return r;
 }

@@ -7,6 +7,7 @@
 //
 // Thread-safety: request() may be called concurrently from coroutines on any thread; each
 // request uses its own connection, idle connections are shared under a mutex.
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +22,8 @@ class context;
 }
 
 namespace va::k8s {
+
+struct WatchEvent;  // k8s/watch.hpp
 
 struct Response {
   unsigned status = 0;
@@ -41,6 +44,10 @@ class Client {
     std::size_t max_idle_connections = 4;
     std::chrono::milliseconds max_idle = std::chrono::seconds(60);
     std::uint64_t body_limit = 64 * 1024 * 1024;
+    // A watch fails when nothing arrives for this long (bookmarks come about once a minute; the
+    // caller's timeoutSeconds should be below it, so that the server ends the watch first).
+    std::chrono::milliseconds watch_idle_timeout = std::chrono::minutes(5);
+    std::size_t watch_max_line = 16 * 1024 * 1024;  // the longest event line accepted
     std::string user_agent = "vllm-autoscaler/" VA_VERSION;
   };
 
@@ -57,6 +64,17 @@ class Client {
   task<outcome<Response>> request(http::verb verb, std::string target, std::string body = {},
                                   std::string content_type = {});
 
+  // Streams a watch: GET `target` (which carries watch=1, resourceVersion, timeoutSeconds and
+  // allowWatchBookmarks=true) on a connection of its own, calling on_event for each event as it
+  // arrives; on_event returns false to stop watching. The answer is a Response: status 200 with
+  // an empty body when the stream ended (the server's timeoutSeconds, on_event stopping it),
+  // otherwise the server's error answer with its body (see is_expired_response, api_failure). A
+  // Failure for transport errors, a cut stream, no bytes for watch_idle_timeout, cancellation
+  // (errc::scaler_error) and malformed events (errc::bad_request, errc::body_too_large). A 401 is
+  // retried once with a re-read token, as request().
+  using WatchCallback = std::function<bool(WatchEvent&&)>;
+  task<outcome<Response>> watch(std::string target, WatchCallback on_event);
+
   const ClusterConfig& cluster() const { return cluster_; }
 
  private:
@@ -64,6 +82,8 @@ class Client {
   task<outcome<std::unique_ptr<Connection>>> connect();
   task<outcome<Response>> send(http::verb verb, const std::string& target, const std::string& body,
                                const std::string& content_type, const std::string& token);
+  task<outcome<Response>> stream_watch(const std::string& target, const WatchCallback& on_event,
+                                       const std::string& token);
   std::unique_ptr<Connection> take_idle();
   void put_idle(std::unique_ptr<Connection> c);
   std::string describe(http::verb verb, std::string_view target) const;

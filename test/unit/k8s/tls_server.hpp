@@ -1,6 +1,7 @@
 #pragma once
 // Test PKI made with OpenSSL at test time, and an in-process HTTPS server (Beast) on
-// 127.0.0.1:0 that records what it receives and answers through a handler.
+// 127.0.0.1:0 that records what it receives and answers through a handler (or a streamer that
+// writes the raw response itself, for chunked watch streams).
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -9,6 +10,7 @@
 
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -112,6 +114,12 @@ class TlsServer {
   // Close each connection after one response, without saying so (a server-side idle timeout).
   void close_after_each_response() { close_after_each_ = true; }
 
+  using Stream = beast::ssl_stream<beast::tcp_stream>;
+  // Answers every request with `streamer` instead of the handler: it writes the raw response
+  // itself (see chunk()); the connection is closed when it returns.
+  using Streamer = std::function<task<void>(const Request&, Stream&)>;
+  void stream_with(Streamer streamer) { streamer_ = std::move(streamer); }
+
   std::string port() const { return std::to_string(acceptor_.local_endpoint().port()); }
   std::vector<Received> received;
   int connections = 0;
@@ -152,6 +160,11 @@ class TlsServer {
         co_return;
       }
       received.push_back(Received{req, sni ? sni : "", id});
+      if (streamer_) {
+        co_await streamer_(req, stream);
+        beast::get_lowest_layer(stream).socket().close();
+        co_return;
+      }
       auto reply = handler_(req);
       if (!reply) {
         net::steady_timer forever(stream.get_executor(), std::chrono::hours(1));
@@ -172,6 +185,7 @@ class TlsServer {
   net::ssl::context ctx_;
   tcp::acceptor acceptor_;
   Handler handler_;
+  Streamer streamer_;
   bool close_after_each_ = false;
 };
 
@@ -181,6 +195,16 @@ inline Reply reply(http::status status, std::string body,
   r.set(http::field::content_type, content_type);
   r.body() = std::move(body);
   return r;
+}
+
+// One HTTP/1.1 chunk carrying `data` (empty: the last chunk).
+inline std::string chunk(std::string_view data) {
+  if (data.empty()) {
+    return "0\r\n\r\n";
+  }
+  char size[32];
+  std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+  return size + std::string(data) + "\r\n";
 }
 
 }  // namespace va::k8s::testing
