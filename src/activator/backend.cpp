@@ -359,7 +359,6 @@ task<void> Backend::run_waking() {
   {
     std::lock_guard lock(mu_);
     wake_started_ = Clock::now();
-    ++wakes_;
   }
   // After failed wakes, wait before the next start (1 s, 2 s, 4 s … 30 s): a backend that cannot
   // start must not be restarted by every request. Held requests keep their own deadline.
@@ -538,6 +537,9 @@ void Backend::set_state_locked(State to, std::string_view cause) {
   account_awake_locked(now);
   const State from = state_;
   state_ = to;
+  if (to == State::waking && from != State::waking) {
+    ++wakes_;  // counted with the transition, so /status never shows a wake not yet counted
+  }
   log::info("backend state", {{"backend", settings_.name},
                               {"from", activator::name(from)},
                               {"to", activator::name(to)},
