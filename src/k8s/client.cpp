@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include "config/config.hpp"
+#include "core/connect.hpp"
 #include "k8s/watch.hpp"
 
 namespace va::k8s {
@@ -153,23 +154,10 @@ task<outcome<std::unique_ptr<Client::Connection>>> Client::connect() {
   auto& tcp_stream = beast::get_lowest_layer(c->stream);
   tcp_stream.expires_after(settings_.connect_timeout);
   const std::string where = "kubernetes API https://" + cluster_.host_header();
-  error_code ec;
-  if (auto address = net::ip::make_address(cluster_.host, ec); !ec) {
-    std::tie(ec) = co_await tcp_stream.async_connect(
-        tcp::endpoint(address, static_cast<unsigned short>(std::stoi(cluster_.port))), use_nothrow);
-  } else {
-    tcp::resolver resolver(ex_);
-    auto [rec, endpoints] =
-        co_await resolver.async_resolve(cluster_.host, cluster_.port, use_nothrow);
-    if (rec) {
-      co_return Failure{errc::scaler_error, where + ": resolve: " + rec.message()};
-    }
-    std::tie(ec, std::ignore) = co_await tcp_stream.async_connect(endpoints, use_nothrow);
+  std::string step;
+  if (const auto ec = co_await connect_tcp(tcp_stream, cluster_.host, cluster_.port, &step)) {
+    co_return Failure{errc::scaler_error, where + ": " + step + ": " + ec.message()};
   }
-  if (ec) {
-    co_return Failure{errc::scaler_error, where + ": connect: " + ec.message()};
-  }
-  tcp_stream.socket().set_option(tcp::no_delay(true));
 
   SSL* handle = c->stream.native_handle();
   const bool ip = is_ip(cluster_.server_name);
@@ -187,7 +175,7 @@ task<outcome<std::unique_ptr<Client::Connection>>> Client::connect() {
                         where + ": cannot verify against name \"" + cluster_.server_name + "\""};
     }
   }
-  std::tie(ec) = co_await c->stream.async_handshake(ssl::stream_base::client, use_nothrow);
+  auto [ec] = co_await c->stream.async_handshake(ssl::stream_base::client, use_nothrow);
   if (ec) {
     std::string msg = where + ": TLS handshake: " + ec.message();
     if (const long v = SSL_get_verify_result(handle); v != X509_V_OK) {

@@ -1,5 +1,6 @@
 #include "upstream/pool.hpp"
 
+#include "core/connect.hpp"
 #include "core/socket.hpp"
 
 namespace va::upstream {
@@ -17,24 +18,8 @@ task<std::pair<error_code, beast::tcp_stream>> Pool::connect(net::any_io_executo
                                                              std::chrono::milliseconds timeout) {
   beast::tcp_stream stream(ex);
   stream.expires_after(timeout);
-  error_code ec;
-  // An address needs no resolver: Asio's runs getaddrinfo on one background thread, which would
-  // serialize the connects of a thousand requests released at once after a wake.
-  if (auto address = net::ip::make_address(t.host, ec); !ec) {
-    std::tie(ec) = co_await stream.async_connect(
-        tcp::endpoint(address, static_cast<unsigned short>(std::stoi(t.port))), use_nothrow);
-  } else {
-    tcp::resolver resolver(ex);
-    auto [rec, endpoints] = co_await resolver.async_resolve(t.host, t.port, use_nothrow);
-    ec = rec;
-    if (!rec) {
-      std::tie(ec, std::ignore) = co_await stream.async_connect(endpoints, use_nothrow);
-    }
-  }
+  const error_code ec = co_await connect_tcp(stream, t.host, t.port);
   stream.expires_never();
-  if (!ec) {
-    stream.socket().set_option(tcp::no_delay(true));
-  }
   co_return std::pair{ec, std::move(stream)};
 }
 

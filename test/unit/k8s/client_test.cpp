@@ -25,47 +25,7 @@ constexpr const char* kUnauthorized =
     R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",)"
     R"("message":"Unauthorized","reason":"Unauthorized","code":401})";
 
-class ClientTest : public ::testing::Test {
- protected:
-  ClientTest()
-      : ca_(make_cert("test-ca", nullptr)),
-        server_cert_(make_cert("kube-apiserver", &ca_,
-                               "IP:127.0.0.1,IP:::1,DNS:kubernetes.default.svc,DNS:localhost")) {}
-
-  ClusterConfig cluster(const TlsServer& server) const {
-    ClusterConfig c;
-    c.host = "127.0.0.1";
-    c.port = server.port();
-    c.server_name = "127.0.0.1";
-    c.ca_pem = ca_.cert_pem;
-    c.token = "static-token";
-    c.source = "test";
-    return c;
-  }
-
-  // Runs `t` to completion on ioc_ (at most 10 s).
-  outcome<Response> run(task<outcome<Response>> t) {
-    std::optional<outcome<Response>> out;
-    net::co_spawn(ioc_, std::move(t), [&](std::exception_ptr e, outcome<Response> r) {
-      if (e) {
-        std::rethrow_exception(e);
-      }
-      out = std::move(r);
-      ioc_.stop();
-    });
-    ioc_.restart();
-    ioc_.run_for(std::chrono::seconds(10));
-    if (!out) {
-      ADD_FAILURE() << "request did not complete";
-      return Failure{errc::scaler_error, "did not complete"};
-    }
-    return std::move(*out);
-  }
-
-  net::io_context ioc_;
-  KeyPair ca_;
-  KeyPair server_cert_;
-};
+using ClientTest = testing::TlsApiTest;
 
 TEST_F(ClientTest, VerifiedRequestSendsBearerTokenAndReusesTheConnection) {
   TlsServer server(ioc_, server_cert_,

@@ -1,4 +1,7 @@
 #pragma once
+#include <gtest/gtest.h>
+
+#include "k8s/client.hpp"
 // Test PKI made with OpenSSL at test time, and an in-process HTTPS server (Beast) on
 // 127.0.0.1:0 that records what it receives and answers through a handler (or a streamer that
 // writes the raw response itself, for chunked watch streams).
@@ -206,5 +209,49 @@ inline std::string chunk(std::string_view data) {
   std::snprintf(size, sizeof size, "%zx\r\n", data.size());
   return size + std::string(data) + "\r\n";
 }
+
+// A fixture for client tests against TlsServer: a test CA, a server certificate for the loopback
+// names, a ClusterConfig trusting it, and run() to drive one request on ioc_.
+class TlsApiTest : public ::testing::Test {
+ protected:
+  TlsApiTest()
+      : ca_(make_cert("test-ca", nullptr)),
+        server_cert_(make_cert("kube-apiserver", &ca_,
+                               "IP:127.0.0.1,IP:::1,DNS:kubernetes.default.svc,DNS:localhost")) {}
+
+  ClusterConfig cluster(const TlsServer& server) const {
+    ClusterConfig c;
+    c.host = "127.0.0.1";
+    c.port = server.port();
+    c.server_name = "127.0.0.1";
+    c.ca_pem = ca_.cert_pem;
+    c.token = "static-token";
+    c.source = "test";
+    return c;
+  }
+
+  // Runs `t` to completion on ioc_ (at most 10 s).
+  outcome<Response> run(task<outcome<Response>> t) {
+    std::optional<outcome<Response>> out;
+    net::co_spawn(ioc_, std::move(t), [&](std::exception_ptr e, outcome<Response> r) {
+      if (e) {
+        std::rethrow_exception(e);
+      }
+      out = std::move(r);
+      ioc_.stop();
+    });
+    ioc_.restart();
+    ioc_.run_for(std::chrono::seconds(10));
+    if (!out) {
+      ADD_FAILURE() << "request did not complete";
+      return Failure{errc::scaler_error, "did not complete"};
+    }
+    return std::move(*out);
+  }
+
+  net::io_context ioc_;
+  KeyPair ca_;
+  KeyPair server_cert_;
+};
 
 }  // namespace va::k8s::testing

@@ -192,41 +192,8 @@ TEST(WatchDecoderTest, ExpiredResponses) {
 }
 
 // The streaming watch against the in-process HTTPS server.
-class WatchClientTest : public ::testing::Test {
+class WatchClientTest : public testing::TlsApiTest {
  protected:
-  WatchClientTest()
-      : ca_(make_cert("test-ca", nullptr)),
-        server_cert_(make_cert("kube-apiserver", &ca_, "IP:127.0.0.1")) {}
-
-  ClusterConfig cluster(const TlsServer& server) const {
-    ClusterConfig c;
-    c.host = "127.0.0.1";
-    c.port = server.port();
-    c.server_name = "127.0.0.1";
-    c.ca_pem = ca_.cert_pem;
-    c.token = "static-token";
-    c.source = "test";
-    return c;
-  }
-
-  outcome<Response> run(task<outcome<Response>> t) {
-    std::optional<outcome<Response>> out;
-    net::co_spawn(ioc_, std::move(t), [&](std::exception_ptr e, outcome<Response> r) {
-      if (e) {
-        std::rethrow_exception(e);
-      }
-      out = std::move(r);
-      ioc_.stop();
-    });
-    ioc_.restart();
-    ioc_.run_for(std::chrono::seconds(10));
-    if (!out) {
-      ADD_FAILURE() << "watch did not complete";
-      return Failure{errc::scaler_error, "did not complete"};
-    }
-    return std::move(*out);
-  }
-
   static task<void> write(TlsServer::Stream& s, const std::string& bytes) {
     co_await net::async_write(s, net::buffer(bytes), use_nothrow);
   }
@@ -240,10 +207,6 @@ class WatchClientTest : public ::testing::Test {
   static constexpr const char* kTarget =
       "/apis/apps/v1/namespaces/llm/deployments?fieldSelector=metadata.name%3Dvllm&watch=1"
       "&resourceVersion=50123&allowWatchBookmarks=true&timeoutSeconds=300";
-
-  net::io_context ioc_;
-  KeyPair ca_;
-  KeyPair server_cert_;
 };
 
 TEST_F(WatchClientTest, StreamsChunkedEventsAsTheyArrive) {
