@@ -18,6 +18,11 @@ constexpr State kStates[] = {State::asleep, State::waking, State::ready, State::
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// Between retries of a scale call the scaler reported as unavailable: 250 ms doubling to 5 s.
+std::chrono::milliseconds retry_backoff(int attempt) {
+  return std::min<std::chrono::milliseconds>(250ms * (1 << std::min(attempt - 1, 5)), 5s);
+}
+
 }  // namespace
 
 std::string_view name(State s) {
@@ -381,10 +386,7 @@ task<void> Backend::run_waking() {
   // observed) may die now: that is no failed start, so it gets one more scale_to().
   auto before = co_await scaler_->observe();
   bool adopted = before && before->ready > 0;
-  auto scaled = co_await scaler_->scale_to(settings_.replicas);
-  if (!scaled) {
-    std::lock_guard lock(mu_);
-    fail_wake_locked(scaled.error().message);
+  if (!co_await scale_up(started)) {
     co_return;
   }
   // vLLM refuses connections until the model is loaded, so probing often costs nothing and
@@ -404,10 +406,19 @@ task<void> Backend::run_waking() {
     if (observed && observed->fatal && std::exchange(adopted, false)) {
       log::info("backend replica died during the wake; starting again",
                 {{"backend", settings_.name}, {"reason", observed->reason}});
-      auto restarted = co_await scaler_->scale_to(settings_.replicas);
-      if (restarted) {
+      if (co_await scale_up(started)) {
         continue;
       }
+      co_return;
+    }
+    if (observed && !observed->fatal && observed->desired < 1) {
+      // Someone scaled it down during the wake (kubectl scale --replicas=0): requests still wait.
+      log::info("backend scaled down by someone else during the wake; scaling up again",
+                {{"backend", settings_.name}});
+      if (!co_await scale_up(started)) {
+        co_return;
+      }
+      continue;
     }
     if (observed && observed->fatal) {
       bool failed = false;
@@ -416,7 +427,7 @@ task<void> Backend::run_waking() {
         failed = fail_wake_locked(observed->reason);
       }
       if (failed) {
-        co_await scaler_->scale_to(0);
+        co_await scaler_->scale_to(0, "the wake failed: " + observed->reason);
       }
       co_return;
     }
@@ -459,11 +470,61 @@ task<void> Backend::run_waking() {
       }
     }
     if (give_up) {
-      co_await scaler_->scale_to(0);  // nobody waits: give the GPU back
+      // Nobody waits: give the GPU back.
+      co_await scaler_->scale_to(0, "not ready within wake_timeout and nobody waits");
       co_return;
     }
     co_await wait_poke(period);
   }
+}
+
+task<bool> Backend::scale_up(Clock::time_point started) {
+  for (int attempt = 1;; ++attempt) {
+    std::string cause;
+    {
+      std::lock_guard lock(mu_);
+      if (state_ != State::waking || stop_requested_) {
+        co_return false;
+      }
+      cause = scale_cause_locked();
+    }
+    auto scaled = co_await scaler_->scale_to(settings_.replicas, std::move(cause));
+    if (scaled) {
+      co_return true;
+    }
+    const auto& failure = scaled.error();
+    const auto backoff = retry_backoff(attempt);
+    {
+      std::lock_guard lock(mu_);
+      if (failure.code != errc::scaler_unavailable) {
+        fail_wake_locked(failure.message);
+        co_return false;
+      }
+      // The API is down or overloaded: held requests wait (and get this error in their 503 at
+      // wake_timeout); the scale is tried again, with backoff, while anyone waits.
+      last_error_ = failure.message;
+      if (Clock::now() - started >= settings_.wake_timeout && pending_.empty()) {
+        if (state_ == State::waking) {
+          ++failed_wakes_;
+          metrics_.wakes_total.with({settings_.name, "failed"}).inc();
+          set_state_locked(State::failed, failure.message);
+        }
+        co_return false;
+      }
+    }
+    log::warn("scale-up failed; retrying", {{"backend", settings_.name},
+                                            {"error", failure.message},
+                                            {"retry_in_seconds", seconds(backoff)}});
+    co_await wait_poke(backoff);
+  }
+}
+
+std::string Backend::scale_cause_locked() const {
+  if (pending_.empty()) {
+    return cause_;
+  }
+  return std::to_string(pending_.size()) +
+         (pending_.size() == 1 ? " request held" : " requests held");
 }
 
 task<void> Backend::run_ready() {
@@ -517,8 +578,33 @@ task<void> Backend::run_ready() {
 }
 
 task<void> Backend::run_stopping() {
-  auto r = co_await scaler_->scale_to(0);
+  std::string cause;
+  {
+    std::lock_guard lock(mu_);
+    cause = cause_;
+  }
+  auto r = co_await scaler_->scale_to(0, cause);
   pool_.clear();
+  if (!r && r.error().code == errc::scaler_unavailable) {
+    // The GPU must not stay on because the API was down when the idle timer fired: try again.
+    const auto backoff = retry_backoff(++stop_attempts_);
+    {
+      std::lock_guard lock(mu_);
+      last_error_ = r.error().message;
+      if (pending_.empty()) {
+        log::warn("scale-down failed; retrying", {{"backend", settings_.name},
+                                                  {"error", last_error_},
+                                                  {"retry_in_seconds", seconds(backoff)}});
+      } else {
+        set_state_locked(State::waking, "requests arrived while stopping");
+        stop_attempts_ = 0;
+        co_return;
+      }
+    }
+    co_await wait_poke(backoff);
+    co_return;  // still stopping: run_stopping() runs again
+  }
+  stop_attempts_ = 0;
   std::lock_guard lock(mu_);
   if (!r) {
     last_error_ = r.error().message;
@@ -537,6 +623,7 @@ void Backend::set_state_locked(State to, std::string_view cause) {
   account_awake_locked(now);
   const State from = state_;
   state_ = to;
+  cause_ = cause;
   if (to == State::waking && from != State::waking) {
     ++wakes_;  // counted with the transition, so /status never shows a wake not yet counted
   }

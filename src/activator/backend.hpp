@@ -125,6 +125,11 @@ class Backend {
   task<void> run_ready();
   task<void> run_stopping();
   task<bool> healthy();
+  // scale_to(settings_.replicas), retried with backoff while the scaler is unavailable and the
+  // wake goes on; false when the wake ended (failed, admin sleep, shutdown).
+  task<bool> scale_up(Clock::time_point started);
+  // Why the backend goes up or down right now, for the scaler's record ("3 requests held").
+  std::string scale_cause_locked() const;
   void set_state_locked(State to, std::string_view cause);
   void fail_waiters_locked(errc code, const std::string& message);
   void release_waiters_locked();
@@ -154,8 +159,10 @@ class Backend {
   Clock::time_point awake_accounted_{};
   std::optional<double> last_wake_seconds_;
   unsigned long wakes_ = 0;
-  int failed_wakes_ = 0;  // consecutive; drives the backoff before the next wake
+  int failed_wakes_ = 0;   // consecutive; drives the backoff before the next wake
+  int stop_attempts_ = 0;  // strand_ only: failed scale-downs in a row
   std::string last_error_;
+  std::string cause_;            // of the last state change
   bool stop_requested_ = false;  // strand_ only
   bool stopped_ = false;         // strand_ only
   net::steady_timer done_;       // cancelled when the controller has ended

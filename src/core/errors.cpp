@@ -48,6 +48,8 @@ std::string_view name(errc e) noexcept {
       return "upstream_timeout";
     case errc::scaler_error:
       return "scaler_error";
+    case errc::scaler_unavailable:
+      return "scaler_unavailable";
     case errc::client_gone:
       return "client_gone";
   }

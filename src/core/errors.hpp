@@ -11,21 +11,22 @@ namespace va {
 
 enum class errc {
   ok = 0,
-  unauthorized,      // 401: missing or wrong API key
-  unknown_model,     // 404: the body names a model no backend serves
-  not_found,         // 404: path not exposed
-  bad_request,       // 400: malformed HTTP or body
-  header_timeout,    // 408
-  body_too_large,    // 413
-  header_too_large,  // 431
-  queue_full,        // 503: max_pending or max_pending_bytes reached
-  wake_timeout,      // 503: held longer than wake_timeout
-  backend_failed,    // 503: the backend failed to start (exit status, pod reason)
-  shutting_down,     // 503
-  upstream_failed,   // 502: upstream broke after the request was sent
-  upstream_timeout,  // 504
-  scaler_error,      // the scaler's call failed (API error, spawn error)
-  client_gone,       // the client disconnected
+  unauthorized,        // 401: missing or wrong API key
+  unknown_model,       // 404: the body names a model no backend serves
+  not_found,           // 404: path not exposed
+  bad_request,         // 400: malformed HTTP or body
+  header_timeout,      // 408
+  body_too_large,      // 413
+  header_too_large,    // 431
+  queue_full,          // 503: max_pending or max_pending_bytes reached
+  wake_timeout,        // 503: held longer than wake_timeout
+  backend_failed,      // 503: the backend failed to start (exit status, pod reason)
+  shutting_down,       // 503
+  upstream_failed,     // 502: upstream broke after the request was sent
+  upstream_timeout,    // 504
+  scaler_error,        // the scaler's call failed for good (API refusal, spawn error)
+  scaler_unavailable,  // the scaler's API is down, overloaded or slow: worth retrying later
+  client_gone,         // the client disconnected
 };
 
 const boost::system::error_category& va_category() noexcept;

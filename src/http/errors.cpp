@@ -64,6 +64,7 @@ unsigned status_for(errc e) {
     case errc::backend_failed:
     case errc::shutting_down:
     case errc::scaler_error:
+    case errc::scaler_unavailable:
       return 503;
     case errc::upstream_failed:
     case errc::client_gone:

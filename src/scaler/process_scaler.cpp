@@ -49,7 +49,7 @@ ProcessScaler::~ProcessScaler() {
   }
 }
 
-task<outcome<void>> ProcessScaler::scale_to(int replicas) {
+task<outcome<void>> ProcessScaler::scale_to(int replicas, std::string) {
   desired_ = replicas > 0 ? 1 : 0;
   if (desired_ == 1 && pid_ < 0) {
     co_return start();

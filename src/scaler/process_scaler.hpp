@@ -28,7 +28,7 @@ class ProcessScaler final : public Scaler {
   ProcessScaler(Settings settings, net::any_io_executor ex);
   ~ProcessScaler() override;
 
-  task<outcome<void>> scale_to(int replicas) override;
+  task<outcome<void>> scale_to(int replicas, std::string cause) override;
   task<outcome<Observed>> observe() override;
   task<void> shutdown() override;
 

@@ -26,7 +26,10 @@ class Scaler {
  public:
   virtual ~Scaler() = default;
   // Asks for `replicas`; returns once the request is accepted, not when replicas are ready.
-  virtual task<outcome<void>> scale_to(int replicas) = 0;
+  // `cause` says why ("3 requests held", "idle for 5m"), for the record a scaler keeps (the
+  // kubernetes scaler's Events). A failure with errc::scaler_unavailable is worth retrying later
+  // (the API is down or overloaded); any other failure will not go away by itself.
+  virtual task<outcome<void>> scale_to(int replicas, std::string cause) = 0;
   virtual task<outcome<Observed>> observe() = 0;
   // The proxy is stopping: the process scaler stops what it started; kubernetes leaves the
   // Deployment as it is, for the next proxy to adopt.

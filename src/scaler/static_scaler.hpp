@@ -6,7 +6,7 @@ namespace va::scaler {
 
 class StaticScaler final : public Scaler {
  public:
-  task<outcome<void>> scale_to(int replicas) override;
+  task<outcome<void>> scale_to(int replicas, std::string cause) override;
   task<outcome<Observed>> observe() override;
 };
 

@@ -13,21 +13,33 @@ namespace {
 
 class FakeScaler final : public scaler::Scaler {
  public:
-  task<outcome<void>> scale_to(int replicas) override {
+  task<outcome<void>> scale_to(int replicas, std::string cause) override {
+    causes.push_back(std::move(cause));
     (replicas > 0 ? scale_ups : scale_downs)++;
+    if (unavailable > 0) {
+      --unavailable;
+      co_return fail(errc::scaler_unavailable, "kubernetes API: connection refused");
+    }
     replicas_ = replicas;
     co_return outcome<void>{};
   }
   task<outcome<scaler::Observed>> observe() override {
+    if (scaled_down_by_someone) {
+      scaled_down_by_someone = false;
+      replicas_ = 0;
+    }
     co_return scaler::Observed{.desired = replicas_,
                                .ready = never_ready ? 0 : replicas_,
                                .fatal = replicas_ > 0 && !fatal_reason.empty(),
                                .reason = fatal_reason};
   }
-  int scale_ups = 0;
-  int scale_downs = 0;
+  int scale_ups = 0;    // calls, failed ones included
+  int scale_downs = 0;  // calls, failed ones included
+  std::vector<std::string> causes;
   bool never_ready = false;
   std::string fatal_reason;
+  int unavailable = 0;                  // the next N scale_to calls fail as "API down"
+  bool scaled_down_by_someone = false;  // the next observe() sees replicas 0
 
  private:
   int replicas_ = 0;
@@ -212,6 +224,71 @@ TEST_F(BackendTest, AFullQueueRefusesAtOnce) {
   run_until([&] { return queue_full() == 1; }, 1s);
   EXPECT_EQ(queue_full(), 1);
   EXPECT_EQ(b.status().at("pending").to_number<std::int64_t>(), 1000);
+}
+
+}  // namespace
+}  // namespace va::activator
+
+namespace va::activator {
+namespace {
+
+TEST_F(BackendTest, AnUnavailableScalerIsRetriedWhileRequestsWait) {
+  auto& b = make(10s, 10s);
+  scaler_->unavailable = 2;
+  auto [result, took] = acquire_one(b);
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_EQ(scaler_->scale_ups, 3);  // two refused, then accepted
+  EXPECT_GE(took, 700ms);            // 250 ms, then 500 ms of backoff
+  ASSERT_EQ(scaler_->causes.size(), 3u);
+  EXPECT_EQ(scaler_->causes[0], "1 request held");
+  EXPECT_EQ(b.status().at("state").as_string(), "ready");
+}
+
+TEST_F(BackendTest, HeldRequestsGetTheScalerErrorAtWakeTimeout) {
+  auto& b = make(10s, 600ms);
+  scaler_->unavailable = 1000;
+  auto [result, took] = acquire_one(b);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, errc::wake_timeout);
+  EXPECT_NE(result.error().message.find("kubernetes API: connection refused"), std::string::npos)
+      << result.error().message;
+  EXPECT_GE(took, 550ms);
+  // Nobody waits: the wake ends as failed instead of retrying forever.
+  run_until([&] { return b.status().at("state").as_string() == "failed"; });
+  EXPECT_EQ(b.status().at("state").as_string(), "failed");
+  const int calls = scaler_->scale_ups;
+  run_until([] { return false; }, 300ms);
+  EXPECT_EQ(scaler_->scale_ups, calls);  // and nothing spins
+  EXPECT_LE(calls, 6);
+}
+
+TEST_F(BackendTest, AScaleDownBySomeoneElseDuringTheWakeIsUndone) {
+  auto& b = make(10s, 5s);
+  scaler_->never_ready = true;
+  auto s = client();
+  std::optional<outcome<Acquired>> result;
+  spawn(ioc_.get_executor(), acquire_into(b, s, result), "request");
+  run_until([&] { return scaler_->scale_ups == 1; });
+  scaler_->scaled_down_by_someone = true;
+  run_until([&] { return scaler_->scale_ups == 2; });
+  EXPECT_EQ(scaler_->scale_ups, 2);
+  scaler_->never_ready = false;
+  run_until([&] { return result.has_value(); });
+  ASSERT_TRUE(result.has_value() && *result);
+  EXPECT_EQ(scaler_->scale_ups, 2);
+}
+
+TEST_F(BackendTest, AnIdleScaleDownIsRetriedWhileTheScalerIsUnavailable) {
+  auto& b = make(50ms);
+  {
+    auto [result, took] = acquire_one(b);
+    ASSERT_TRUE(result);
+  }
+  scaler_->unavailable = 2;
+  run_until([&] { return b.status().at("state").as_string() == "asleep"; });
+  EXPECT_EQ(b.status().at("state").as_string(), "asleep");
+  EXPECT_EQ(scaler_->scale_downs, 3);
+  EXPECT_EQ(scaler_->causes.back(), "idle for 50ms");
 }
 
 }  // namespace

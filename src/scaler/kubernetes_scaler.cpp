@@ -1,0 +1,497 @@
+#include "scaler/kubernetes_scaler.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/json.hpp>
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
+#include <ctime>
+
+#include "core/log.hpp"
+#include "core/spawn.hpp"
+#include "k8s/watch.hpp"
+
+namespace va::scaler {
+namespace {
+
+namespace json = boost::json;
+using namespace net::experimental::awaitable_operators;
+
+const json::object* child(const json::object* o, std::string_view key) {
+  const auto* v = o ? o->if_contains(key) : nullptr;
+  return v ? v->if_object() : nullptr;
+}
+
+std::string text(const json::object* o, std::string_view key) {
+  const auto* v = o ? o->if_contains(key) : nullptr;
+  return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+// Absent means 0 (every int32 of a Deployment's status is omitempty).
+std::int64_t number(const json::object* o, std::string_view key) {
+  const auto* v = o ? o->if_contains(key) : nullptr;
+  if (v && v->is_int64()) {
+    return v->get_int64();
+  }
+  if (v && v->is_uint64()) {
+    return static_cast<std::int64_t>(v->get_uint64());
+  }
+  return 0;
+}
+
+const json::array* list_of(const json::object* o, std::string_view key) {
+  const auto* v = o ? o->if_contains(key) : nullptr;
+  return v ? v->if_array() : nullptr;
+}
+
+std::string query_escape(std::string_view s) {
+  return boost::urls::encode(s, boost::urls::unreserved_chars);
+}
+
+// metav1.Time: RFC 3339 at seconds precision.
+std::string rfc3339_now() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// What a pod's waiting container says about a wake: these do not go away by waiting.
+bool fatal_waiting_reason(std::string_view reason) {
+  for (std::string_view r : {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull",
+                             "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
+                             "CreateContainerError", "RunContainerError"}) {
+    if (reason == r) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// 429, 409 (someone else's write in between), 5xx and transport errors are worth another try.
+bool retryable(const outcome<k8s::Response>& r) {
+  return !r || r->status == 429 || r->status == 409 || r->status >= 500;
+}
+
+}  // namespace
+
+KubernetesScaler::KubernetesScaler(Settings settings, net::any_io_executor ex)
+    : settings_(std::move(settings)),
+      ex_(ex),
+      client_(settings_.cluster, ex, settings_.client),
+      stop_(ex, Clock::time_point::max()),
+      idle_(ex, Clock::time_point::max()),
+      rng_(std::random_device{}()) {
+  const std::string ns = "/namespaces/" + settings_.namespace_;
+  scale_path_ = "/apis/apps/v1" + ns + "/deployments/" + settings_.deployment + "/scale";
+  deployment_.what = "deployment " + settings_.namespace_ + "/" + settings_.deployment;
+  deployment_.path = "/apis/apps/v1" + ns + "/deployments";
+  deployment_.query = "fieldSelector=" + query_escape("metadata.name=" + settings_.deployment);
+  pods_.what = "pods of " + deployment_.what;
+  pods_.path = "/api/v1" + ns + "/pods";
+}
+
+KubernetesScaler::~KubernetesScaler() = default;
+
+void KubernetesScaler::start() {
+  if (started_ || stopping_) {
+    return;
+  }
+  started_ = true;
+  running_ = 2;
+  spawn(ex_, run_deployment(), "kubernetes deployment watch");
+  spawn(ex_, run_pods(), "kubernetes pod watch");
+}
+
+task<void> KubernetesScaler::shutdown() {
+  stopping_ = true;
+  stop_.expires_at(Clock::time_point::min());  // ends every pause() and running watch
+  if (running_ > 0) {
+    co_await idle_.async_wait(use_nothrow);
+  }
+}
+
+void KubernetesScaler::loop_done() {
+  if (--running_ == 0) {
+    idle_.expires_at(Clock::time_point::min());
+  }
+}
+
+task<void> KubernetesScaler::pause(std::chrono::milliseconds d) {
+  net::steady_timer t(ex_, d);
+  co_await (t.async_wait(use_nothrow) || stop_.async_wait(use_nothrow));
+}
+
+std::chrono::milliseconds KubernetesScaler::backoff(int failures) {
+  const auto base = std::min<std::chrono::milliseconds>(500ms * (1 << std::min(failures - 1, 10)),
+                                                        settings_.watch_backoff_max);
+  std::uniform_real_distribution<double> jitter(0.5, 1.5);
+  return std::chrono::milliseconds(static_cast<long>(base.count() * jitter(rng_)));
+}
+
+// --- the watches ------------------------------------------------------------------------------
+
+task<void> KubernetesScaler::run_deployment() {
+  co_await reflect(deployment_);
+  loop_done();
+}
+
+task<void> KubernetesScaler::run_pods() {
+  // The pods to watch are the Scale's status.selector ("app=vllm,tier=x").
+  pods_.query = "labelSelector=" + query_escape(co_await pod_selector());
+  if (!stopping_) {
+    co_await reflect(pods_);
+  }
+  loop_done();
+}
+
+task<std::string> KubernetesScaler::pod_selector() {
+  for (int failures = 1; !stopping_; ++failures) {
+    auto r = co_await client_.request(http::verb::get, scale_path_);
+    if (r && r->status == 200) {
+      error_code ec;
+      const auto v = json::parse(r->body, ec);
+      auto selector = text(child(v.if_object(), "status"), "selector");
+      if (!ec && !selector.empty()) {
+        co_return selector;
+      }
+      pods_.error = "GET " + scale_path_ + ": no status.selector in the answer";
+    } else {
+      pods_.error =
+          r ? k8s::api_failure(http::verb::get, scale_path_, *r).message : r.error().message;
+    }
+    log::warn("kubernetes: cannot read the pod selector; retrying",
+              {{"backend", settings_.backend}, {"error", pods_.error}});
+    co_await pause(backoff(failures));
+  }
+  co_return std::string();
+}
+
+task<void> KubernetesScaler::reflect(Reflector& r) {
+  int failures = 0;
+  while (!stopping_) {
+    auto step = r.rv.empty() ? co_await list(r) : co_await watch(r);
+    if (stopping_) {
+      break;
+    }
+    if (step) {
+      failures = 0;
+      r.error.clear();
+      continue;  // listed, or a watch that ended normally (timeoutSeconds): watch on
+    }
+    r.error = step.error().message;
+    ++failures;
+    const auto wait = backoff(failures);
+    log::warn("kubernetes watch failed; retrying", {{"backend", settings_.backend},
+                                                    {"what", r.what},
+                                                    {"error", r.error},
+                                                    {"retry_in_ms", wait.count()}});
+    changed();  // observe() now reports the error
+    co_await pause(wait);
+  }
+}
+
+task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
+  const std::string target = r.path + "?" + r.query;
+  auto got = co_await (client_.request(http::verb::get, target) || stop_.async_wait(use_nothrow));
+  if (got.index() == 1) {
+    co_return true;  // stopping
+  }
+  auto& res = std::get<0>(got);
+  if (!res) {
+    co_return res.error();
+  }
+  if (res->status != 200) {
+    co_return k8s::api_failure(http::verb::get, target, *res);
+  }
+  error_code ec;
+  auto v = json::parse(res->body, ec);
+  auto* list = v.if_object();
+  const auto* items = list_of(list, "items");
+  const auto rv = text(child(list, "metadata"), "resourceVersion");
+  if (ec || !items || rv.empty()) {
+    co_return Failure{errc::scaler_unavailable,
+                      "GET " + target + ": not a list with a resourceVersion"};
+  }
+  r.items.clear();
+  for (const auto& item : *items) {
+    if (const auto* o = item.if_object()) {
+      r.items[text(child(o, "metadata"), "name")] = *o;
+    }
+  }
+  r.rv = rv;
+  r.synced = true;
+  ++r.lists;
+  if (&r == &deployment_) {
+    pending_rv_.clear();  // the list is at least as new as our PATCH
+  }
+  log::info("kubernetes list", {{"backend", settings_.backend},
+                                {"what", r.what},
+                                {"items", r.items.size()},
+                                {"resource_version", rv},
+                                {"lists", r.lists}});
+  changed();
+  co_return true;
+}
+
+task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
+  // Below the client's idle timeout; the server ends the watch cleanly at timeoutSeconds.
+  std::uniform_int_distribution<int> timeout(240, 290);
+  const std::string target = r.path + "?" + r.query + "&watch=1&allowWatchBookmarks=true" +
+                             "&resourceVersion=" + query_escape(r.rv) +
+                             "&timeoutSeconds=" + std::to_string(timeout(rng_));
+  bool expired = false;
+  std::string error;
+  auto on_event = [this, &r, &expired, &error](k8s::WatchEvent&& e) {
+    if (e.type == k8s::WatchEvent::Type::error) {
+      expired = k8s::is_expired(e);
+      error = "watch " + r.what + ": " + std::to_string(e.error_code) + " " + e.error_reason +
+              ": " + e.error_message;
+      return false;
+    }
+    apply(r, e);
+    return true;
+  };
+  auto got = co_await (client_.watch(target, on_event) || stop_.async_wait(use_nothrow));
+  if (got.index() == 1) {
+    co_return true;  // stopping
+  }
+  auto& res = std::get<0>(got);
+  if (expired || (res && k8s::is_expired_response(*res))) {
+    log::info("kubernetes watch expired; listing again",
+              {{"backend", settings_.backend}, {"what", r.what}, {"resource_version", r.rv}});
+    r.rv.clear();
+    co_return true;
+  }
+  if (!error.empty()) {
+    co_return Failure{errc::scaler_unavailable, error};
+  }
+  if (!res) {
+    co_return res.error();
+  }
+  if (res->status != 200) {
+    co_return k8s::api_failure(http::verb::get, target, *res);
+  }
+  co_return true;
+}
+
+void KubernetesScaler::apply(Reflector& r, k8s::WatchEvent& e) {
+  if (!e.resource_version.empty()) {
+    r.rv = e.resource_version;
+  }
+  if (e.type == k8s::WatchEvent::Type::bookmark) {
+    return;
+  }
+  const auto name = text(child(&e.object, "metadata"), "name");
+  if (e.type == k8s::WatchEvent::Type::deleted) {
+    r.items.erase(name);
+  } else {
+    r.items[name] = std::move(e.object);
+  }
+  if (&r == &deployment_ && !pending_rv_.empty() && e.resource_version == pending_rv_) {
+    pending_rv_.clear();  // the cache has caught up with our PATCH
+  }
+  changed();
+}
+
+// --- what the Backend asks --------------------------------------------------------------------
+
+const boost::json::object* KubernetesScaler::deployment() const {
+  auto it = deployment_.items.find(settings_.deployment);
+  return it == deployment_.items.end() ? nullptr : &it->second;
+}
+
+task<outcome<Observed>> KubernetesScaler::observe() {
+  start();
+  // The first answer waits a little for the first list, so that a running backend is adopted at
+  // start rather than a second later.
+  for (int i = 0; i < 150 && !deployment_.synced && deployment_.error.empty() && !stopping_; ++i) {
+    co_await pause(20ms);
+  }
+  if (!deployment_.synced) {
+    co_return Failure{errc::scaler_unavailable,
+                      deployment_.error.empty()
+                          ? "waiting for the first list of " + deployment_.what
+                          : deployment_.error};
+  }
+  const auto* d = deployment();
+  if (!d) {
+    co_return Failure{errc::scaler_error, deployment_.what + " not found"};
+  }
+  if (!pending_rv_.empty() && Clock::now() - pending_since_ > std::chrono::seconds(30)) {
+    log::warn("kubernetes watch did not deliver our scale within 30 s; trusting it as it is",
+              {{"backend", settings_.backend}, {"resource_version", pending_rv_}});
+    pending_rv_.clear();
+  }
+  const auto* meta = child(d, "metadata");
+  const auto* spec = child(d, "spec");
+  const auto* status = child(d, "status");
+  Observed o;
+  o.desired = static_cast<int>(number(spec, "replicas"));
+  const bool caught_up = number(status, "observedGeneration") >= number(meta, "generation");
+  o.ready = static_cast<int>(number(status, "readyReplicas"));
+  if (!pending_rv_.empty()) {
+    o.desired = pending_replicas_;  // the cache is older than our PATCH
+    o.ready = pending_replicas_ > 0 ? 0 : o.ready;
+  } else if (waking_ && !caught_up) {
+    o.ready = 0;  // the controllers have not seen the scale-up yet
+  }
+  if (o.ready > 0) {
+    waking_ = false;
+  }
+  if (!o.ready && !deployment_.error.empty()) {
+    o.reason = deployment_.error;
+  }
+  co_return judge_pods(std::move(o));
+}
+
+Observed KubernetesScaler::judge_pods(Observed o) const {
+  for (const auto& [name, pod] : pods_.items) {
+    const auto* meta = child(&pod, "metadata");
+    if (meta && meta->contains("deletionTimestamp")) {
+      continue;  // terminating: its successor decides
+    }
+    const auto* status = child(&pod, "status");
+    for (std::string_view key : {"initContainerStatuses", "containerStatuses"}) {
+      const auto* statuses = list_of(status, key);
+      if (!statuses) {
+        continue;
+      }
+      for (const auto& cs : *statuses) {
+        const auto* c = cs.if_object();
+        const auto* waiting = child(child(c, "state"), "waiting");
+        const auto reason = text(waiting, "reason");
+        if (!fatal_waiting_reason(reason)) {
+          continue;
+        }
+        o.fatal = true;
+        o.reason = "pod " + name + ": container " + text(c, "name") + ": " + reason;
+        if (const auto message = text(waiting, "message"); !message.empty()) {
+          o.reason += ": " + message;
+        }
+        const auto* last = child(child(c, "lastState"), "terminated");
+        if (last) {
+          o.reason += " (last exit code " + std::to_string(number(last, "exitCode"));
+          if (const auto message = text(last, "message"); !message.empty()) {
+            o.reason += ": " + message;
+          }
+          o.reason += ")";
+        }
+        return o;
+      }
+    }
+    if (const auto* conditions = list_of(status, "conditions")) {
+      for (const auto& cv : *conditions) {
+        const auto* c = cv.if_object();
+        if (text(c, "type") == "PodScheduled" && text(c, "status") == "False" &&
+            text(c, "reason") == "Unschedulable") {
+          o.reason = "pod " + name + " is unschedulable: " + text(c, "message");
+        }
+      }
+    }
+  }
+  if (o.reason.empty() && !pods_.error.empty() && o.ready == 0) {
+    o.reason = pods_.error;
+  }
+  return o;
+}
+
+task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) {
+  start();
+  const auto* d = deployment();
+  const int from = pending_rv_.empty()
+                       ? (d ? static_cast<int>(number(child(d, "spec"), "replicas")) : -1)
+                       : pending_replicas_;
+  const std::string body = "{\"spec\":{\"replicas\":" + std::to_string(replicas) + "}}";
+  const auto deadline = Clock::now() + settings_.retry_for;
+  for (int attempt = 1;; ++attempt) {
+    auto r = co_await client_.request(http::verb::patch, scale_path_, body,
+                                      "application/merge-patch+json");
+    if (r && r->status == 200) {
+      error_code ec;
+      const auto v = json::parse(r->body, ec);
+      const auto rv = text(child(v.if_object(), "metadata"), "resourceVersion");
+      if (!rv.empty() && rv != deployment_.rv) {
+        pending_rv_ = rv;
+        pending_replicas_ = replicas;
+        pending_since_ = Clock::now();
+      }
+      waking_ = replicas > 0;
+      log::info("kubernetes scale", {{"backend", settings_.backend},
+                                     {"deployment", deployment_.what},
+                                     {"from", from},
+                                     {"to", replicas},
+                                     {"cause", cause},
+                                     {"resource_version", rv}});
+      if (from != replicas) {
+        co_await record_event(from, replicas, cause);
+      }
+      changed();
+      co_return outcome<void>{};
+    }
+    auto failure = r ? k8s::api_failure(http::verb::patch, scale_path_, *r) : r.error();
+    if (!retryable(r)) {
+      co_return failure;  // 403, 404, 422: waiting changes nothing
+    }
+    failure.code = errc::scaler_unavailable;
+    auto wait = backoff(attempt);
+    if (r && !r->retry_after.empty()) {
+      const int seconds = std::atoi(r->retry_after.c_str());
+      wait = std::clamp<std::chrono::milliseconds>(std::chrono::seconds(seconds), 100ms, 10s);
+    }
+    if (stopping_ || Clock::now() + wait > deadline) {
+      co_return failure;
+    }
+    log::warn("kubernetes scale failed; retrying", {{"backend", settings_.backend},
+                                                    {"error", failure.message},
+                                                    {"retry_in_ms", wait.count()}});
+    co_await pause(wait);
+  }
+}
+
+task<void> KubernetesScaler::record_event(int from, int to, const std::string& cause) {
+  const auto* d = deployment();
+  const auto now = rfc3339_now();
+  const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(nanos));
+  json::object involved{{"apiVersion", "apps/v1"},
+                        {"kind", "Deployment"},
+                        {"namespace", settings_.namespace_},
+                        {"name", settings_.deployment}};
+  if (const auto uid = text(child(d, "metadata"), "uid"); !uid.empty()) {
+    involved["uid"] = uid;
+  }
+  std::string message = to > 0 ? "Scaled up" : "Scaled down";
+  message += from >= 0 ? " from " + std::to_string(from) : std::string();
+  message += " to " + std::to_string(to) + (to == 1 ? " replica" : " replicas");
+  message += cause.empty() ? "" : ": " + cause;
+  const json::object event{
+      {"apiVersion", "v1"},
+      {"kind", "Event"},
+      {"metadata",
+       {{"name", settings_.deployment + "." + hex}, {"namespace", settings_.namespace_}}},
+      {"involvedObject", std::move(involved)},
+      {"reason", to > 0 ? "ScaledUp" : "ScaledToZero"},
+      {"message", message},
+      {"type", "Normal"},
+      {"source", {{"component", "vllm-autoscaler"}}},
+      {"firstTimestamp", now},
+      {"lastTimestamp", now},
+      {"count", 1}};
+  const std::string target = "/api/v1/namespaces/" + settings_.namespace_ + "/events";
+  auto r = co_await client_.request(http::verb::post, target, json::serialize(event),
+                                    "application/json");
+  if (!r || r->status >= 300) {
+    // The scale happened; a missing record of it is worth a log line, not a failed wake.
+    log::warn("kubernetes: could not record the scale event",
+              {{"backend", settings_.backend},
+               {"error",
+                r ? k8s::api_failure(http::verb::post, target, *r).message : r.error().message}});
+  }
+}
+
+}  // namespace va::scaler

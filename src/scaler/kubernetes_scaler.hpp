@@ -1,0 +1,111 @@
+#pragma once
+// Scales a Deployment between 0 and N through its Scale subresource (DESIGN.md §3 `kubernetes`).
+//
+// What it knows comes from two list-then-watch loops on the backend's strand, as client-go's
+// reflector does (../shared/reference/kubernetes-api.md §5): the Deployment
+// (fieldSelector=metadata.name=NAME, the only form RBAC resourceNames allows) and the pods of the
+// Scale's status.selector. A watch that ends is resumed from the last resourceVersion; an expired
+// one (HTTP 410, an ERROR event 410/Expired/Gone, 1.20's 500 "compacted") lists again. An API that
+// is down is retried with backoff and jitter, never in a tight loop.
+//
+// observe() answers from what the watches saw: desired = spec.replicas; ready = readyReplicas once
+// status.observedGeneration has caught up with metadata.generation after our own scale-up;
+// fatal when a pod waits in CrashLoopBackOff, ImagePullBackOff, ErrImagePull and the like; an
+// unschedulable pod is a reason, not fatal (the cluster may add a node). After a PATCH the
+// Deployment as cached is older than the PATCH until the watch delivers the PATCH's own
+// resourceVersion: until then observe() answers the replicas asked for (RVs are compared for
+// equality only, as they are opaque).
+//
+// scale_to() is a merge PATCH of .../deployments/NAME/scale, retried on 429 (Retry-After), 409, 5xx
+// and transport errors for `retry_for`, then errc::scaler_unavailable; other answers (403, 404,
+// 422) are errc::scaler_error at once. Each change of replicas records a core/v1 Event on the
+// Deployment (ScaledUp / ScaledToZero, with the cause), as `kubectl describe deployment` shows.
+// shutdown() stops the watches and leaves the Deployment as it is, for the next proxy to adopt.
+//
+// Threading: every member runs on the executor given to the constructor (the Backend's strand).
+#include <boost/json/object.hpp>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "k8s/client.hpp"
+#include "scaler/scaler.hpp"
+
+namespace va::k8s {
+struct WatchEvent;
+}
+
+namespace va::scaler {
+
+class KubernetesScaler final : public Scaler {
+ public:
+  struct Settings {
+    std::string backend;
+    std::string namespace_;
+    std::string deployment;
+    k8s::ClusterConfig cluster;
+    k8s::Client::Settings client{};
+    // A scale PATCH is retried this long on 429, 409, 5xx and transport errors.
+    std::chrono::milliseconds retry_for = std::chrono::seconds(5);
+    // Between failed list/watch attempts: 500 ms doubling to this, each with ±50% jitter.
+    std::chrono::milliseconds watch_backoff_max = std::chrono::seconds(10);
+  };
+
+  KubernetesScaler(Settings settings, net::any_io_executor ex);
+  ~KubernetesScaler() override;
+
+  task<outcome<void>> scale_to(int replicas, std::string cause) override;
+  task<outcome<Observed>> observe() override;
+  task<void> shutdown() override;
+
+ private:
+  // One list-then-watch loop's cache: objects by name, the resume point, the last API error.
+  struct Reflector {
+    std::string what;   // "deployment llm/vllm", for messages
+    std::string path;   // the collection, e.g. /apis/apps/v1/namespaces/llm/deployments
+    std::string query;  // fieldSelector=... or labelSelector=..., URL-encoded
+    std::map<std::string, boost::json::object> items;
+    std::string rv;  // empty: list first
+    bool synced = false;
+    std::string error;  // the last failure, cleared by a successful list or watch
+    unsigned long lists = 0;
+  };
+
+  void start();
+  task<void> reflect(Reflector& r);
+  task<outcome<bool>> list(Reflector& r);
+  task<outcome<bool>> watch(Reflector& r);
+  void apply(Reflector& r, k8s::WatchEvent& e);
+  task<void> run_deployment();
+  task<void> run_pods();
+  task<std::string> pod_selector();
+  task<void> pause(std::chrono::milliseconds d);
+  std::chrono::milliseconds backoff(int failures);
+  void loop_done();
+
+  const boost::json::object* deployment() const;
+  Observed judge_pods(Observed o) const;
+  task<void> record_event(int from, int to, const std::string& cause);
+
+  Settings settings_;
+  net::any_io_executor ex_;
+  k8s::Client client_;
+  std::string scale_path_;
+  Reflector deployment_;
+  Reflector pods_;
+  bool started_ = false;
+  bool stopping_ = false;
+  int running_ = 0;         // loops not yet ended
+  net::steady_timer stop_;  // expires at min() on shutdown: every pause() ends at once
+  net::steady_timer idle_;  // expires at min() when the last loop ended
+  std::mt19937 rng_;
+
+  // After our PATCH: the Deployment's resourceVersion it produced, until the watch delivers it.
+  std::string pending_rv_;
+  int pending_replicas_ = 0;
+  Clock::time_point pending_since_{};
+  bool waking_ = false;  // scaled up by us and not yet seen ready
+};
+
+}  // namespace va::scaler
