@@ -483,8 +483,8 @@ task<bool> Backend::scale_up(Clock::time_point started) {
     std::string cause;
     {
       std::lock_guard lock(mu_);
-      if (state_ != State::waking || stop_requested_) {
-        co_return false;
+      if (state_ != State::waking || stop_requested_ || shutting_down_) {
+        co_return false;  // nobody needs the backend up any more
       }
       cause = scale_cause_locked();
     }

@@ -69,7 +69,8 @@ bool fatal_waiting_reason(std::string_view reason) {
   return false;
 }
 
-// 429, 409 (someone else's write in between), 5xx and transport errors are worth another try.
+// 429, 409 (someone else's write in between), 5xx and transport errors are worth another try:
+// answers here, within retry_for; transport errors by the caller.
 bool retryable(const outcome<k8s::Response>& r) {
   return !r || r->status == 429 || r->status == 409 || r->status >= 500;
 }
@@ -171,7 +172,13 @@ task<std::string> KubernetesScaler::pod_selector() {
 task<void> KubernetesScaler::reflect(Reflector& r) {
   int failures = 0;
   while (!stopping_) {
-    auto step = r.rv.empty() ? co_await list(r) : co_await watch(r);
+    // Not `?:` with a co_await in each arm: GCC 12 evaluates (and destroys) both.
+    outcome<bool> step = true;
+    if (r.rv.empty()) {
+      step = co_await list(r);
+    } else {
+      step = co_await watch(r);
+    }
     if (stopping_) {
       break;
     }
@@ -435,6 +442,10 @@ task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) 
       co_return failure;  // 403, 404, 422: waiting changes nothing
     }
     failure.code = errc::scaler_unavailable;
+    if (!r) {
+      // Down or too slow: the Backend retries with its backoff and reports the error meanwhile.
+      co_return failure;
+    }
     auto wait = backoff(attempt);
     if (r && !r->retry_after.empty()) {
       const int seconds = std::atoi(r->retry_after.c_str());

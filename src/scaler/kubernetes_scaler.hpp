@@ -16,11 +16,12 @@
 // resourceVersion: until then observe() answers the replicas asked for (RVs are compared for
 // equality only, as they are opaque).
 //
-// scale_to() is a merge PATCH of .../deployments/NAME/scale, retried on 429 (Retry-After), 409, 5xx
-// and transport errors for `retry_for`, then errc::scaler_unavailable; other answers (403, 404,
-// 422) are errc::scaler_error at once. Each change of replicas records a core/v1 Event on the
-// Deployment (ScaledUp / ScaledToZero, with the cause), as `kubectl describe deployment` shows.
-// shutdown() stops the watches and leaves the Deployment as it is, for the next proxy to adopt.
+// scale_to() is a merge PATCH of .../deployments/NAME/scale, retried on 429 (Retry-After), 409 and
+// 5xx for `retry_for`, then errc::scaler_unavailable, as is a transport error at once (the Backend
+// retries those with backoff); other answers (403, 404, 422) are errc::scaler_error. Each change of
+// replicas records a core/v1 Event on the Deployment (ScaledUp / ScaledToZero, with the cause), as
+// `kubectl describe deployment` shows. shutdown() stops the watches and leaves the Deployment as it
+// is, for the next proxy to adopt.
 //
 // Threading: every member runs on the executor given to the constructor (the Backend's strand).
 #include <boost/json/object.hpp>
@@ -45,9 +46,13 @@ class KubernetesScaler final : public Scaler {
     std::string namespace_;
     std::string deployment;
     k8s::ClusterConfig cluster;
-    k8s::Client::Settings client{};
-    // A scale PATCH is retried this long on 429, 409, 5xx and transport errors.
-    std::chrono::milliseconds retry_for = std::chrono::seconds(5);
+    // A healthy apiserver answers in milliseconds; a call that takes seconds is reported (and
+    // retried) rather than waited on for the client's default 30 s.
+    k8s::Client::Settings client{.connect_timeout = std::chrono::seconds(3),
+                                 .request_timeout = std::chrono::seconds(5)};
+    // A scale PATCH answered 429, 409 or 5xx is retried this long; a transport error (API down,
+    // timed out) is returned at once as errc::scaler_unavailable for the Backend to retry.
+    std::chrono::milliseconds retry_for = std::chrono::seconds(3);
     // Between failed list/watch attempts: 500 ms doubling to this, each with ±50% jitter.
     std::chrono::milliseconds watch_backoff_max = std::chrono::seconds(10);
   };

@@ -15,9 +15,6 @@ import support  # noqa: E402
 import proxy as proxy_support  # noqa: E402
 
 
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
-
-
 @pytest.fixture
 def procs():
     """A list to append Procs to; all of them are stopped after the test, and none may have
@@ -26,8 +23,7 @@ def procs():
     yield started
     for p in reversed(started):
         p.stop()
-    reports = [f"{p!r}:\n{p.output()[-4000:]}" for p in started
-               if any(mark in p.output() for mark in SANITIZER_MARKS)]
+    reports = support.sanitizer_reports({repr(p): p.output() for p in started})
     assert not reports, "sanitizer report:\n" + "\n".join(reports)
 
 

@@ -110,15 +110,7 @@ def backend_yaml(name: str, port: int, models: list[str], *sim_args, idle: str |
     127.0.0.1:`port`. Its scaler runs vllm-sim on that port for `models[0]` with `sim_args`,
     or is `{ type: static }` when `static`. `extra` (indented backend keys) goes right before
     the scaler; `None` leaves a timeout (or `default`) out."""
-    lines = [f"  - name: {name}", f"    models: {json.dumps(list(models))}"]
-    if default is not None:
-        lines.append(f"    default: {'true' if default else 'false'}")
-    lines.append(f"    upstream: http://127.0.0.1:{port}")
-    if idle is not None:
-        lines.append(f"    idle_timeout: {idle}")
-    if wake is not None:
-        lines.append(f"    wake_timeout: {wake}")
-    text = "".join(line + "\n" for line in lines) + extra
+    text = _backend_head(name, f"http://127.0.0.1:{port}", models, idle, wake, default, extra)
     if static:
         return text + "    scaler: { type: static }\n"
     text += "    scaler:\n      type: process\n"
@@ -126,6 +118,36 @@ def backend_yaml(name: str, port: int, models: list[str], *sim_args, idle: str |
     if stop_timeout is not None:
         text += f"      stop_timeout: {stop_timeout}\n"
     return text
+
+
+def kubernetes_backend_yaml(name: str, upstream: str, models: list[str], *, namespace: str,
+                            deployment: str, kubeconfig, replicas: int | None = 1,
+                            idle: str | None = "60s", wake: str | None = "30s",
+                            default: bool | None = None, extra: str = "") -> str:
+    """One entry of `backends:` whose `kubernetes` scaler scales `namespace`/`deployment` with the
+    credentials of `kubeconfig` (a path), in front of `upstream` (e.g. a test kubelet's
+    service_url). The other keywords as in backend_yaml."""
+    text = _backend_head(name, upstream, models, idle, wake, default, extra)
+    text += "    scaler:\n      type: kubernetes\n"
+    text += f"      namespace: {namespace}\n      deployment: {deployment}\n"
+    text += f"      kubeconfig: {json.dumps(str(kubeconfig))}\n"
+    if replicas is not None:
+        text += f"      replicas: {replicas}\n"
+    return text
+
+
+def _backend_head(name: str, upstream: str, models: list[str], idle: str | None, wake: str | None,
+                  default: bool | None, extra: str) -> str:
+    """The keys of a backend entry before its scaler."""
+    lines = [f"  - name: {name}", f"    models: {json.dumps(list(models))}"]
+    if default is not None:
+        lines.append(f"    default: {'true' if default else 'false'}")
+    lines.append(f"    upstream: {upstream}")
+    if idle is not None:
+        lines.append(f"    idle_timeout: {idle}")
+    if wake is not None:
+        lines.append(f"    wake_timeout: {wake}")
+    return "".join(line + "\n" for line in lines) + extra
 
 
 def config_yaml(*backends: str, top: str = "") -> str:

@@ -4,13 +4,14 @@
 There is no kubelet and no scheduler in the test control plane. This one watches the pods that match
 a label selector in one namespace, "runs" each on its own loopback address with one vllm-sim, and
 writes the pod's status from what vllm-sim does, so that the real ReplicaSet/Deployment controllers
-count `readyReplicas` and the real EndpointSlice controller publishes the pod's address.
+count `readyReplicas` and the real EndpointSlice controller publishes the pod's address. With
+`service_proxy=True` it also stands in for kube-proxy and the Service in front of those pods.
 
-    python3 test/support/k8s/kubelet.py --env DIR --namespace NS --selector app=vllm --sim build/debug/bin/vllm-sim
+    python3 test/support/k8s/kubelet.py --env DIR --namespace NS --selector app=vllm --sim build/debug/bin/vllm-sim [--service-proxy]
 
     from k8s.kubelet import Kubelet        # or importlib from this path
-    kl = Kubelet(env_dir, "default", "app=vllm", sim_binary).start()
-    ... kl.address_of(pod_name) -> "127.0.0.2" ...
+    kl = Kubelet(env_dir, "default", "app=vllm", sim_binary, service_proxy=True).start()
+    ... kl.address_of(pod_name) -> "127.0.0.2" ... kl.service_url -> "http://127.0.0.1:40123" ...
     kl.stop()                             # stops every vllm-sim it started (by PID / process group)
 
 What it does with a pod (matching the selector, in the namespace, not bound to another node):
@@ -61,8 +62,18 @@ What it does with a pod (matching the selector, in the namespace, not bound to a
 - Watch: list, then watch from the list's resourceVersion with bookmarks; a watch that ends is resumed
   from the last resourceVersion; HTTP 410 or an ERROR event (410/Expired/Gone) -> re-list. The API
   being down (apiserver restart) is retried with backoff; status writes retry for up to 30 s.
-- stop(): stops the watch and every sim it started (SIGTERM, then SIGKILL of its process group after
-  5 s); it leaves the pods and the Node as they are (as a dead kubelet would).
+- Service proxy (`service_proxy=True`; there is no kube-proxy): `ServiceProxy` listens on
+  127.0.0.1:<ephemeral port> (`service_port`, `service_url`) and relays each accepted TCP connection
+  to one of `endpoints()`, the pods of this kubelet that are Ready (the last probe answered 200 and
+  the status says so) and not terminating, round-robin, byte for byte in both directions (two threads
+  per connection, no timeouts, half-close passed on, a reset passed on as a reset). With no such pod
+  the connection is reset at once, as a Service without endpoints refuses it. Connections already
+  relayed to a pod that turns unready or terminating stay until one side closes them (as with
+  kube-proxy); `service_connections()` counts the open ones. This is what the proxy under test
+  uses as its `upstream` (in a cluster: the vLLM Service).
+- stop(): closes the service proxy's listener and every relayed connection, stops the watch and
+  every sim it started (SIGTERM, then SIGKILL of its process group after 5 s); it leaves the pods
+  and the Node as they are (as a dead kubelet would).
 
 Found on 1.20.2 (for the proxy and the tests): core/v1 Endpoints never get a 127.0.0.x address (the
 endpoint controller logs `may not be in the loopback range` as a Warning event, FailedToUpdateEndpoint);
@@ -82,6 +93,7 @@ import pathlib
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -89,7 +101,7 @@ import threading
 import time
 import urllib.parse
 
-__all__ = ["Kubelet", "SIMULATE_ANNOTATION", "sim_args_from_container"]
+__all__ = ["Kubelet", "ServiceProxy", "SIMULATE_ANNOTATION", "sim_args_from_container"]
 
 SIMULATE_ANNOTATION = "vllm-autoscaler.test/simulate"
 NODE_NAME = "test-node"
@@ -206,18 +218,21 @@ class _Api:
     def connect(self, timeout: float) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=timeout)
 
-    def headers(self, content_type: str | None = None) -> dict:
-        h = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", "User-Agent": USER_AGENT}
+    def headers(self, content_type: str | None = None, token: str | None = None) -> dict:
+        h = {"Authorization": f"Bearer {token or self.token}", "Accept": "application/json",
+             "User-Agent": USER_AGENT}
         if content_type:
             h["Content-Type"] = content_type
         return h
 
-    def request(self, method: str, path: str, body=None, content_type: str = "application/json",
-                timeout: float = 10) -> dict:
+    def call(self, method: str, path: str, body=None, content_type: str = "application/json",
+             timeout: float = 10, token: str | None = None) -> tuple[int, dict | str]:
+        """(HTTP status, the body parsed as JSON, or as text when it is not JSON); `token` instead
+        of the admin token."""
         conn = self.connect(timeout)
         try:
             data = None if body is None else json.dumps(body).encode()
-            conn.request(method, path, body=data, headers=self.headers(content_type if data else None))
+            conn.request(method, path, body=data, headers=self.headers(content_type if data else None, token))
             resp = conn.getresponse()
             raw = resp.read()
         finally:
@@ -226,8 +241,14 @@ class _Api:
             parsed = json.loads(raw) if raw else {}
         except ValueError:
             parsed = raw.decode(errors="replace")
-        if resp.status >= 300:
-            raise ApiError(resp.status, parsed, f"{method} {path}")
+        return resp.status, parsed
+
+    def request(self, method: str, path: str, body=None, content_type: str = "application/json",
+                timeout: float = 10) -> dict:
+        """The parsed body of a 2xx answer; ApiError otherwise."""
+        status, parsed = self.call(method, path, body, content_type, timeout)
+        if status >= 300:
+            raise ApiError(status, parsed, f"{method} {path}")
         return parsed
 
 
@@ -261,6 +282,7 @@ class _PodWorker:
         self.deleting = False  # deletionTimestamp seen
         self.gone = False  # DELETED seen / 404
         self.stopping = False  # kubelet stop: leave the API alone
+        self.ready = False  # the last probe result while the sim runs (the service proxy's endpoints)
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name=f"kubelet-{self.name}", daemon=True)
 
@@ -288,6 +310,14 @@ class _PodWorker:
 
     def done(self) -> bool:
         return self.deleting or self.gone or self.stopping
+
+    def endpoint(self) -> tuple[str, int] | None:
+        """(address, port) while the pod is Ready and not terminating, as an EndpointSlice would
+        list it; None otherwise."""
+        proc = self.proc
+        if self.ready and not self.done() and proc is not None and proc.poll() is None:
+            return self.addr, self.port
+        return None
 
     def _wait(self, seconds: float) -> bool:
         """Sleeps up to `seconds`; True when woken by deletion/stop/annotation change."""
@@ -482,8 +512,12 @@ class _PodWorker:
                 if ok != ready and self.proc.poll() is None:
                     ready = ok
                     self.k._log(f"{self.name}: {'Ready' if ready else 'not ready'}")
+                    if not ready:
+                        self.ready = False  # out of the service before the status says so
                     self._patch_status("Running", ready, {**running, "ready": ready})
+                    self.ready = ready  # into the service once the status says Ready
                 self._wait(self.k.probe_period if ready else 0.1)
+            self.ready = False
             if self.done():
                 return
             code = self.proc.wait()
@@ -502,6 +536,7 @@ class _PodWorker:
                 return
 
     def _teardown(self) -> None:
+        self.ready = False
         if self.proc is not None:
             grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
             grace = 5 if self.stopping or grace is None else max(int(grace), 0)
@@ -522,13 +557,186 @@ class _PodWorker:
             self.k._release(self.addr)
 
 
+class ServiceProxy:
+    """What kube-proxy does for a ClusterIP Service, in user space on 127.0.0.1:<ephemeral port>.
+
+    Each accepted connection goes to the next of `endpoints()` (round-robin over the sorted list of
+    (address, port), asked anew for every connection) and is relayed byte for byte in both
+    directions by two threads, without timeouts (SSE streams last as long as they last) and with
+    TCP_NODELAY (a token is passed on when it arrives). An EOF from one side is passed on as
+    shutdown(SHUT_WR) to the other (half-close), and the other direction goes on; an error on either
+    side (a reset) resets both (SO_LINGER 0). Both sockets are closed once both directions are done.
+    With no endpoint, or when the endpoint refuses the connection, the accepted connection is reset
+    at once: the nearest a user-space proxy gets to the REJECT of a Service without endpoints.
+    `close()` closes the listener and every relayed connection."""
+
+    def __init__(self, endpoints, host: str = "127.0.0.1", backlog: int = 1024):
+        self._endpoints = endpoints
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((host, 0))
+        self._sock.listen(backlog)
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self._lock = threading.Lock()
+        self._relays: set[_Relay] = set()
+        self._next = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept_loop, name="service-proxy", daemon=True)
+        self._thread.start()
+
+    def connections(self) -> int:
+        """Relayed connections open right now (accepted and not yet closed on both sides)."""
+        with self._lock:
+            return len(self._relays)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            relays = list(self._relays)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes accept() (Linux: EINVAL)
+        except OSError:
+            pass
+        self._thread.join(5)
+        self._sock.close()
+        for r in relays:
+            r.close()
+        for r in relays:
+            r.thread.join(5)
+
+    def _pick(self) -> tuple[str, int] | None:
+        eps = sorted(self._endpoints())
+        if not eps:
+            return None
+        with self._lock:
+            ep = eps[self._next % len(eps)]
+            self._next += 1
+        return ep
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            relay = _Relay(self, conn, self._pick())  # picked here: round-robin in accept order
+            with self._lock:
+                if self._closed:
+                    _reset(conn)
+                    return
+                self._relays.add(relay)
+            relay.thread.start()
+
+    def _done(self, relay: "_Relay") -> None:
+        with self._lock:
+            self._relays.discard(relay)
+
+
+class _Relay:
+    """One relayed connection of a ServiceProxy: its thread connects to `target` (None: no
+    endpoint) and copies client -> pod; a second thread copies pod -> client."""
+
+    def __init__(self, proxy: ServiceProxy, client: socket.socket, target: tuple[str, int] | None):
+        self.proxy = proxy
+        self.client = client
+        self.target = target
+        self.upstream: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.ended = False  # reset or closed: pass no half-close on
+        self.thread = threading.Thread(target=self._run, name="service-relay", daemon=True)
+
+    def close(self) -> None:
+        """Ends both directions (from ServiceProxy.close)."""
+        self._end(reset=False)
+
+    def _end(self, reset: bool) -> None:
+        """Wakes both threads. A reset sends nothing now (SHUT_RD only wakes the readers) and makes
+        the final close() send a RST (SO_LINGER 0), so the other side sees a reset, not an EOF;
+        otherwise both sides get a FIN (SHUT_RDWR also wakes a thread blocked in sendall())."""
+        with self.lock:
+            self.ended = True
+            socks = [s for s in (self.client, self.upstream) if s is not None]
+        for s in socks:
+            try:
+                if reset:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.shutdown(socket.SHUT_RD if reset else socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _connect(self) -> socket.socket | None:
+        """The connection to the pod; None without an endpoint or when the pod refuses it."""
+        if self.target is None:
+            return None
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            return None
+        try:
+            upstream.settimeout(None)
+            for s in (self.client, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # the client is gone already
+            _reset(upstream)
+            return None
+        return upstream
+
+    def _run(self) -> None:
+        try:
+            upstream = self._connect()
+            if upstream is None:
+                _reset(self.client)
+                return
+            with self.lock:
+                self.upstream = upstream
+                ended = self.ended
+            if ended:  # closed while connecting
+                self._end(reset=False)
+            back = threading.Thread(target=self._pump, args=(upstream, self.client),
+                                    name="service-relay-back", daemon=True)
+            back.start()
+            self._pump(self.client, upstream)
+            back.join()
+            upstream.close()
+            self.client.close()
+        finally:
+            self.proxy._done(self)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            self._end(reset=True)
+            return
+        if not self.ended:
+            try:
+                dst.shutdown(socket.SHUT_WR)  # pass the half-close on
+            except OSError:
+                self._end(reset=True)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Closes `sock` with a RST instead of a FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
 class Kubelet:
     """See the module docstring. `start()` returns self; `stop()` is idempotent."""
 
     def __init__(self, env_dir, namespace: str = "default", selector: str = "app=vllm", sim_binary=None,
                  *, first_address: int = 2, probe_period: float = 2.0, crash_backoff: float = 2.0,
                  crash_backoff_max: float = 20.0, log_dir=None, verbose: bool = False,
-                 watch_timeout: int = 60):
+                 watch_timeout: int = 60, service_proxy: bool = False):
         env = _read_env(env_dir)
         self.api = _Api(env["KUBE_SERVER"], env["KUBE_CA_FILE"], env["KUBE_ADMIN_TOKEN"])
         self.namespace = namespace
@@ -546,6 +754,8 @@ class Kubelet:
         self.crash_backoff_max = crash_backoff_max
         self.watch_timeout = watch_timeout
         self.verbose = verbose
+        self.service_proxy = service_proxy
+        self._service: ServiceProxy | None = None
         self.log_dir = pathlib.Path(log_dir or tempfile.mkdtemp(prefix="va-kubelet-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_lines: list[str] = []
@@ -561,6 +771,9 @@ class Kubelet:
 
     # --- public ---
     def start(self) -> "Kubelet":
+        if self.service_proxy and self._service is None:
+            self._service = ServiceProxy(self._endpoints)
+            self._log(f"service proxy on {self._service.url}")
         self._ensure_node()
         self._thread = threading.Thread(target=self._watch_loop, name="kubelet-watch", daemon=True)
         self._thread.start()
@@ -571,6 +784,8 @@ class Kubelet:
 
     def stop(self) -> None:
         self._stopping = True
+        if self._service is not None:
+            self._service.close()
         conn = self._watch_conn
         if conn is not None and conn.sock is not None:
             try:
@@ -615,7 +830,35 @@ class Kubelet:
     def sim_pids(self) -> list[int]:
         return [p.pid for p in list(self._procs.values()) if p.poll() is None]
 
+    @property
+    def service_port(self) -> int:
+        """The service proxy's port on 127.0.0.1 (needs service_proxy=True and start())."""
+        return self._service_proxy().port
+
+    @property
+    def service_url(self) -> str:
+        """"http://127.0.0.1:PORT" of the service proxy: the upstream of the proxy under test."""
+        return self._service_proxy().url
+
+    def service_connections(self) -> int:
+        """Connections the service proxy relays right now."""
+        return self._service_proxy().connections()
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """(address, port) of every pod that is Ready and not terminating, sorted."""
+        return self._endpoints()
+
     # --- internals ---
+    def _service_proxy(self) -> ServiceProxy:
+        if self._service is None:
+            raise RuntimeError("no service proxy: Kubelet(..., service_proxy=True).start()")
+        return self._service
+
+    def _endpoints(self) -> list[tuple[str, int]]:
+        with self._lock:
+            workers = list(self._workers.values())
+        return sorted(ep for ep in (w.endpoint() for w in workers) if ep is not None)
+
     def _log(self, msg: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} kubelet: {msg}"
         self.log_lines.append(line)
@@ -852,9 +1095,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-period", type=float, default=2.0)
     ap.add_argument("--crash-backoff", type=float, default=2.0)
     ap.add_argument("--log-dir", default=None, help="where vllm-sim logs go (default: a new temp dir)")
+    ap.add_argument("--service-proxy", action="store_true",
+                    help="also relay 127.0.0.1:<ephemeral port> to the Ready pods (logged)")
     a = ap.parse_args(argv)
     k = Kubelet(a.env, a.namespace, a.selector, a.sim, first_address=a.first_address,
-                probe_period=a.probe_period, crash_backoff=a.crash_backoff, log_dir=a.log_dir, verbose=True)
+                probe_period=a.probe_period, crash_backoff=a.crash_backoff, log_dir=a.log_dir, verbose=True,
+                service_proxy=a.service_proxy)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
