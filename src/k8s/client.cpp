@@ -118,7 +118,17 @@ Client::Client(ClusterConfig cluster, net::any_io_executor ex, Settings settings
       ex_(ex),
       settings_(std::move(settings)),
       tokens_(TokenSource::Settings{cluster_.token, cluster_.token_file}),
-      ssl_(make_context(cluster_)) {}
+      ssl_(make_context(cluster_)) {
+  if (cluster_.exec) {
+    exec_ = std::make_unique<ExecTokenSource>(
+        ExecTokenSource::Settings{.exec = *cluster_.exec,
+                                  .exec_info = exec_info(*cluster_.exec, cluster_),
+                                  .source = cluster_.source,
+                                  .timeout = settings_.exec_timeout,
+                                  .expiry_margin = settings_.exec_expiry_margin},
+        ex_);
+  }
+}
 
 Client::~Client() = default;
 
@@ -248,13 +258,36 @@ task<outcome<Response>> Client::send(http::verb verb, const std::string& target,
   }
 }
 
+task<outcome<std::string>> Client::bearer_token() {
+  if (exec_) {
+    co_return co_await exec_->token();
+  }
+  co_return tokens_.token();
+}
+
+bool Client::token_rejected(const std::string& token) {
+  if (exec_) {
+    exec_->invalidate(token);
+    return true;
+  }
+  return tokens_.invalidate();
+}
+
 task<outcome<Response>> Client::request(http::verb verb, std::string target, std::string body,
                                         std::string content_type) {
-  auto r = co_await send(verb, target, body, content_type, tokens_.token());
-  // As client-go: after a 401 the token file is re-read (it may have been rotated) and the
-  // request sent once more.
-  if (r && r->status == 401 && tokens_.invalidate()) {
-    r = co_await send(verb, target, body, content_type, tokens_.token());
+  auto token = co_await bearer_token();
+  if (!token) {
+    co_return token.error();
+  }
+  auto r = co_await send(verb, target, body, content_type, *token);
+  // As client-go: after a 401 the token file is re-read (it may have been rotated), or the exec
+  // plugin run again, and the request sent once more.
+  if (r && r->status == 401 && token_rejected(*token)) {
+    token = co_await bearer_token();
+    if (!token) {
+      co_return token.error();
+    }
+    r = co_await send(verb, target, body, content_type, *token);
   }
   co_return r;
 }
@@ -349,9 +382,17 @@ task<outcome<Response>> Client::stream_watch(const std::string& target,
 }
 
 task<outcome<Response>> Client::watch(std::string target, WatchCallback on_event) {
-  auto r = co_await stream_watch(target, on_event, tokens_.token());
-  if (r && r->status == 401 && tokens_.invalidate()) {
-    r = co_await stream_watch(target, on_event, tokens_.token());
+  auto token = co_await bearer_token();
+  if (!token) {
+    co_return token.error();
+  }
+  auto r = co_await stream_watch(target, on_event, *token);
+  if (r && r->status == 401 && token_rejected(*token)) {
+    token = co_await bearer_token();
+    if (!token) {
+      co_return token.error();
+    }
+    r = co_await stream_watch(target, on_event, *token);
   }
   co_return r;
 }

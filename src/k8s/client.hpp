@@ -1,12 +1,14 @@
 #pragma once
 // A small Kubernetes REST client: HTTPS (OpenSSL, verified against the cluster's CA and name),
-// bearer tokens from a TokenSource or a client certificate, keep-alive connections reused, and
-// one retry after a 401 with a re-read token (as client-go). Every HTTP answer is a Response;
-// only transport failures (resolve, connect, TLS, timeout) are errors. api_failure() turns a
-// non-2xx Response into a Failure naming the API error.
+// bearer tokens from a TokenSource, an exec credential plugin (ExecTokenSource) or a client
+// certificate, keep-alive connections reused, and one retry after a 401 with a re-read token or a
+// re-run plugin (as client-go). Every HTTP answer is a Response; only transport failures
+// (resolve, connect, TLS, timeout) and credential plugin failures are errors. api_failure() turns
+// a non-2xx Response into a Failure naming the API error.
 //
-// Thread-safety: request() may be called concurrently from coroutines on any thread; each
-// request uses its own connection, idle connections are shared under a mutex.
+// Thread-safety: request(), watch() and bearer_token() may be called concurrently from coroutines
+// on any thread; each request uses its own connection, idle connections are shared under a
+// mutex, the token sources have their own.
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -16,6 +18,7 @@
 #include "core/errors.hpp"
 #include "core/net.hpp"
 #include "k8s/config.hpp"
+#include "k8s/exec_credential.hpp"
 
 namespace boost::asio::ssl {
 class context;
@@ -49,6 +52,10 @@ class Client {
     std::chrono::milliseconds watch_idle_timeout = std::chrono::minutes(5);
     std::size_t watch_max_line = 16 * 1024 * 1024;  // the longest event line accepted
     std::string user_agent = "vllm-autoscaler/" VA_VERSION;
+    // An exec credential plugin is killed when it has not answered within this time.
+    std::chrono::milliseconds exec_timeout = std::chrono::seconds(30);
+    // A plugin's token is used until this long before its expirationTimestamp.
+    std::chrono::seconds exec_expiry_margin = std::chrono::seconds(10);
   };
 
   // Throws config::ConfigError if the CA, client certificate or key is not usable PEM.
@@ -75,6 +82,12 @@ class Client {
   using WatchCallback = std::function<bool(WatchEvent&&)>;
   task<outcome<Response>> watch(std::string target, WatchCallback on_event);
 
+  // The bearer token to send ("" for none): from the exec plugin when the cluster config has one
+  // (cached until it expires; concurrent callers share one run of the plugin), else from the
+  // TokenSource. A Failure only from the plugin (errc::scaler_unavailable when it exited non-zero
+  // or timed out, errc::scaler_error when it cannot run or its answer is unusable).
+  task<outcome<std::string>> bearer_token();
+
   const ClusterConfig& cluster() const { return cluster_; }
 
  private:
@@ -87,11 +100,14 @@ class Client {
   std::unique_ptr<Connection> take_idle();
   void put_idle(std::unique_ptr<Connection> c);
   std::string describe(http::verb verb, std::string_view target) const;
+  // The server answered 401 to `token`: true if asking again may give another one.
+  bool token_rejected(const std::string& token);
 
   ClusterConfig cluster_;
   net::any_io_executor ex_;
   Settings settings_;
   TokenSource tokens_;
+  std::unique_ptr<ExecTokenSource> exec_;  // set when cluster_.exec is
   std::unique_ptr<net::ssl::context> ssl_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;

@@ -174,6 +174,106 @@ void parse_server(const std::string& server, const std::string& where, ClusterCo
   cfg.port = std::string(port);
 }
 
+// A string-valued key of the exec map; a problem (and "") if it is there but not a string.
+std::string exec_string(const YAML::Node& n, const char* key, const std::string& where,
+                        std::vector<std::string>& problems) {
+  const YAML::Node v = n[key];
+  if (!v || v.IsNull()) {
+    return {};
+  }
+  if (!v.IsScalar()) {
+    problems.push_back(where + "." + key + ": not a string");
+    return {};
+  }
+  return v.as<std::string>();
+}
+
+// users[].user.exec, checked as client-go's clientcmd validation and defaulting do.
+ExecConfig parse_exec(const File& f, const YAML::Node& n, const std::string& where,
+                      std::vector<std::string>& problems) {
+  ExecConfig e;
+  if (!n.IsMap()) {
+    problems.push_back(where + ": not a mapping");
+    return e;
+  }
+  e.api_version = exec_string(n, "apiVersion", where, problems);
+  if (e.api_version.empty()) {
+    problems.push_back(where + ".apiVersion: missing (" + kExecApiV1 + " or " + kExecApiV1beta1 +
+                       ")");
+  } else if (e.api_version != kExecApiV1 && e.api_version != kExecApiV1beta1) {
+    problems.push_back(where + ".apiVersion: \"" + e.api_version + "\" is not supported (" +
+                       kExecApiV1 + " or " + kExecApiV1beta1 + ")");
+  }
+
+  e.command = exec_string(n, "command", where, problems);
+  if (e.command.empty()) {
+    problems.push_back(where + ".command: missing");
+  } else if (e.command.find('/') != std::string::npos) {
+    e.command = resolve(f, e.command);  // a bare name is looked up in PATH when it runs
+  }
+
+  if (const YAML::Node args = n["args"]; args && !args.IsNull()) {
+    if (!args.IsSequence()) {
+      problems.push_back(where + ".args: not a list of strings");
+    } else {
+      for (std::size_t i = 0; i < args.size(); ++i) {
+        if (!args[i].IsScalar()) {
+          problems.push_back(where + ".args[" + std::to_string(i) + "]: not a string");
+        } else {
+          e.args.push_back(args[i].as<std::string>());
+        }
+      }
+    }
+  }
+
+  if (const YAML::Node env = n["env"]; env && !env.IsNull()) {
+    if (!env.IsSequence()) {
+      problems.push_back(where + ".env: not a list of {name, value}");
+    } else {
+      for (std::size_t i = 0; i < env.size(); ++i) {
+        const std::string at = where + ".env[" + std::to_string(i) + "]";
+        if (!env[i].IsMap()) {
+          problems.push_back(at + ": not a mapping with name and value");
+          continue;
+        }
+        auto name = exec_string(env[i], "name", at, problems);
+        auto value = exec_string(env[i], "value", at, problems);
+        if (name.empty()) {
+          problems.push_back(at + ".name: missing");
+        } else if (name.find('=') != std::string::npos) {
+          problems.push_back(at + ".name: \"" + name + "\" contains '='");
+        } else {
+          e.env.emplace_back(std::move(name), std::move(value));
+        }
+      }
+    }
+  }
+
+  e.interactive_mode = exec_string(n, "interactiveMode", where, problems);
+  if (e.interactive_mode.empty() && e.api_version == kExecApiV1beta1) {
+    e.interactive_mode = "IfAvailable";  // client-go's default for v1beta1
+  }
+  if (e.interactive_mode.empty()) {
+    problems.push_back(where + ".interactiveMode: missing (required by " + kExecApiV1 +
+                       "; use Never)");
+  } else if (e.interactive_mode == "Always") {
+    problems.push_back(where +
+                       ".interactiveMode: Always is not supported: the proxy has no terminal for "
+                       "the plugin to prompt on; use Never or IfAvailable");
+  } else if (e.interactive_mode != "Never" && e.interactive_mode != "IfAvailable") {
+    problems.push_back(where + ".interactiveMode: \"" + e.interactive_mode +
+                       "\" is not one of Never, IfAvailable, Always");
+  }
+
+  if (const YAML::Node v = n["provideClusterInfo"]; v && !v.IsNull()) {
+    if (!YAML::convert<bool>::decode(v, e.provide_cluster_info)) {
+      problems.push_back(where + ".provideClusterInfo: not true or false");
+    }
+  }
+  e.install_hint = exec_string(n, "installHint", where, problems);
+  return e;
+}
+
 std::string label(const std::vector<std::string>& paths) {
   std::string out = "kubeconfig ";
   for (std::size_t i = 0; i < paths.size(); ++i) {
@@ -186,6 +286,32 @@ std::string label(const std::vector<std::string>& paths) {
 
 std::string ClusterConfig::host_header() const {
   return (is_ipv6(host) ? "[" + host + "]" : host) + ":" + port;
+}
+
+std::string base64_encode(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const auto v = static_cast<unsigned>(static_cast<unsigned char>(in[i])) << 16 |
+                   static_cast<unsigned>(static_cast<unsigned char>(in[i + 1])) << 8 |
+                   static_cast<unsigned>(static_cast<unsigned char>(in[i + 2]));
+    out += {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63],
+            kAlphabet[v & 63]};
+  }
+  if (const auto rest = in.size() - i; rest > 0) {
+    auto v = static_cast<unsigned>(static_cast<unsigned char>(in[i])) << 16;
+    if (rest == 2) {
+      v |= static_cast<unsigned>(static_cast<unsigned char>(in[i + 1])) << 8;
+    }
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += rest == 2 ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
 }
 
 std::optional<std::string> base64_decode(std::string_view in) {
@@ -325,10 +451,10 @@ ClusterConfig load_kubeconfig_files(const std::vector<std::string>& paths) {
     } else {
       const std::string where =
           "kubeconfig " + cluster_file->path + ": clusters[" + cluster_name + "].cluster";
-      if (const auto server = scalar(cluster, "server"); server.empty()) {
+      if (cfg.server = scalar(cluster, "server"); cfg.server.empty()) {
         problems.push_back(where + ".server: missing");
       } else {
-        parse_server(server, where, cfg, problems);
+        parse_server(cfg.server, where, cfg, problems);
       }
       cfg.ca_pem = pem_from(*cluster_file, cluster, "certificate-authority", where, problems);
       if (const auto v = cluster["insecure-skip-tls-verify"]; v && !v.IsNull()) {
@@ -359,11 +485,12 @@ ClusterConfig load_kubeconfig_files(const std::vector<std::string>& paths) {
       if (!user.IsMap()) {
         problems.push_back(where + ": not a mapping");
       } else {
-        if (user["exec"]) {
-          const auto cmd = user["exec"].IsMap() ? scalar(user["exec"], "command") : "";
-          problems.push_back(where + ".exec: exec credential plugins (command \"" + cmd +
-                             "\") are not supported yet; use token, tokenFile or a client "
-                             "certificate");
+        if (const YAML::Node exec = user["exec"]; exec && !exec.IsNull()) {
+          cfg.exec = parse_exec(*user_file, exec, where + ".exec", problems);
+          if (!scalar(user, "token").empty() || !scalar(user, "tokenFile").empty()) {
+            // kubectl would send the static token and never run the plugin: say so instead.
+            problems.push_back(where + ": token/tokenFile and exec exclude each other");
+          }
         }
         if (user["auth-provider"]) {
           problems.push_back(where + ".auth-provider: not supported (deprecated in Kubernetes)");
@@ -412,6 +539,7 @@ ClusterConfig in_cluster(const Env& env, const std::string& root) {
   }
   cfg.port = env.at("KUBERNETES_SERVICE_PORT");
   cfg.server_name = cfg.host;
+  cfg.server = "https://" + cfg.host_header();
   const fs::path dir(root);
   std::vector<std::string> problems;
   if (!valid_port(cfg.port)) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/net.hpp"
@@ -19,7 +20,24 @@ using Env = std::map<std::string, std::string>;
 
 inline constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+inline constexpr const char* kExecApiV1 = "client.authentication.k8s.io/v1";
+inline constexpr const char* kExecApiV1beta1 = "client.authentication.k8s.io/v1beta1";
+
+// users[].user.exec: a credential plugin that prints a bearer token (k8s/exec_credential.hpp).
+struct ExecConfig {
+  std::string api_version;  // kExecApiV1 or kExecApiV1beta1
+  // A name looked up in PATH, or a path: one with a '/' that is relative was resolved against the
+  // kubeconfig file's directory (as client-go does).
+  std::string command;
+  std::vector<std::string> args;
+  std::vector<std::pair<std::string, std::string>> env;  // added to (or replacing in) ours
+  std::string interactive_mode;  // "Never" or "IfAvailable"; the plugin never gets a terminal
+  bool provide_cluster_info = false;
+  std::string install_hint;  // shown when the command is not found
+};
+
 struct ClusterConfig {
+  std::string server;       // the server URL as configured (spec.cluster.server for exec plugins)
   std::string host;         // name or address, without brackets
   std::string port;         // "443" when the server URL has none
   std::string path_prefix;  // path of the server URL without the trailing '/', usually empty
@@ -29,6 +47,7 @@ struct ClusterConfig {
   std::string token;       // static bearer token (used first when token_file is also set)
   std::string token_file;  // re-read by TokenSource
   std::string client_cert_pem, client_key_pem;
+  std::optional<ExecConfig> exec;  // the bearer token comes from this plugin (no token/token_file)
   std::string namespace_ = "default";
   std::string
       source;  // where this came from ("kubeconfig /x, context dev", "in-cluster"), for logs
@@ -41,7 +60,8 @@ struct ClusterConfig {
 // or else env["HOME"] + "/.kube/config", merged as kubectl does: the first file that sets
 // current-context decides it, and for each named context, cluster and user the first file that
 // defines the name wins. Relative paths resolve against the directory of the file holding them;
-// *-data fields win over paths. `exec` and `auth-provider` users are reported as unsupported.
+// *-data fields win over paths. `exec` plugins are checked here and run by Client; an exec with
+// interactiveMode Always, with token/tokenFile, or an `auth-provider` user is a ConfigError.
 ClusterConfig load_kubeconfig(const Env& env);
 ClusterConfig load_kubeconfig_files(const std::vector<std::string>& paths);
 
@@ -51,6 +71,8 @@ bool in_cluster_available(const Env& env);
 // root/namespace (whitespace trimmed; "default" when missing).
 ClusterConfig in_cluster(const Env& env, const std::string& root = kServiceAccountDir);
 
+// Encodes base64 (standard alphabet, with padding).
+std::string base64_encode(std::string_view in);
 // Decodes base64 (standard alphabet, padding optional, whitespace ignored); nullopt if invalid.
 std::optional<std::string> base64_decode(std::string_view in);
 

@@ -124,8 +124,8 @@ task<void> KubernetesScaler::pause(std::chrono::milliseconds d) {
   co_await (t.async_wait(use_nothrow) || stop_.async_wait(use_nothrow));
 }
 
-std::chrono::milliseconds KubernetesScaler::backoff(int failures) {
-  const auto base = std::min<std::chrono::milliseconds>(500ms * (1 << std::min(failures - 1, 10)),
+std::chrono::milliseconds KubernetesScaler::backoff(int failures, std::chrono::milliseconds first) {
+  const auto base = std::min<std::chrono::milliseconds>(first * (1 << std::min(failures - 1, 10)),
                                                         settings_.watch_backoff_max);
   std::uniform_real_distribution<double> jitter(0.5, 1.5);
   return std::chrono::milliseconds(static_cast<long>(base.count() * jitter(rng_)));
@@ -250,7 +250,10 @@ task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
                              "&timeoutSeconds=" + std::to_string(timeout(rng_));
   bool expired = false;
   std::string error;
-  auto on_event = [this, &r, &expired, &error](k8s::WatchEvent&& e) {
+  int events = 0;
+  const auto began = Clock::now();
+  auto on_event = [this, &r, &expired, &error, &events](k8s::WatchEvent&& e) {
+    ++events;
     if (e.type == k8s::WatchEvent::Type::error) {
       expired = k8s::is_expired(e);
       error = "watch " + r.what + ": " + std::to_string(e.error_code) + " " + e.error_reason +
@@ -279,6 +282,10 @@ task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
   }
   if (res->status != 200) {
     co_return k8s::api_failure(http::verb::get, target, *res);
+  }
+  if (events == 0 && Clock::now() - began < 1s) {
+    // Something between us and the API ends every watch at once: back off instead of spinning.
+    co_return Failure{errc::scaler_unavailable, "watch " + r.what + " ended at once"};
   }
   co_return true;
 }
@@ -446,8 +453,8 @@ task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) 
       // Down or too slow: the Backend retries with its backoff and reports the error meanwhile.
       co_return failure;
     }
-    auto wait = backoff(attempt);
-    if (r && !r->retry_after.empty()) {
+    auto wait = backoff(attempt, 100ms);
+    if (!r->retry_after.empty()) {
       const int seconds = std::atoi(r->retry_after.c_str());
       wait = std::clamp<std::chrono::milliseconds>(std::chrono::seconds(seconds), 100ms, 10s);
     }

@@ -86,7 +86,8 @@ class KubernetesScaler final : public Scaler {
   task<void> run_pods();
   task<std::string> pod_selector();
   task<void> pause(std::chrono::milliseconds d);
-  std::chrono::milliseconds backoff(int failures);
+  // `first` doubling per failure up to watch_backoff_max, with ±50% jitter.
+  std::chrono::milliseconds backoff(int failures, std::chrono::milliseconds first = 500ms);
   void loop_done();
 
   const boost::json::object* deployment() const;

@@ -9,6 +9,7 @@
 namespace va::k8s {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::TempDir;
@@ -46,6 +47,17 @@ TEST(Base64Test, DecodesWithAndWithoutPaddingAndWhitespace) {
   EXPECT_EQ(base64_decode("aGVs*G8="), std::nullopt);
   EXPECT_EQ(base64_decode("aGVsbG8=x"), std::nullopt);
   EXPECT_EQ(base64_decode("a"), std::nullopt);
+}
+
+TEST(Base64Test, EncodesWithPaddingAndRoundTrips) {
+  EXPECT_EQ(base64_encode(""), "");
+  EXPECT_EQ(base64_encode("h"), "aA==");
+  EXPECT_EQ(base64_encode("he"), "aGU=");
+  EXPECT_EQ(base64_encode("hello"), "aGVsbG8=");
+  EXPECT_EQ(base64_encode("hello!"), "aGVsbG8h");
+  EXPECT_EQ(base64_encode(kCaPem), kCaData);
+  const std::string bytes("\x00\xff\xfe\x80\x7f", 5);
+  EXPECT_EQ(base64_decode(base64_encode(bytes)), bytes);
 }
 
 TEST(KubeconfigTest, DataFieldsAndToken) {
@@ -192,16 +204,120 @@ TEST(KubeconfigTest, BadServerAndUnreadableFilesAreReportedTogether) {
               HasSubstr("client-key-data: not valid base64"));
 }
 
-TEST(KubeconfigTest, ExecPluginIsReportedAsUnsupported) {
+TEST(KubeconfigTest, ExecPluginFieldsAreRead) {
   TempDir dir;
   const auto path = dir.write(
-      "config", kubeconfig("    server: https://h\n",
-                           "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n"
-                           "      command: aws\n      args: [eks, get-token]\n"
-                           "      interactiveMode: Never\n"));
-  EXPECT_THAT(config_error([&] { load_kubeconfig_files({path}); }),
-              HasSubstr("users[u1].user.exec: exec credential plugins (command \"aws\") are not "
-                        "supported yet"));
+      "kube/config", kubeconfig("    server: https://k8s.example:6443/prefix\n",
+                                "    exec:\n"
+                                "      apiVersion: client.authentication.k8s.io/v1\n"
+                                "      command: bin/get-token\n"
+                                "      args: [eks, get-token, --cluster-name, prod]\n"
+                                "      env:\n"
+                                "      - {name: AWS_PROFILE, value: prod}\n"
+                                "      - {name: EMPTY}\n"
+                                "      interactiveMode: Never\n"
+                                "      provideClusterInfo: true\n"
+                                "      installHint: 'install it with: apt install get-token'\n"
+                                "    client-certificate-data: Y2VydA==\n"
+                                "    client-key-data: a2V5\n"));
+  const auto c = load_kubeconfig_files({path});
+  EXPECT_EQ(c.server, "https://k8s.example:6443/prefix");
+  ASSERT_TRUE(c.exec);
+  EXPECT_EQ(c.exec->api_version, "client.authentication.k8s.io/v1");
+  // A relative path with a '/' is relative to the kubeconfig's directory, as in client-go.
+  EXPECT_EQ(c.exec->command, dir.path("kube/bin/get-token"));
+  EXPECT_THAT(c.exec->args, ElementsAre("eks", "get-token", "--cluster-name", "prod"));
+  ASSERT_EQ(c.exec->env.size(), 2u);
+  EXPECT_EQ(c.exec->env[0], (std::pair<std::string, std::string>{"AWS_PROFILE", "prod"}));
+  EXPECT_EQ(c.exec->env[1], (std::pair<std::string, std::string>{"EMPTY", ""}));
+  EXPECT_EQ(c.exec->interactive_mode, "Never");
+  EXPECT_TRUE(c.exec->provide_cluster_info);
+  EXPECT_EQ(c.exec->install_hint, "install it with: apt install get-token");
+  EXPECT_EQ(c.token, "");
+  EXPECT_EQ(c.client_cert_pem, "cert");  // a static client certificate may go with a plugin
+}
+
+TEST(KubeconfigTest, ExecPluginCommandPathsAndV1beta1Defaults) {
+  TempDir dir;
+  const auto exec = [&](const std::string& command) {
+    const auto path = dir.write(
+        "kube/config", kubeconfig("    server: https://h\n",
+                                  "    exec:\n"
+                                  "      apiVersion: client.authentication.k8s.io/v1beta1\n"
+                                  "      command: " +
+                                      command + "\n"));
+    return *load_kubeconfig_files({path}).exec;
+  };
+  EXPECT_EQ(exec("gke-gcloud-auth-plugin").command, "gke-gcloud-auth-plugin");  // PATH
+  EXPECT_EQ(exec("/usr/bin/aws").command, "/usr/bin/aws");
+  EXPECT_EQ(exec("./plugin").command, dir.path("kube/./plugin"));
+  const auto e = exec("aws");
+  EXPECT_EQ(e.api_version, "client.authentication.k8s.io/v1beta1");
+  EXPECT_EQ(e.interactive_mode, "IfAvailable");  // client-go's v1beta1 default
+  EXPECT_TRUE(e.args.empty());
+  EXPECT_TRUE(e.env.empty());
+  EXPECT_FALSE(e.provide_cluster_info);
+}
+
+TEST(KubeconfigTest, ExecPluginErrorsNameTheirKeyPath) {
+  TempDir dir;
+  const auto errors = [&](const std::string& exec, const std::string& extra = "") {
+    const auto path =
+        dir.write("config", kubeconfig("    server: https://h\n", extra + "    exec:\n" + exec));
+    return config_error([&] { load_kubeconfig_files({path}); });
+  };
+  const std::string at = "users[u1].user.exec";
+  EXPECT_THAT(errors("      command: aws\n      interactiveMode: Never\n"),
+              HasSubstr(at + ".apiVersion: missing"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1alpha1\n"
+                     "      command: aws\n      interactiveMode: Never\n"),
+              HasSubstr(at + ".apiVersion: \"client.authentication.k8s.io/v1alpha1\" is not "
+                             "supported (client.authentication.k8s.io/v1 or "
+                             "client.authentication.k8s.io/v1beta1)"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n"
+                     "      interactiveMode: Never\n"),
+              HasSubstr(at + ".command: missing"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"),
+              HasSubstr(at + ".interactiveMode: missing (required by "
+                             "client.authentication.k8s.io/v1; use Never)"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"
+                     "      interactiveMode: Always\n"),
+              HasSubstr(at + ".interactiveMode: Always is not supported: the proxy has no "
+                             "terminal"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"
+                     "      interactiveMode: Sometimes\n"),
+              HasSubstr(at + ".interactiveMode: \"Sometimes\" is not one of Never, "
+                             "IfAvailable, Always"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"
+                     "      interactiveMode: Never\n      provideClusterInfo: maybe\n"),
+              HasSubstr(at + ".provideClusterInfo: not true or false"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"
+                     "      interactiveMode: Never\n      args: eks\n"),
+              HasSubstr(at + ".args: not a list of strings"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"
+                     "      interactiveMode: Never\n      args: [eks, {a: b}]\n"),
+              HasSubstr(at + ".args[1]: not a string"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: [aws]\n"
+                     "      interactiveMode: Never\n"),
+              HasSubstr(at + ".command: not a string"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"
+                     "      interactiveMode: Never\n      env: {A: b}\n"),
+              HasSubstr(at + ".env: not a list of {name, value}"));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"
+                     "      interactiveMode: Never\n      env: [{value: x}, A]\n"),
+              AllOf(HasSubstr(at + ".env[0].name: missing"),
+                    HasSubstr(at + ".env[1]: not a mapping with name and value")));
+  EXPECT_THAT(errors("      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n"
+                     "      interactiveMode: Never\n",
+                     "    token: abc\n"),
+              HasSubstr("users[u1].user: token/tokenFile and exec exclude each other"));
+  EXPECT_THAT(errors("      - not a map\n"), HasSubstr(at + ": not a mapping"));
+
+  // Every problem at once, each with its key path.
+  const auto all = errors("      apiVersion: v2\n      interactiveMode: Always\n");
+  EXPECT_THAT(all, HasSubstr(at + ".apiVersion"));
+  EXPECT_THAT(all, HasSubstr(at + ".command: missing"));
+  EXPECT_THAT(all, HasSubstr(at + ".interactiveMode: Always"));
 }
 
 TEST(KubeconfigTest, KubeconfigListMergesFirstWins) {

@@ -1,0 +1,581 @@
+#include "k8s/exec_credential.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <boost/asio/experimental/concurrent_channel.hpp>
+#include <boost/json.hpp>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "core/log.hpp"
+#include "core/spawn.hpp"
+
+extern char** environ;
+
+namespace va::k8s {
+namespace {
+
+namespace json = boost::json;
+using SystemClock = std::chrono::system_clock;
+using namespace net::experimental::awaitable_operators;
+
+constexpr std::size_t kMaxStdout = 1024 * 1024;
+constexpr std::size_t kMaxStderrLine = 512;
+
+std::string who(const ExecConfig& e) { return "exec credential plugin \"" + e.command + "\""; }
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) {
+    return "exited with status " + std::to_string(WEXITSTATUS(status));
+  }
+  if (WIFSIGNALED(status)) {
+    return std::string("was killed by signal ") + strsignal(WTERMSIG(status));
+  }
+  return "ended";
+}
+
+std::string describe_duration(std::chrono::milliseconds d) {
+  return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + "s"
+                               : std::to_string(d.count()) + "ms";
+}
+
+// Closes a descriptor unless released.
+struct Fd {
+  int fd = -1;
+  Fd() = default;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+  int release() { return std::exchange(fd, -1); }
+};
+
+// The plugin's process. Killed with its process group and reaped when the run ends without
+// having reaped it (an exception, the io_context destroyed mid-run).
+struct Child {
+  pid_t pid = -1;
+  bool reaped = false;
+  std::optional<int> status;  // nullopt: reaped by someone else, status unknown
+  Child() = default;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child() {
+    if (pid > 0 && !reaped) {
+      ::kill(-pid, SIGKILL);
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+struct Spawned {
+  pid_t pid = -1;
+  int out = -1;  // read ends, close-on-exec
+  int err = -1;
+};
+
+outcome<Spawned> spawn_plugin(const ExecConfig& e, const std::string& info) {
+  const auto overridden = [&](std::string_view name) {
+    if (name == "KUBERNETES_EXEC_INFO") {
+      return true;
+    }
+    for (const auto& [k, v] : e.env) {
+      if (k == name) {
+        return true;
+      }
+    }
+    return false;
+  };
+  std::vector<std::string> env_store;
+  for (char** p = environ; *p != nullptr; ++p) {
+    const std::string_view kv(*p);
+    if (!overridden(kv.substr(0, kv.find('=')))) {
+      env_store.emplace_back(kv);
+    }
+  }
+  for (const auto& [k, v] : e.env) {
+    env_store.push_back(k + "=" + v);
+  }
+  env_store.push_back("KUBERNETES_EXEC_INFO=" + info);
+  std::vector<char*> envp;
+  for (auto& s : env_store) {
+    envp.push_back(s.data());
+  }
+  envp.push_back(nullptr);
+  std::vector<std::string> args{e.command};
+  args.insert(args.end(), e.args.begin(), e.args.end());
+  std::vector<char*> argv;
+  for (auto& s : args) {
+    argv.push_back(s.data());
+  }
+  argv.push_back(nullptr);
+
+  int out[2] = {-1, -1};
+  int err[2] = {-1, -1};
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    return Failure{errc::scaler_error, who(e) + ": pipe: " + std::strerror(errno)};
+  }
+  Fd out_r(out[0]), out_w(out[1]);
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    return Failure{errc::scaler_error, who(e) + ": pipe: " + std::strerror(errno)};
+  }
+  Fd err_r(err[0]), err_w(err[1]);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_w.fd, 1);
+  posix_spawn_file_actions_adddup2(&actions, err_w.fd, 2);
+  // Not every descriptor of ours is close-on-exec (Asio's sockets are not): none may live on in
+  // the plugin.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  for (const int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD}) {
+    sigaddset(&defaults, sig);
+  }
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  // Its own process group, so that a timeout kills what it started too.
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  pid_t pid = -1;
+  const int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc == ENOENT) {
+    std::string msg = who(e) + ": not found";
+    msg += e.command.find('/') == std::string::npos ? " in PATH" : "";
+    if (!e.install_hint.empty()) {
+      msg += "; " + e.install_hint;
+    }
+    return Failure{errc::scaler_error, std::move(msg)};
+  }
+  if (rc != 0) {
+    return Failure{errc::scaler_error, who(e) + ": cannot run: " + std::strerror(rc)};
+  }
+  return Spawned{pid, out_r.release(), err_r.release()};
+}
+
+task<void> read_stdout(net::posix::stream_descriptor& fd, std::string& out, bool& too_long) {
+  std::array<char, 16 * 1024> buf;
+  for (;;) {
+    auto [ec, n] = co_await fd.async_read_some(net::buffer(buf), use_nothrow);
+    if (out.size() + n > kMaxStdout) {
+      too_long = true;  // read on, so that the plugin does not block on a full pipe
+    } else {
+      out.append(buf.data(), n);
+    }
+    if (ec) {
+      co_return;
+    }
+  }
+}
+
+// Logs each stderr line (as kubectl shows the plugin's stderr) and keeps the last one.
+task<void> read_stderr(net::posix::stream_descriptor& fd, const std::string& command,
+                       std::string& last) {
+  std::array<char, 4096> buf;
+  std::string pending;
+  const auto emit = [&](std::string_view line) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+      line.remove_suffix(1);
+    }
+    if (line.empty()) {
+      return;
+    }
+    last = std::string(line.substr(0, kMaxStderrLine));
+    log::info("exec credential plugin stderr", {{"command", command}, {"line", last}});
+  };
+  for (;;) {
+    auto [ec, n] = co_await fd.async_read_some(net::buffer(buf), use_nothrow);
+    pending.append(buf.data(), n);
+    for (auto nl = pending.find('\n'); nl != std::string::npos; nl = pending.find('\n')) {
+      emit(std::string_view(pending).substr(0, nl));
+      pending.erase(0, nl + 1);
+    }
+    if (ec || pending.size() > 8 * kMaxStderrLine) {
+      emit(pending);
+      pending.clear();
+    }
+    if (ec) {
+      co_return;
+    }
+  }
+}
+
+void reap(Child& child, int options) {
+  int status = 0;
+  const pid_t r = ::waitpid(child.pid, &status, options);
+  if (r == child.pid) {
+    child.reaped = true;
+    child.status = status;
+  } else if (r < 0 && errno == ECHILD) {
+    child.reaped = true;  // someone else reaped it; the pid may already be reused
+  }
+}
+
+// Until the child has exited and is reaped, or cancellation.
+task<void> wait_exit(Child& child, net::posix::stream_descriptor* pidfd) {
+  if (pidfd != nullptr) {
+    auto [ec] = co_await pidfd->async_wait(net::posix::stream_descriptor::wait_read, use_nothrow);
+    if (!ec) {
+      reap(child, 0);  // it has exited: this does not block
+    }
+    co_return;
+  }
+  // Kernels before 5.3 have no pidfd: poll.
+  net::steady_timer t(co_await net::this_coro::executor);
+  for (;;) {
+    reap(child, WNOHANG);
+    if (child.reaped) {
+      co_return;
+    }
+    t.expires_after(5ms);
+    auto [ec] = co_await t.async_wait(use_nothrow);
+    if (ec) {
+      co_return;
+    }
+  }
+}
+
+const json::string* string_at(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  return v ? v->if_string() : nullptr;
+}
+
+bool non_empty_string_at(const json::object& o, std::string_view key) {
+  const auto* s = string_at(o, key);
+  return s != nullptr && !s->empty();
+}
+
+// Digits at s[pos, pos + n) as a number; -1 if they are not all digits.
+int digits(std::string_view s, std::size_t pos, std::size_t n) {
+  if (pos + n > s.size()) {
+    return -1;
+  }
+  int v = 0;
+  for (std::size_t i = pos; i < pos + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') {
+      return -1;
+    }
+    v = v * 10 + (s[i] - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+std::optional<SystemClock::time_point> parse_rfc3339(std::string_view s) {
+  using namespace std::chrono;
+  // 2006-01-02T15:04:05[.999999999](Z|±07:00)
+  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+      s[13] != ':' || s[16] != ':') {
+    return std::nullopt;
+  }
+  const int y = digits(s, 0, 4), mo = digits(s, 5, 2), d = digits(s, 8, 2);
+  const int h = digits(s, 11, 2), mi = digits(s, 14, 2), sec = digits(s, 17, 2);
+  if (y < 0 || mo < 0 || d < 0 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59) {
+    return std::nullopt;
+  }
+  const year_month_day date{year(y), month(static_cast<unsigned>(mo)),
+                            day(static_cast<unsigned>(d))};
+  if (!date.ok()) {
+    return std::nullopt;
+  }
+  std::size_t i = 19;
+  nanoseconds frac{0};
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    const std::size_t start = i;
+    long long scale = 100'000'000;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      frac += nanoseconds((s[i] - '0') * scale);
+      scale /= 10;
+      ++i;
+    }
+    if (i == start) {
+      return std::nullopt;
+    }
+  }
+  minutes offset{0};
+  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
+    ++i;
+  } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+    const int oh = digits(s, i + 1, 2), om = digits(s, i + 4, 2);
+    if (oh < 0 || oh > 23 || om < 0 || om > 59 || i + 3 >= s.size() || s[i + 3] != ':') {
+      return std::nullopt;
+    }
+    offset = hours(oh) + minutes(om);
+    if (s[i] == '-') {
+      offset = -offset;
+    }
+    i += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (i != s.size()) {
+    return std::nullopt;
+  }
+  const auto local = sys_days(date) + hours(h) + minutes(mi) + seconds(sec) + frac;
+  return time_point_cast<SystemClock::duration>(local - offset);
+}
+
+std::string exec_info(const ExecConfig& exec, const ClusterConfig& cluster) {
+  json::object spec;
+  spec["interactive"] = false;
+  if (exec.provide_cluster_info) {
+    json::object c;
+    c["server"] = cluster.server;
+    // server_name defaults to the host: only a configured tls-server-name differs.
+    if (!cluster.server_name.empty() && cluster.server_name != cluster.host) {
+      c["tls-server-name"] = cluster.server_name;
+    }
+    if (cluster.insecure_skip_tls_verify) {
+      c["insecure-skip-tls-verify"] = true;
+    }
+    if (!cluster.ca_pem.empty()) {
+      c["certificate-authority-data"] = base64_encode(cluster.ca_pem);
+    }
+    spec["cluster"] = std::move(c);
+  }
+  json::object info;
+  info["apiVersion"] = exec.api_version;
+  info["kind"] = "ExecCredential";
+  info["spec"] = std::move(spec);
+  return json::serialize(info);
+}
+
+outcome<ExecCredential> parse_exec_credential(std::string_view text, std::string_view api_version,
+                                              std::string_view who) {
+  const auto bad = [&](const std::string& what) {
+    return Failure{errc::scaler_error, std::string(who) + ": " + what};
+  };
+  error_code ec;
+  const auto v = json::parse(text, ec);
+  if (ec) {
+    return bad("its output is not JSON (" + ec.message() + ")");
+  }
+  const auto* root = v.if_object();
+  if (root == nullptr) {
+    return bad("its output is not a JSON object");
+  }
+  const auto* kind = string_at(*root, "kind");
+  if (kind == nullptr || *kind != "ExecCredential") {
+    return bad("its output is not an ExecCredential (kind \"" +
+               (kind ? std::string(*kind) : std::string()) + "\")");
+  }
+  const auto* version = string_at(*root, "apiVersion");
+  if (version == nullptr || *version != api_version) {
+    return bad("it answered with apiVersion \"" + (version ? std::string(*version) : "") +
+               "\", but the kubeconfig asks for \"" + std::string(api_version) + "\"");
+  }
+  const auto* status_value = root->if_contains("status");
+  if (status_value == nullptr || !status_value->is_object()) {
+    return bad("its ExecCredential has no status");
+  }
+  const auto& status = status_value->get_object();
+  ExecCredential c;
+  if (const auto* token = status.if_contains("token"); token && !token->is_null()) {
+    if (!token->is_string()) {
+      return bad("its status.token is not a string");
+    }
+    c.token = std::string(token->get_string());
+  }
+  if (c.token.empty()) {
+    if (non_empty_string_at(status, "clientCertificateData") ||
+        non_empty_string_at(status, "clientKeyData")) {
+      return bad(
+          "it returned a client certificate (status.clientCertificateData/clientKeyData) "
+          "instead of a token: not supported (the proxy's TLS client certificate is fixed at "
+          "startup); configure the plugin to return a token, or use client-certificate-data");
+    }
+    return bad("its ExecCredential has no status.token");
+  }
+  if (const auto* exp = status.if_contains("expirationTimestamp"); exp && !exp->is_null()) {
+    const auto* s = exp->if_string();
+    c.expires = s ? parse_rfc3339(*s) : std::nullopt;
+    if (!c.expires) {
+      return bad("its status.expirationTimestamp " + json::serialize(*exp) +
+                 " is not an RFC 3339 time");
+    }
+  }
+  return c;
+}
+
+task<outcome<ExecCredential>> run_exec_plugin(ExecConfig exec, std::string info,
+                                              std::chrono::milliseconds timeout) {
+  const std::string name = who(exec);
+  auto spawned = spawn_plugin(exec, info);
+  if (!spawned) {
+    co_return spawned.error();
+  }
+  const auto ex = co_await net::this_coro::executor;
+  // Declared first, destroyed last: the pipes are closed before an unfinished child is killed.
+  Child child;
+  child.pid = spawned->pid;
+  net::posix::stream_descriptor out(ex, spawned->out);
+  net::posix::stream_descriptor err(ex, spawned->err);
+  std::optional<net::posix::stream_descriptor> pidfd;
+  if (const auto fd = ::syscall(SYS_pidfd_open, child.pid, 0); fd >= 0) {
+    pidfd.emplace(ex, static_cast<int>(fd));  // pidfds are close-on-exec
+  }
+  net::posix::stream_descriptor* const pidfd_ptr = pidfd ? &*pidfd : nullptr;
+
+  std::string output;
+  std::string last_stderr;
+  bool too_long = false;
+  net::steady_timer deadline(ex, timeout);
+  auto finished = read_stdout(out, output, too_long) &&
+                  read_stderr(err, exec.command, last_stderr) && wait_exit(child, pidfd_ptr);
+  const auto done = co_await (std::move(finished) || deadline.async_wait(use_nothrow));
+  const std::string stderr_suffix = last_stderr.empty() ? "" : ": " + last_stderr;
+  if (done.index() == 1) {
+    // Its group too: what it started may hold the pipes open after it has exited.
+    ::kill(-child.pid, SIGKILL);
+    if (!child.reaped) {
+      ::kill(child.pid, SIGKILL);
+      co_await wait_exit(child, pidfd_ptr);  // prompt after SIGKILL
+    }
+    co_return Failure{
+        errc::scaler_unavailable,
+        name + ": no answer within " + describe_duration(timeout) + ", killed" + stderr_suffix};
+  }
+  if (child.status && *child.status != 0) {
+    co_return Failure{errc::scaler_unavailable,
+                      name + ": " + describe_status(*child.status) + stderr_suffix};
+  }
+  if (too_long) {
+    co_return Failure{errc::scaler_error,
+                      name + ": printed more than " + std::to_string(kMaxStdout) + " bytes"};
+  }
+  auto credential = parse_exec_credential(output, exec.api_version, name);
+  if (!credential && !last_stderr.empty()) {
+    auto f = credential.error();
+    f.message += " (its last stderr line: " + last_stderr + ")";
+    co_return f;
+  }
+  co_return credential;
+}
+
+using Waiter = net::experimental::concurrent_channel<void(error_code, outcome<std::string>)>;
+
+struct ExecTokenSource::State {
+  Settings settings;
+  net::any_io_executor ex;
+  std::mutex mu;
+  // Guarded by mu:
+  std::optional<ExecCredential> cached;
+  bool running = false;
+  std::vector<std::shared_ptr<Waiter>> waiters;
+
+  bool fresh(SystemClock::time_point now) const {
+    return cached && (!cached->expires || now + settings.expiry_margin < *cached->expires);
+  }
+};
+
+ExecTokenSource::ExecTokenSource(Settings settings, net::any_io_executor ex)
+    : state_(std::make_shared<State>()) {
+  state_->settings = std::move(settings);
+  state_->ex = std::move(ex);
+}
+
+ExecTokenSource::~ExecTokenSource() = default;
+
+task<outcome<std::string>> ExecTokenSource::token() {
+  const auto ex = co_await net::this_coro::executor;
+  std::shared_ptr<Waiter> waiter;
+  std::string token;
+  bool start = false;
+  {
+    std::lock_guard lock(state_->mu);
+    if (state_->fresh(SystemClock::now())) {
+      token = state_->cached->token;
+    } else {
+      waiter = std::make_shared<Waiter>(ex, 1);
+      state_->waiters.push_back(waiter);
+      start = !std::exchange(state_->running, true);
+    }
+  }
+  if (!waiter) {
+    co_return token;
+  }
+  if (start) {
+    // Not under the lock: co_spawn may run the coroutine's start right here.
+    spawn(state_->ex, run(state_), "exec credential plugin");
+  }
+  auto [ec, got] = co_await waiter->async_receive(use_nothrow);
+  if (ec) {
+    co_return Failure{errc::scaler_error, state_->settings.source + ": " +
+                                              who(state_->settings.exec) +
+                                              ": cancelled while waiting for it"};
+  }
+  co_return std::move(got);
+}
+
+void ExecTokenSource::invalidate(const std::string& token) {
+  std::lock_guard lock(state_->mu);
+  if (state_->cached && state_->cached->token == token) {
+    state_->cached.reset();
+  }
+}
+
+task<void> ExecTokenSource::run(std::shared_ptr<State> s) {
+  const auto& settings = s->settings;
+  outcome<ExecCredential> got = Failure{errc::scaler_error, who(settings.exec) + ": not run"};
+  log::debug("running exec credential plugin", {{"command", settings.exec.command}});
+  try {
+    got = co_await run_exec_plugin(settings.exec, settings.exec_info, settings.timeout);
+  } catch (const std::exception& e) {
+    got = Failure{errc::scaler_error, who(settings.exec) + ": " + e.what()};
+  }
+  outcome<std::string> result = std::string();
+  if (got) {
+    result = got->token;
+    std::string expires = "none (until the API server refuses it)";
+    if (got->expires) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::seconds>(*got->expires - SystemClock::now());
+      expires = left.count() > 0 ? "in " + std::to_string(left.count()) + "s" : "already expired";
+    }
+    log::info("exec credential plugin gave a token",
+              {{"command", settings.exec.command}, {"expires", expires}});
+  } else {
+    auto f = got.error();
+    f.message = settings.source + ": " + f.message;
+    log::warn("exec credential plugin failed", {{"error", f.message}});
+    result = std::move(f);
+  }
+  std::vector<std::shared_ptr<Waiter>> waiters;
+  {
+    std::lock_guard lock(s->mu);
+    if (got) {
+      s->cached = std::move(*got);
+    }
+    s->running = false;
+    waiters.swap(s->waiters);
+  }
+  for (const auto& w : waiters) {
+    w->try_send(error_code{}, result);  // a cancelled waiter's value stays in its buffer
+  }
+}
+
+}  // namespace va::k8s

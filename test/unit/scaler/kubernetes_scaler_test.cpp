@@ -1,0 +1,245 @@
+// The kubernetes scaler against the in-process HTTPS server: how a scale PATCH is retried or
+// refused, the Event it records, and what observe() makes of the lists it reads. The real control
+// plane tests (test/kubernetes/) cover the watches against a real apiserver.
+#include "scaler/kubernetes_scaler.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <deque>
+
+#include "unit/k8s/tls_server.hpp"
+
+namespace va::scaler {
+namespace {
+
+using k8s::testing::reply;
+using k8s::testing::Reply;
+using k8s::testing::Request;
+using k8s::testing::TlsServer;
+
+constexpr std::string_view kScale = "/apis/apps/v1/namespaces/llm/deployments/vllm/scale";
+constexpr std::string_view kEvents = "/api/v1/namespaces/llm/events";
+
+std::string deployment_list(int replicas, int generation, int observed, int ready) {
+  return R"({"kind":"DeploymentList","metadata":{"resourceVersion":"100"},"items":[{"metadata":)"
+         R"({"name":"vllm","namespace":"llm","uid":"u-1","resourceVersion":"99","generation":)" +
+         std::to_string(generation) + R"(},"spec":{"replicas":)" + std::to_string(replicas) +
+         R"(},"status":{"observedGeneration":)" + std::to_string(observed) +
+         R"(,"readyReplicas":)" + std::to_string(ready) + "}}]}";
+}
+
+class KubernetesScalerTest : public k8s::testing::TlsApiTest {
+ protected:
+  // Answers the lists and the Scale GET from the members below, the PATCHes from `patches` (in
+  // order; 200 with a Scale at RV 101 once it is empty), Events with 201; watches never answer.
+  std::optional<Reply> answer(const Request& req) {
+    const std::string target(req.target());
+    if (req.method() == http::verb::patch && target == kScale) {
+      if (!patches.empty()) {
+        auto r = std::move(patches.front());
+        patches.pop_front();
+        return r;
+      }
+      return reply(http::status::ok,
+                   R"({"kind":"Scale","metadata":{"name":"vllm","resourceVersion":"101"},)"
+                   R"("spec":{"replicas":1},"status":{"replicas":0,"selector":"app=vllm"}})");
+    }
+    if (req.method() == http::verb::post && target == kEvents) {
+      return reply(http::status::created, std::string(req.body()));
+    }
+    if (target.find("watch=1") != std::string::npos) {
+      return std::nullopt;
+    }
+    if (target == kScale) {
+      return reply(http::status::ok,
+                   R"({"kind":"Scale","spec":{},"status":{"replicas":0,"selector":"app=vllm"}})");
+    }
+    if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?")) {
+      return reply(http::status::ok, deployments);
+    }
+    if (target.starts_with("/api/v1/namespaces/llm/pods?")) {
+      return reply(http::status::ok, pods);
+    }
+    return reply(http::status::not_found, "{}");
+  }
+
+  KubernetesScaler make(const TlsServer& server) {
+    return KubernetesScaler(
+        KubernetesScaler::Settings{
+            .backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = cluster(server)},
+        ioc_.get_executor());
+  }
+
+  template <class T>
+  T drive(task<T> t) {
+    std::optional<T> out;
+    net::co_spawn(ioc_, std::move(t), [&](std::exception_ptr e, T r) {
+      if (e) {
+        std::rethrow_exception(e);
+      }
+      out.emplace(std::move(r));
+    });
+    ioc_.restart();
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (!out && Clock::now() < deadline) {
+      ioc_.run_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_TRUE(out.has_value()) << "did not complete";
+    return out ? std::move(*out) : T(Failure{errc::ok, "did not complete"});
+  }
+
+  // The scaler's loops end before it is destroyed.
+  void stop(KubernetesScaler& s) {
+    bool done = false;
+    net::co_spawn(ioc_, s.shutdown(), [&](std::exception_ptr) { done = true; });
+    while (!done) {
+      ioc_.run_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  std::vector<const k8s::testing::Received*> requests(const TlsServer& server, http::verb verb,
+                                                      std::string_view target) {
+    std::vector<const k8s::testing::Received*> out;
+    for (const auto& r : server.received) {
+      if (r.request.method() == verb && r.request.target() == target) {
+        out.push_back(&r);
+      }
+    }
+    return out;
+  }
+
+  std::deque<Reply> patches;
+  std::string deployments = deployment_list(0, 1, 1, 0);
+  std::string pods = R"({"kind":"PodList","metadata":{"resourceVersion":"100"},"items":[]})";
+};
+
+TEST_F(KubernetesScalerTest, APatchAnswered429500Or409IsRetriedThenRecordsAnEvent) {
+  auto busy = reply(http::status::too_many_requests, R"({"kind":"Status","message":"slow down"})");
+  busy.set(http::field::retry_after, "0");
+  patches.push_back(std::move(busy));
+  patches.push_back(reply(http::status::internal_server_error, "{}"));
+  patches.push_back(reply(http::status::conflict, R"({"kind":"Status","message":"modified"})"));
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  auto scaler = make(server);
+  ASSERT_TRUE(drive(scaler.observe()));  // as the Backend does first: the Deployment is listed
+  auto r = drive(scaler.scale_to(1, "3 requests held"));
+  ASSERT_TRUE(r) << r.error().message;
+  const auto sent = requests(server, http::verb::patch, kScale);
+  ASSERT_EQ(sent.size(), 4u);
+  EXPECT_EQ(sent[0]->request.body(), R"({"spec":{"replicas":1}})");
+  EXPECT_EQ(sent[0]->request[http::field::content_type], "application/merge-patch+json");
+  const auto events = requests(server, http::verb::post, kEvents);
+  ASSERT_EQ(events.size(), 1u);
+  const auto event = boost::json::parse(events[0]->request.body()).as_object();
+  EXPECT_EQ(event.at("reason").as_string(), "ScaledUp");
+  EXPECT_EQ(event.at("message").as_string(), "Scaled up from 0 to 1 replica: 3 requests held");
+  EXPECT_EQ(event.at("involvedObject").at("kind").as_string(), "Deployment");
+  EXPECT_EQ(event.at("involvedObject").at("uid").as_string(), "u-1");
+  EXPECT_EQ(event.at("source").at("component").as_string(), "vllm-autoscaler");
+  // Until the watch delivers the PATCH's resourceVersion, the older list does not undo it.
+  auto o = drive(scaler.observe());
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->desired, 1);
+  EXPECT_EQ(o->ready, 0);
+  stop(scaler);
+}
+
+TEST_F(KubernetesScalerTest, AForbiddenPatchFailsAtOnceNamingTheApiError) {
+  patches.push_back(reply(http::status::forbidden,
+                          R"({"kind":"Status","message":"deployments.apps \"vllm\" is )"
+                          R"(forbidden: User cannot patch resource"})"));
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  auto scaler = make(server);
+  auto r = drive(scaler.scale_to(1, "1 request held"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::scaler_error);
+  EXPECT_NE(r.error().message.find("403 Forbidden: deployments.apps \"vllm\" is forbidden"),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_EQ(requests(server, http::verb::patch, kScale).size(), 1u);
+  EXPECT_TRUE(requests(server, http::verb::post, kEvents).empty());
+  stop(scaler);
+}
+
+TEST_F(KubernetesScalerTest, AnApiThatIsDownIsUnavailableAtOnce) {
+  std::string port;
+  {
+    TlsServer gone(ioc_, server_cert_, [](const Request&) { return std::nullopt; });
+    port = gone.port();
+  }
+  k8s::ClusterConfig c;
+  c.host = "127.0.0.1";
+  c.port = port;
+  c.server_name = "127.0.0.1";
+  c.ca_pem = ca_.cert_pem;
+  KubernetesScaler scaler({.backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = c},
+                          ioc_.get_executor());
+  const auto start = Clock::now();
+  auto r = drive(scaler.scale_to(1, "1 request held"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::scaler_unavailable);
+  EXPECT_NE(r.error().message.find("kubernetes API https://127.0.0.1:" + port), std::string::npos);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+  auto o = drive(scaler.observe());
+  ASSERT_FALSE(o);
+  EXPECT_EQ(o.error().code, errc::scaler_unavailable);
+  stop(scaler);
+}
+
+TEST_F(KubernetesScalerTest, ReplicasAndReadinessComeFromTheListedDeployment) {
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  deployments = deployment_list(1, 3, 2, 1);  // readyReplicas from before generation 3
+  {
+    auto scaler = make(server);
+    auto o = drive(scaler.observe());
+    ASSERT_TRUE(o) << o.error().message;
+    EXPECT_EQ(o->desired, 1);
+    EXPECT_EQ(o->ready, 1);  // not ours to judge: nobody is waking it
+    stop(scaler);
+  }
+}
+
+TEST_F(KubernetesScalerTest, ACrashLoopingPodIsFatalAndAnUnschedulableOneIsAReason) {
+  pods = R"({"kind":"PodList","metadata":{"resourceVersion":"100"},"items":[{"metadata":)"
+         R"({"name":"vllm-abc"},"status":{"containerStatuses":[{"name":"vllm","state":{"waiting":)"
+         R"({"reason":"CrashLoopBackOff","message":"back-off 10s"}},"lastState":{"terminated":)"
+         R"({"exitCode":1,"message":"CUDA out of memory"}}}]}}]})";
+  deployments = deployment_list(1, 2, 2, 0);
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  {
+    auto scaler = make(server);
+    std::optional<Observed> seen;
+    for (int i = 0; i < 100 && !(seen && seen->fatal); ++i) {
+      auto o = drive(scaler.observe());
+      ASSERT_TRUE(o);
+      seen = *o;
+      ioc_.run_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(seen && seen->fatal);
+    EXPECT_EQ(seen->reason,
+              "pod vllm-abc: container vllm: CrashLoopBackOff: back-off 10s (last exit code 1: "
+              "CUDA out of memory)");
+    stop(scaler);
+  }
+  pods = R"({"kind":"PodList","metadata":{"resourceVersion":"100"},"items":[{"metadata":)"
+         R"({"name":"vllm-def"},"status":{"phase":"Pending","conditions":[{"type":"PodScheduled",)"
+         R"("status":"False","reason":"Unschedulable","message":"0/3 nodes are available"}]}}]})";
+  {
+    auto scaler = make(server);
+    std::optional<Observed> seen;
+    for (int i = 0; i < 100 && !(seen && !seen->reason.empty()); ++i) {
+      auto o = drive(scaler.observe());
+      ASSERT_TRUE(o);
+      seen = *o;
+      ioc_.run_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(seen);
+    EXPECT_FALSE(seen->fatal);
+    EXPECT_EQ(seen->reason, "pod vllm-def is unschedulable: 0/3 nodes are available");
+    stop(scaler);
+  }
+}
+
+}  // namespace
+}  // namespace va::scaler
