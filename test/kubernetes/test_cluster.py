@@ -181,8 +181,13 @@ def test_the_service_closes_connections_while_no_pod_is_ready(cluster):
         cluster.scale(1)
 
         def pulling():
-            [name] = cluster.pods() or [None]
-            _, pod = cluster.control_plane.api("GET", f"/api/v1/namespaces/{cluster.namespace}/pods/{name}")
+            names = cluster.pods()
+            if len(names) != 1:
+                return False  # the ReplicaSet has not created it yet
+            name = names[0]
+            code, pod = cluster.control_plane.api("GET", f"/api/v1/namespaces/{cluster.namespace}/pods/{name}")
+            if code != 200 or not isinstance(pod, dict):
+                return False  # deleted and replaced in between
             statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
             return statuses[0].get("state", {}).get("waiting", {}).get("reason") in ("ErrImagePull",
                                                                                     "ImagePullBackOff")
