@@ -1,5 +1,6 @@
 #include "scaler/kubernetes_scaler.hpp"
 
+#include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
 #include <boost/url/encode.hpp>
@@ -149,7 +150,12 @@ task<void> KubernetesScaler::run_pods() {
 
 task<std::string> KubernetesScaler::pod_selector() {
   for (int failures = 1; !stopping_; ++failures) {
-    auto r = co_await client_.request(http::verb::get, scale_path_);
+    auto got =
+        co_await (client_.request(http::verb::get, scale_path_) || stop_.async_wait(use_nothrow));
+    if (got.index() == 1) {
+      break;  // stopping
+    }
+    auto& r = std::get<0>(got);
     if (r && r->status == 200) {
       error_code ec;
       const auto v = json::parse(r->body, ec);
@@ -232,6 +238,7 @@ task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
   ++r.lists;
   if (&r == &deployment_) {
     pending_rv_.clear();  // the list is at least as new as our PATCH
+    recent_rvs_.clear();
   }
   log::info("kubernetes list", {{"backend", settings_.backend},
                                 {"what", r.what},
@@ -303,8 +310,15 @@ void KubernetesScaler::apply(Reflector& r, k8s::WatchEvent& e) {
   } else {
     r.items[name] = std::move(e.object);
   }
-  if (&r == &deployment_ && !pending_rv_.empty() && e.resource_version == pending_rv_) {
-    pending_rv_.clear();  // the cache has caught up with our PATCH
+  if (&r == &deployment_) {
+    if (!pending_rv_.empty() && e.resource_version == pending_rv_) {
+      pending_rv_.clear();  // the cache has caught up with our PATCH
+    }
+    // The event may come before the PATCH's own answer: remember the last few.
+    recent_rvs_.push_back(e.resource_version);
+    if (recent_rvs_.size() > 16) {
+      recent_rvs_.pop_front();
+    }
   }
   changed();
 }
@@ -426,7 +440,11 @@ task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) 
       error_code ec;
       const auto v = json::parse(r->body, ec);
       const auto rv = text(child(v.if_object(), "metadata"), "resourceVersion");
-      if (!rv.empty() && rv != deployment_.rv) {
+      // Wait for the watch to deliver this resourceVersion, unless it already has (or the
+      // PATCH changed nothing and the cached Deployment is that version).
+      const auto* now_cached = deployment();
+      if (!rv.empty() && rv != text(child(now_cached, "metadata"), "resourceVersion") &&
+          std::find(recent_rvs_.begin(), recent_rvs_.end(), rv) == recent_rvs_.end()) {
         pending_rv_ = rv;
         pending_replicas_ = replicas;
         pending_since_ = Clock::now();

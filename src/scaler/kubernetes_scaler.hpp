@@ -25,6 +25,7 @@
 //
 // Threading: every member runs on the executor given to the constructor (the Backend's strand).
 #include <boost/json/object.hpp>
+#include <deque>
 #include <map>
 #include <memory>
 #include <random>
@@ -109,6 +110,7 @@ class KubernetesScaler final : public Scaler {
 
   // After our PATCH: the Deployment's resourceVersion it produced, until the watch delivers it.
   std::string pending_rv_;
+  std::deque<std::string> recent_rvs_;  // of the Deployment's last watch events
   int pending_replicas_ = 0;
   Clock::time_point pending_since_{};
   bool waking_ = false;  // scaled up by us and not yet seen ready

@@ -145,6 +145,23 @@ TEST_F(KubernetesScalerTest, APatchAnswered429500Or409IsRetriedThenRecordsAnEven
   stop(scaler);
 }
 
+TEST_F(KubernetesScalerTest, APatchThatChangesNothingIsNotWaitedFor) {
+  deployments = deployment_list(1, 2, 2, 1);  // already up (at resourceVersion 99)
+  patches.push_back(reply(
+      http::status::ok, R"({"kind":"Scale","metadata":{"name":"vllm","resourceVersion":"99"},)"
+                        R"("spec":{"replicas":1},"status":{"replicas":1,"selector":"app=vllm"}})"));
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  auto scaler = make(server);
+  ASSERT_TRUE(drive(scaler.observe()));
+  ASSERT_TRUE(drive(scaler.scale_to(1, "1 request held")));
+  auto o = drive(scaler.observe());
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->desired, 1);
+  EXPECT_EQ(o->ready, 1);  // no wait for a watch event that will not come
+  EXPECT_TRUE(requests(server, http::verb::post, kEvents).empty());  // 1 → 1 is no scale
+  stop(scaler);
+}
+
 TEST_F(KubernetesScalerTest, AForbiddenPatchFailsAtOnceNamingTheApiError) {
   patches.push_back(reply(http::status::forbidden,
                           R"({"kind":"Status","message":"deployments.apps \"vllm\" is )"
