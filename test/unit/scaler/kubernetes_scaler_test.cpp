@@ -182,9 +182,9 @@ TEST_F(KubernetesScalerTest, AForbiddenPatchFailsAtOnceNamingTheApiError) {
 TEST_F(KubernetesScalerTest, AnApiThatIsDownIsUnavailableAtOnce) {
   std::string port;
   {
-    TlsServer gone(ioc_, server_cert_, [](const Request&) { return std::nullopt; });
-    port = gone.port();
-  }
+    tcp::acceptor gone(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    port = std::to_string(gone.local_endpoint().port());
+  }  // nothing listens there any more
   k8s::ClusterConfig c;
   c.host = "127.0.0.1";
   c.port = port;
