@@ -84,7 +84,9 @@ Backend::Backend(Settings settings, net::any_io_executor ex, const ScalerFactory
       metrics_(metrics),
       budget_(budget),
       signal_(strand_),
-      done_(strand_) {
+      done_(strand_),
+      in_flight_gauge_(&metrics.in_flight_requests.with({settings_.name})),
+      pending_gauge_(&metrics.pending_requests.with({settings_.name})) {
   scaler_->on_change([this] { poke(); });
   done_.expires_at(Clock::time_point::max());
   std::lock_guard lock(mu_);
@@ -672,11 +674,15 @@ bool Backend::fail_wake_locked(const std::string& reason) {
 }
 
 void Backend::update_gauges_locked() {
-  metrics_.in_flight_requests.with({settings_.name}).set(static_cast<double>(in_flight_));
-  metrics_.pending_requests.with({settings_.name}).set(static_cast<double>(pending_.size()));
-  for (State s : kStates) {
-    metrics_.backend_state.with({settings_.name, std::string(activator::name(s))})
-        .set(s == state_ ? 1 : 0);
+  // Called twice per request: the gauges were looked up once, in the constructor.
+  in_flight_gauge_->set(static_cast<double>(in_flight_));
+  pending_gauge_->set(static_cast<double>(pending_.size()));
+  if (state_gauges_shown_ != state_) {
+    for (State s : kStates) {
+      metrics_.backend_state.with({settings_.name, std::string(activator::name(s))})
+          .set(s == state_ ? 1 : 0);
+    }
+    state_gauges_shown_ = state_;
   }
 }
 

@@ -166,6 +166,9 @@ class Backend {
   bool stop_requested_ = false;  // strand_ only
   bool stopped_ = false;         // strand_ only
   net::steady_timer done_;       // cancelled when the controller has ended
+  metrics::Gauge* in_flight_gauge_;
+  metrics::Gauge* pending_gauge_;
+  std::optional<State> state_gauges_shown_;  // mu_: the state the state gauges show
 };
 
 }  // namespace va::activator

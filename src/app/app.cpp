@@ -29,7 +29,8 @@ struct App::Impl {
         admin{.metrics = metrics, .backends = {}} {}
 
   config::Config cfg;
-  net::io_context ioc;
+  // The hint lets Asio skip waking other threads when there are none.
+  net::io_context ioc{cfg.threads};
   metrics::Metrics metrics;
   activator::PendingBudget budget;
   std::vector<std::unique_ptr<upstream::Pool>> pools;
@@ -172,10 +173,11 @@ int App::run() {
     return admin::serve_admin(std::move(sock), s.admin);
   };
   spawn(s.control,
-        front::accept_loop(s.ioc, *s.public_acceptor, public_handler, &s.frontend->connections,
-                           s.cfg.limits.max_connections),
+        front::accept_loop(s.ioc, s.cfg.threads, *s.public_acceptor, public_handler,
+                           &s.frontend->connections, s.cfg.limits.max_connections),
         "public accept");
-  spawn(s.control, front::accept_loop(s.ioc, *s.admin_acceptor, admin_handler, nullptr, 0),
+  spawn(s.control,
+        front::accept_loop(s.ioc, s.cfg.threads, *s.admin_acceptor, admin_handler, nullptr, 0),
         "admin accept");
   for (auto& b : s.backends) {
     b->start();

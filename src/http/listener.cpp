@@ -18,7 +18,7 @@ tcp::acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsig
   return acc;
 }
 
-task<void> accept_loop(net::io_context& ioc, tcp::acceptor& acceptor, Handler handler,
+task<void> accept_loop(net::io_context& ioc, int threads, tcp::acceptor& acceptor, Handler handler,
                        const Connections* open, std::size_t max_connections) {
   static const std::string kBusy = [] {
     const std::string body =
@@ -29,7 +29,9 @@ task<void> accept_loop(net::io_context& ioc, tcp::acceptor& acceptor, Handler ha
            std::to_string(body.size()) + "\r\n\r\n" + body;
   }();
   for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), use_nothrow);
+    const net::any_io_executor ex =
+        threads > 1 ? net::any_io_executor(net::make_strand(ioc)) : ioc.get_executor();
+    auto [ec, socket] = co_await acceptor.async_accept(ex, use_nothrow);
     if (ec == net::error::operation_aborted || !acceptor.is_open()) {
       co_return;
     }
@@ -47,7 +49,6 @@ task<void> accept_loop(net::io_context& ioc, tcp::acceptor& acceptor, Handler ha
       socket.shutdown(tcp::socket::shutdown_both, ignored);
       continue;
     }
-    auto ex = socket.get_executor();
     spawn(ex, handler(std::move(socket)), "session");
   }
 }

@@ -42,37 +42,49 @@ void drop_hop_by_hop(http::fields& h, bool keep_upgrade, bool keep_transfer_enco
   }
 }
 
-// Completes when the client closes its connection (then cuts the upstream), or returns at once
-// if the client sent more bytes (a pipelined request) since then only a write can tell.
-task<void> watch_client(beast::tcp_stream& client, beast::tcp_stream& upstream, bool& gone,
-                        bool& relay_done) {
-  auto [ec] = co_await client.socket().async_wait(tcp::socket::wait_read, use_nothrow);
-  if (relay_done || ec == net::error::operation_aborted) {
-    co_return;
+// Watches the client while the upstream works on its request: a client that closes its
+// connection cuts the upstream one, so vLLM aborts the generation, even before it has sent a
+// byte. A plain completion handler rather than a coroutine run beside the exchange: one wait per
+// exchange, no coroutine frames. Bytes from the client (a pipelined request) end the watch, since
+// only a write can tell then. stop() before the upstream stream goes away.
+class ClientWatch {
+ public:
+  ClientWatch(beast::tcp_stream& client, beast::tcp_stream& upstream)
+      : client_(client), state_(std::make_shared<State>(State{&upstream.socket()})) {
+    client_.socket().async_wait(tcp::socket::wait_read, [s = state_, &client](error_code ec) {
+      if (!s->active || ec) {
+        return;
+      }
+      if (peek_peer(client.socket().native_handle()) == Peer::closed) {
+        s->gone = true;
+        error_code ignored;
+        s->upstream->shutdown(tcp::socket::shutdown_both, ignored);
+        s->upstream->cancel(ignored);
+      }
+    });
   }
-  if (peek_peer(client.socket().native_handle()) == Peer::closed) {
-    gone = true;
-    error_code ignored;
-    upstream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    upstream.socket().cancel(ignored);
-  }
-}
+  ClientWatch(const ClientWatch&) = delete;
+  ClientWatch& operator=(const ClientWatch&) = delete;
+  ~ClientWatch() { stop(); }
 
-// Runs `op` (the request going out, the response head coming back) while watching the client:
-// a client that leaves meanwhile cuts the upstream connection, so vLLM aborts the generation
-// even before it has sent a byte.
-task<error_code> watching_client(beast::tcp_stream& client, beast::tcp_stream& upstream, bool& gone,
-                                 task<error_code> op) {
-  bool done = false;
-  auto run = [&]() -> task<error_code> {
-    auto ec = co_await std::move(op);
-    done = true;
-    error_code ignored;
-    client.socket().cancel(ignored);
-    co_return ec;
+  void stop() {
+    if (state_->active) {
+      state_->active = false;
+      error_code ignored;
+      client_.socket().cancel(ignored);  // the handler runs later, sees inactive, does nothing
+    }
+  }
+  bool gone() const { return state_->gone; }
+
+ private:
+  struct State {
+    tcp::socket* upstream;
+    bool active = true;
+    bool gone = false;
   };
-  co_return co_await (run() && watch_client(client, upstream, gone, done));
-}
+  beast::tcp_stream& client_;
+  std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
+};
 
 task<void> pipe_bytes(beast::tcp_stream& from, beast::tcp_stream& to) {
   std::array<char, kChunk> buf;
@@ -172,6 +184,8 @@ namespace {
 // One request/response exchange with the upstream.
 struct Exchange {
   Exchange(Connection c, http::verb method) : conn(std::move(c)) {
+    // Room for a whole small response in one read (a fresh flat_buffer reads 512 bytes at a time).
+    buf.reserve(kChunk);
     parser.body_limit(boost::none);
     if (method == http::verb::head) {
       parser.skip(true);
@@ -213,10 +227,14 @@ task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchan
   }
 
   http::response_serializer<http::buffer_body> sr{res};
-  auto [hwec, hwn] = co_await http::async_write_header(client, sr, use_nothrow);
-  if (hwec) {
-    result.outcome = ForwardResult::Outcome::client_gone;
-    co_return result;
+  // When body bytes came with the head, head and body go out in one write (the relay's first);
+  // otherwise the head goes at once, so that a client sees it before a slow first token.
+  if (switching || ubuf.size() == 0 || p.is_done()) {
+    auto [hwec, hwn] = co_await http::async_write_header(client, sr, use_nothrow);
+    if (hwec) {
+      result.outcome = ForwardResult::Outcome::client_gone;
+      co_return result;
+    }
   }
   result.response_started = true;
 
@@ -230,9 +248,9 @@ task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchan
     co_return result;
   }
 
-  bool client_gone = false;
-  bool relay_done = false;
-  auto relay = [&]() -> task<void> {
+  ClientWatch watch(client, up);
+  bool write_failed = false;
+  {
     std::array<char, kChunk> buf;
     do {
       if (!p.is_done()) {
@@ -243,7 +261,7 @@ task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchan
           ec = {};
         }
         if (ec) {
-          if (!client_gone) {
+          if (!watch.gone()) {
             result.outcome = ForwardResult::Outcome::upstream_failed;
             result.error = ec.message();
             if (res.chunked() && !p.is_header_done()) {
@@ -271,15 +289,13 @@ task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchan
         wec2 = {};
       }
       if (wec2) {
-        client_gone = true;
+        write_failed = true;
         break;
       }
     } while (!p.is_done() || !sr.is_done());
-    relay_done = true;
-    error_code ignored;
-    client.socket().cancel(ignored);
-  };
-  co_await (relay() && watch_client(client, up, client_gone, relay_done));
+  }
+  watch.stop();
+  const bool client_gone = write_failed || watch.gone();
 
   if (client_gone) {
     result.outcome = ForwardResult::Outcome::client_gone;
@@ -316,9 +332,10 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
           co_await http::async_read_header(ex->conn.stream, ex->buf, ex->parser, use_nothrow);
       co_return ec;
     };
-    bool client_gone = false;
-    const error_code hec = co_await watching_client(client, ex->conn.stream, client_gone, send());
-    if (client_gone) {
+    ClientWatch watch(client, ex->conn.stream);
+    const error_code hec = co_await send();
+    watch.stop();
+    if (watch.gone()) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
     }
     if (hec) {
@@ -398,9 +415,10 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
     auto [ec, n] = co_await http::async_read_header(up, ex->buf, ex->parser, use_nothrow);
     co_return ec;
   };
-  bool client_gone = false;
-  const error_code hec = co_await watching_client(client, up, client_gone, read_head());
-  if (client_gone) {
+  ClientWatch watch(client, up);
+  const error_code hec = co_await read_head();
+  watch.stop();
+  if (watch.gone()) {
     co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
   }
   if (hec) {

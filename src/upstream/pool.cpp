@@ -30,7 +30,10 @@ task<std::pair<error_code, Connection>> Pool::acquire() {
     while (!idle_.empty()) {
       Idle idle = std::move(idle_.back());
       idle_.pop_back();
-      if (now - idle.since < settings_.max_idle && still_open(idle.stream)) {
+      // A connection back in the pool for less than a second is taken without a look (a syscall
+      // per request); one that the server closed meanwhile is retried by forward().
+      const auto idle_for = now - idle.since;
+      if (idle_for < settings_.max_idle && (idle_for < 1s || still_open(idle.stream))) {
         co_return std::pair{error_code{}, Connection{std::move(idle.stream), true}};
       }
     }
