@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "config/duration.hpp"
+#include "core/exit_status.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
 
@@ -32,21 +34,6 @@ constexpr std::size_t kMaxStdout = 1024 * 1024;
 constexpr std::size_t kMaxStderrLine = 512;
 
 std::string who(const ExecConfig& e) { return "exec credential plugin \"" + e.command + "\""; }
-
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) {
-    return "exited with status " + std::to_string(WEXITSTATUS(status));
-  }
-  if (WIFSIGNALED(status)) {
-    return std::string("was killed by signal ") + strsignal(WTERMSIG(status));
-  }
-  return "ended";
-}
-
-std::string describe_duration(std::chrono::milliseconds d) {
-  return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + "s"
-                               : std::to_string(d.count()) + "ms";
-}
 
 // Closes a descriptor unless released.
 struct Fd {
@@ -455,13 +442,13 @@ task<outcome<ExecCredential>> run_exec_plugin(ExecConfig exec, std::string info,
       ::kill(child.pid, SIGKILL);
       co_await wait_exit(child, pidfd_ptr);  // prompt after SIGKILL
     }
-    co_return Failure{
-        errc::scaler_unavailable,
-        name + ": no answer within " + describe_duration(timeout) + ", killed" + stderr_suffix};
+    co_return Failure{errc::scaler_unavailable, name + ": no answer within " +
+                                                    config::format_duration(timeout) + ", killed" +
+                                                    stderr_suffix};
   }
   if (child.status && *child.status != 0) {
     co_return Failure{errc::scaler_unavailable,
-                      name + ": " + describe_status(*child.status) + stderr_suffix};
+                      name + ": " + describe_exit_status(*child.status) + stderr_suffix};
   }
   if (too_long) {
     co_return Failure{errc::scaler_error,

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "config/loader.hpp"
+#include "core/exit_status.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
 
@@ -18,16 +19,6 @@ extern char** environ;
 
 namespace va::scaler {
 namespace {
-
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) {
-    return "exited with status " + std::to_string(WEXITSTATUS(status));
-  }
-  if (WIFSIGNALED(status)) {
-    return std::string("was killed by signal ") + strsignal(WTERMSIG(status));
-  }
-  return "ended";
-}
 
 std::string join(const std::vector<std::string>& v) {
   std::string out;
@@ -202,7 +193,7 @@ void ProcessScaler::on_exit(pid_t pid, int status) {
     return;
   }
   pid_ = -1;
-  std::string reason = "process " + describe_status(status);
+  std::string reason = "process " + describe_exit_status(status);
   if (!last_stderr_.empty()) {
     reason += ": " + last_stderr_;
   }

@@ -12,31 +12,7 @@ for sub in ("support",):
         sys.path.insert(0, path)
 
 import support  # noqa: E402
-import proxy as proxy_support  # noqa: E402
-
-
-@pytest.fixture
-def procs():
-    """A list to append Procs to; all of them are stopped after the test, and none may have
-    printed a sanitizer report (the suite also runs on the ASan+UBSan build)."""
-    started: list = []
-    yield started
-    for p in reversed(started):
-        p.stop()
-    reports = support.sanitizer_reports({repr(p): p.output() for p in started})
-    assert not reports, "sanitizer report:\n" + "\n".join(reports)
-
-
-@pytest.fixture
-def proxy(procs):
-    """Factory: proxy(yaml_text, *args) -> Proxy, stopped after the test."""
-
-    def start(config, *args, env=None, wait=True):
-        p = proxy_support.start_proxy(config, *args, env=env, wait=wait)
-        procs.append(p)
-        return p
-
-    return start
+from fixtures import procs, proxy  # noqa: E402,F401  (shared fixtures)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ if str(_TEST / "support") not in sys.path:
     sys.path.insert(0, str(_TEST / "support"))
 
 import support  # noqa: E402
+from fixtures import procs, proxy  # noqa: E402,F401  (shared fixtures)
 import proxy as proxy_support  # noqa: E402
 from k8s.cluster import Cluster, ControlPlane, apply_deploy, service_account_kubeconfig  # noqa: E402
 from k8s.kubelet import Kubelet  # noqa: E402
@@ -93,27 +94,3 @@ def kubernetes_config(deploy, kubelet, proxy_kubeconfig):
 @pytest.fixture(scope="module")
 def cluster(control_plane, deploy, kubelet, proxy_kubeconfig):
     return Cluster(control_plane, deploy, kubelet, proxy_kubeconfig)
-
-
-@pytest.fixture
-def procs():
-    """A list to append Procs to; all of them are stopped after the test, and none may have
-    printed a sanitizer report."""
-    started: list = []
-    yield started
-    for p in reversed(started):
-        p.stop()
-    reports = support.sanitizer_reports({repr(p): p.output() for p in started})
-    assert not reports, "sanitizer report:\n" + "\n".join(reports)
-
-
-@pytest.fixture
-def proxy(procs):
-    """Factory: proxy(yaml_text, *args, env=None, wait=True) -> Proxy, stopped after the test."""
-
-    def start(config, *args, env=None, wait=True):
-        p = proxy_support.start_proxy(config, *args, env=env, wait=wait)
-        procs.append(p)
-        return p
-
-    return start

@@ -12,18 +12,14 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::KeyPair;
+using testing::kNamespace;
+using testing::kUnauthorized;
 using testing::make_cert;
 using testing::reply;
 using testing::Reply;
 using testing::Request;
 using testing::TempDir;
 using testing::TlsServer;
-
-constexpr const char* kNamespace =
-    R"({"kind":"Namespace","apiVersion":"v1","metadata":{"name":"default"}})";
-constexpr const char* kUnauthorized =
-    R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",)"
-    R"("message":"Unauthorized","reason":"Unauthorized","code":401})";
 
 using ClientTest = testing::TlsApiTest;
 

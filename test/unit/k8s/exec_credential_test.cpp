@@ -24,17 +24,13 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using std::chrono::system_clock;
 using ::testing::HasSubstr;
+using testing::kNamespace;
+using testing::kUnauthorized;
 using ::testing::Not;
 using testing::reply;
 using testing::Request;
 using testing::TempDir;
 using testing::TlsServer;
-
-constexpr const char* kNamespace =
-    R"({"kind":"Namespace","apiVersion":"v1","metadata":{"name":"default"}})";
-constexpr const char* kUnauthorized =
-    R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",)"
-    R"("message":"Unauthorized","reason":"Unauthorized","code":401})";
 
 std::string rfc3339(system_clock::time_point t) {
   const std::time_t tt = system_clock::to_time_t(t);

@@ -196,6 +196,13 @@ class TlsServer {
   bool close_after_each_ = false;
 };
 
+// Bodies the tests answer with: a GET of the namespace, and a 401 as the apiserver words it.
+constexpr const char* kNamespace =
+    R"({"kind":"Namespace","apiVersion":"v1","metadata":{"name":"default"}})";
+constexpr const char* kUnauthorized =
+    R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",)"
+    R"("message":"Unauthorized","reason":"Unauthorized","code":401})";
+
 inline Reply reply(http::status status, std::string body,
                    std::string content_type = "application/json") {
   Reply r{status, 11};
