@@ -46,6 +46,18 @@ def proxy_time(line):
     return datetime.datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).timestamp()
 
 
+def release_figures(firsts, t_ready, direct, t_direct) -> dict:
+    """The proxy's share after the backend became ready (at t_ready): to the first client's first
+    byte and to the last one's; beside it the same N sent at t_direct straight to the backend.
+    `firsts` and `direct`: the clients' first-byte times, sorted. Milliseconds."""
+    return {
+        "proxy_share_first_byte_ms": round((firsts[0] - t_ready) * 1000, 1),
+        "proxy_share_last_first_byte_ms": round((firsts[-1] - t_ready) * 1000, 1),
+        "direct_first_byte_ms": round((direct[0] - t_direct) * 1000, 1),
+        "direct_last_first_byte_ms": round((direct[-1] - t_direct) * 1000, 1),
+    }
+
+
 async def run(n, delay):
     port = free_port()
     cfg = f"""
@@ -73,15 +85,8 @@ backends:
         # backend and this client take on their own, to set the proxy's share against.
         t1 = time.time()
         direct = sorted(r[0] for r in await asyncio.gather(*(one_request(port) for _ in range(n))))
-        return {
-            "held_requests": n,
-            "answered_200": ok,
-            "wake_s": round(t_ready - t0, 3),
-            "proxy_share_first_byte_ms": round((firsts[0] - t_ready) * 1000, 1),
-            "proxy_share_last_first_byte_ms": round((firsts[-1] - t_ready) * 1000, 1),
-            "direct_first_byte_ms": round((direct[0] - t1) * 1000, 1),
-            "direct_last_first_byte_ms": round((direct[-1] - t1) * 1000, 1),
-        }
+        return {"held_requests": n, "answered_200": ok, "wake_s": round(t_ready - t0, 3),
+                **release_figures(firsts, t_ready, direct, t1)}
     finally:
         p.stop()
 
