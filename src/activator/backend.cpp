@@ -215,7 +215,8 @@ void Backend::end_request() {
     VA_CHECK(in_flight_ > 0);
     --in_flight_;
     last_activity_ = Clock::now();
-    idle = in_flight_ == 0;
+    idle = in_flight_ == 0 &&
+           (state_ != State::ready || last_activity_ + settings_.idle_timeout < ready_wakes_at_);
     update_gauges_locked();
   }
   if (idle) {
@@ -549,6 +550,7 @@ task<void> Backend::run_ready() {
       if (idle) {
         next = std::min(next, last_activity_ + settings_.idle_timeout);
       }
+      ready_wakes_at_ = next;
     }
     co_await wait_poke(std::chrono::ceil<std::chrono::milliseconds>(next - now));
     bool suspect = false;

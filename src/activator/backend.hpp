@@ -155,6 +155,9 @@ class Backend {
   std::size_t in_flight_ = 0;
   std::deque<std::shared_ptr<Waiter>> pending_;
   Clock::time_point last_activity_ = Clock::now();
+  // When run_ready() wakes next by itself: a request that ends pokes it only if the idle
+  // deadline comes sooner (a poke per request would cost a trip through the strand each).
+  Clock::time_point ready_wakes_at_ = Clock::time_point::min();
   Clock::time_point wake_started_{};
   Clock::time_point awake_accounted_{};
   std::optional<double> last_wake_seconds_;

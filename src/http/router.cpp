@@ -5,6 +5,7 @@
 
 #include <array>
 #include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 #include <ctime>
 
 namespace va::front {
@@ -20,6 +21,88 @@ bool iequals(std::string_view a, std::string_view b) {
                   std::tolower(static_cast<unsigned char>(y));
          });
 }
+
+// Finds the top-level "model" of a JSON object while checking the whole document, without
+// building it: a prompt of any size costs one pass and no allocation.
+class ModelFinder {
+ public:
+  using ec_t = boost::system::error_code;
+  using sv = boost::json::string_view;
+  static constexpr std::size_t max_object_size = std::size_t(-1);
+  static constexpr std::size_t max_array_size = std::size_t(-1);
+  static constexpr std::size_t max_key_size = std::size_t(-1);
+  static constexpr std::size_t max_string_size = std::size_t(-1);
+
+  enum class Found { none, null, string, other };
+  Found found = Found::none;
+  std::string model;
+
+  bool on_document_begin(ec_t&) { return true; }
+  bool on_document_end(ec_t&) { return true; }
+  bool on_object_begin(ec_t&) { return enter(); }
+  bool on_object_end(std::size_t, ec_t&) { return leave(); }
+  bool on_array_begin(ec_t&) { return enter(); }
+  bool on_array_end(std::size_t, ec_t&) { return leave(); }
+  bool on_key_part(sv s, std::size_t, ec_t&) {
+    if (depth_ == 1) {
+      key_.append(s.data(), s.size());
+    }
+    return true;
+  }
+  bool on_key(sv s, std::size_t, ec_t&) {
+    if (depth_ == 1) {
+      key_.append(s.data(), s.size());
+      at_model_ = key_ == "model";
+      key_.clear();
+    }
+    return true;
+  }
+  bool on_string_part(sv s, std::size_t, ec_t&) {
+    if (depth_ == 1 && at_model_) {
+      part_.append(s.data(), s.size());
+    }
+    return true;
+  }
+  bool on_string(sv s, std::size_t, ec_t&) {
+    if (depth_ == 1 && at_model_) {
+      part_.append(s.data(), s.size());
+      model = std::move(part_);
+      part_.clear();
+    }
+    return value(Found::string);
+  }
+  bool on_number_part(sv, ec_t&) { return true; }
+  bool on_int64(std::int64_t, sv, ec_t&) { return value(Found::other); }
+  bool on_uint64(std::uint64_t, sv, ec_t&) { return value(Found::other); }
+  bool on_double(double, sv, ec_t&) { return value(Found::other); }
+  bool on_bool(bool, ec_t&) { return value(Found::other); }
+  bool on_null(ec_t&) { return value(Found::null); }
+  bool on_comment_part(sv, ec_t&) { return true; }
+  bool on_comment(sv, ec_t&) { return true; }
+
+ private:
+  bool enter() {
+    value(Found::other);  // an object or array as the model's value
+    ++depth_;
+    return true;
+  }
+  bool leave() {
+    --depth_;
+    return true;
+  }
+  // A value ends: at the top level after "model", it is the model's (the last one wins).
+  bool value(Found kind) {
+    if (depth_ == 1 && at_model_) {
+      found = kind;
+      at_model_ = false;
+    }
+    return true;
+  }
+  int depth_ = 0;
+  bool at_model_ = false;
+  std::string key_;
+  std::string part_;
+};
 
 std::optional<std::string> multipart_boundary(std::string_view content_type) {
   const auto pos = content_type.find("boundary=");
@@ -101,19 +184,22 @@ outcome<std::optional<std::string>> extract_model(std::string_view content_type,
     return std::optional<std::string>{};
   }
   boost::system::error_code ec;
-  boost::json::monotonic_resource mr;
-  auto v = boost::json::parse(boost::json::string_view(body.data(), body.size()), ec, &mr);
+  boost::json::basic_parser<ModelFinder> parser{boost::json::parse_options{}};
+  parser.write_some(false, body.data(), body.size(), ec);
   if (ec) {
     return Failure{errc::bad_request, "request body is not valid JSON: " + ec.message()};
   }
-  const auto* model = v.as_object().if_contains("model");
-  if (model == nullptr || model->is_null()) {
-    return std::optional<std::string>{};
+  auto& found = parser.handler();
+  switch (found.found) {
+    case ModelFinder::Found::none:
+    case ModelFinder::Found::null:
+      return std::optional<std::string>{};
+    case ModelFinder::Found::other:
+      return Failure{errc::bad_request, "\"model\" must be a string"};
+    case ModelFinder::Found::string:
+      break;
   }
-  if (!model->is_string()) {
-    return Failure{errc::bad_request, "\"model\" must be a string"};
-  }
-  return std::optional<std::string>(std::string(model->get_string()));
+  return std::optional<std::string>(std::move(found.model));
 }
 
 bool authorized(std::string_view authorization, const std::vector<std::string>& keys) {

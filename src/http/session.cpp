@@ -1,6 +1,7 @@
 #include "http/session.hpp"
 
 #include "core/log.hpp"
+#include "core/wire.hpp"
 #include "http/errors.hpp"
 #include "upstream/forwarder.hpp"
 
@@ -39,6 +40,36 @@ class ActiveRequest {
   Frontend& fe_;
 };
 
+// The deadline of the request head being read. One timer per connection, set again only when it
+// fires early (a later head began since it was set): setting it for every request would cost a
+// timerfd_settime each. Shared with the timer's handler, which may run after the session's frame
+// is gone (an expiry already queued when the session ended): `timer` and `socket` are used only
+// while `socket` is set, and the session clears it before it ends.
+struct HeadDeadline {
+  net::steady_timer* timer = nullptr;
+  tcp::socket* socket = nullptr;  // while a head is being read
+  Clock::time_point due;
+  bool armed = false;
+  bool timed_out = false;
+};
+
+void arm(const std::shared_ptr<HeadDeadline>& d) {
+  d->armed = true;
+  d->timer->expires_at(d->due);
+  d->timer->async_wait([d](error_code ec) {
+    d->armed = false;
+    if (ec || d->socket == nullptr) {
+      return;  // gone, or between heads: the next head sets it again
+    }
+    if (Clock::now() < d->due) {
+      arm(d);
+      return;
+    }
+    d->timed_out = true;
+    d->socket->cancel(ec);
+  });
+}
+
 struct Outcome {
   unsigned status = 0;
   std::string backend = "none";
@@ -52,8 +83,11 @@ struct Outcome {
 
 task<void> send(beast::tcp_stream& stream, http::response<http::string_body> res) {
   const bool close = !res.keep_alive();
+  std::string head;
+  wire::append_head(head, res.base());
+  const std::array<net::const_buffer, 2> pieces = {net::buffer(head), net::buffer(res.body())};
   stream.expires_after(30s);
-  co_await http::async_write(stream, res, use_nothrow);
+  co_await net::async_write(stream, pieces, use_nothrow);
   stream.expires_never();
   if (close) {
     // Half-close and drain briefly, so the client reads the answer instead of a reset.
@@ -83,15 +117,10 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
   ConnectionCount count(fe, stream.socket());
   beast::flat_buffer buf;
   // The head deadline. Not tcp_stream's own timeout: that one closes the socket, and the client
-  // would never see its 408; this one only cancels the read. Its state is shared with the timer's
-  // handler, which may run after this frame is gone (an expiry already queued when the read
-  // ended): the guard below detaches it.
-  struct HeadDeadline {
-    tcp::socket* socket = nullptr;  // while a head is being read
-    bool timed_out = false;
-  };
+  // would never see its 408; this one only cancels the read.
   auto deadline = std::make_shared<HeadDeadline>();
   net::steady_timer head_timer(stream.get_executor());
+  deadline->timer = &head_timer;
   struct Detach {
     std::shared_ptr<HeadDeadline> d;
     ~Detach() { d->socket = nullptr; }
@@ -103,17 +132,13 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
     head.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
     head.body_limit(limits.max_body_bytes);
     deadline->timed_out = false;
+    deadline->due = Clock::now() + limits.header_timeout;
     deadline->socket = &stream.socket();
-    head_timer.expires_after(limits.header_timeout);
-    head_timer.async_wait([deadline](error_code ec) {
-      if (!ec && deadline->socket != nullptr) {
-        deadline->timed_out = true;
-        deadline->socket->cancel(ec);
-      }
-    });
-    auto [hec, hn] = co_await http::async_read_header(stream, buf, head, use_nothrow);
+    if (!deadline->armed) {
+      arm(deadline);
+    }
+    const auto hec = co_await wire::read(stream.socket(), buf, head, wire::Until::header);
     deadline->socket = nullptr;
-    head_timer.cancel();
     if (hec) {
       if (deadline->timed_out) {
         if (head.got_some() || buf.size() > 0) {
@@ -252,13 +277,8 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
           out.backend = only->name();
           http::request_parser<http::buffer_body> in(std::move(head));
           in.body_limit(limits.max_body_bytes);
-          upstream::rewrite_upstream_headers(in.get().base(), only->pool().target(),
-                                             client_address);
-          if (!in.get().chunked()) {
-            in.get().content_length(in.content_length());  // the framing the parser reads by
-          }
           auto fwd = co_await upstream::forward_streamed(
-              stream, buf, in, std::move(upstream_stream), only->pool(),
+              stream, buf, in, client_address, std::move(upstream_stream), only->pool(),
               upstream::ForwardOptions{
                   .client_keep_alive = keep_alive, .client_version = version, .wake_ms = {}});
           co_await settle(fwd);
@@ -270,9 +290,12 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
       // The body: needed to route (its "model"), held in memory while a backend wakes.
       http::request_parser<http::string_body> full(std::move(head));
       full.body_limit(limits.max_body_bytes);
-      stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
-      auto [bec, bn] = co_await http::async_read(stream, buf, full, use_nothrow);
-      stream.expires_never();
+      error_code bec;
+      if (!wire::parse_buffered(full, buf, bec) || (!bec && !full.is_done())) {
+        stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
+        std::tie(bec, std::ignore) = co_await http::async_read(stream, buf, full, use_nothrow);
+        stream.expires_never();
+      }
       if (bec) {
         if (bec == http::error::body_limit) {
           co_await send(stream, error_response(413, "request body exceeds limits.max_body_bytes",
@@ -292,7 +315,20 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
         auto* backend = route->backend;
         out.backend = backend->name();
         out.model = route->model;
-        upstream::prepare_upstream_request(req, backend->pool().target(), client_address);
+        // Content-Length as Beast's prepare_payload() would: for any body, and for the methods
+        // that expect one.
+        const bool length = !req.body().empty() || req.method() == http::verb::post ||
+                            req.method() == http::verb::put ||
+                            req.method() == http::verb::options ||
+                            req.method() == http::verb::patch;
+        const upstream::UpstreamRequest up{
+            upstream::upstream_head(
+                req.base(), backend->pool().target(), client_address,
+                upstream::BodyFraming{
+                    .content_length =
+                        length ? std::optional<std::uint64_t>(req.body().size()) : std::nullopt,
+                    .chunked = false}),
+            req.body(), req.method()};
         for (int attempt = 0;; ++attempt) {
           auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
           if (!acquired) {
@@ -306,7 +342,7 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
             out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
           }
           auto fwd =
-              co_await upstream::forward(stream, backend->pool(), req,
+              co_await upstream::forward(stream, backend->pool(), up,
                                          upstream::ForwardOptions{.client_keep_alive = keep_alive,
                                                                   .client_version = version,
                                                                   .wake_ms = out.wait_ms});

@@ -1,45 +1,25 @@
 #include "upstream/forwarder.hpp"
 
-#include <fmt/format.h>
-
 #include <array>
+#include <span>
 
 #include "core/log.hpp"
 #include "core/socket.hpp"
+#include "core/wire.hpp"
 
 namespace va::upstream {
 namespace {
 
 using namespace net::experimental::awaitable_operators;
 
-constexpr std::size_t kChunk = 16 * 1024;
-
-// Removes the hop-by-hop fields: the fixed list, those the message's own Connection header names
-// (RFC 9110 §7.6.1), and `also`.
-void drop_hop_by_hop(http::fields& h, bool keep_upgrade, bool keep_transfer_encoding,
-                     std::initializer_list<std::string_view> also = {}) {
-  http::token_list nominated(h[http::field::connection]);
-  std::vector<std::string> drop;
-  for (const auto& f : h) {
-    const auto name = f.name_string();
-    const bool keep = (keep_upgrade && f.name() == http::field::upgrade) ||
-                      (keep_transfer_encoding && f.name() == http::field::transfer_encoding);
-    // A Connection header may not nominate the message's framing or Host away: that would let a
-    // client make the upstream read its body as further requests.
-    const bool protected_field = f.name() == http::field::content_length ||
-                                 f.name() == http::field::transfer_encoding ||
-                                 f.name() == http::field::host;
-    bool hop = is_hop_by_hop(f.name(), name) || (nominated.exists(name) && !protected_field);
-    for (auto a : also) {
-      hop = hop || beast::iequals(name, a);
-    }
-    if (hop && !keep) {
-      drop.emplace_back(name);
-    }
-  }
-  for (const auto& d : drop) {
-    h.erase(d);
-  }
+// A field that applies to one connection only (RFC 9110 §7.6.1): the fixed list, and those the
+// message's own Connection header names. A Connection header may not nominate the message's
+// framing or Host away: that would let a client make the upstream read its body as further
+// requests (callers handle those three before asking).
+bool hop_by_hop(const http::fields::value_type& f, http::token_list& nominated,
+                bool has_connection) {
+  return is_hop_by_hop(f.name(), f.name_string()) ||
+         (has_connection && nominated.exists(f.name_string()));
 }
 
 // Watches the client while the upstream works on its request: a client that closes its
@@ -49,8 +29,8 @@ void drop_hop_by_hop(http::fields& h, bool keep_upgrade, bool keep_transfer_enco
 // only a write can tell then. stop() before the upstream stream goes away.
 class ClientWatch {
  public:
-  ClientWatch(beast::tcp_stream& client, beast::tcp_stream& upstream)
-      : client_(client), state_(std::make_shared<State>(State{&upstream.socket()})) {
+  ClientWatch(beast::tcp_stream& client, tcp::socket& upstream)
+      : client_(client), state_(std::make_shared<State>(State{&upstream})) {
     client_.socket().async_wait(tcp::socket::wait_read, [s = state_, &client](error_code ec) {
       if (!s->active || ec) {
         return;
@@ -86,10 +66,10 @@ class ClientWatch {
   std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
 };
 
-task<void> pipe_bytes(beast::tcp_stream& from, beast::tcp_stream& to) {
-  std::array<char, kChunk> buf;
+task<void> pipe_bytes(tcp::socket& from, tcp::socket& to) {
+  wire::Block buf;
   for (;;) {
-    auto [ec, n] = co_await from.async_read_some(net::buffer(buf), use_nothrow);
+    auto [ec, n] = co_await from.async_read_some(buf.buffer(), use_nothrow);
     if (n > 0) {
       auto [wec, wn] = co_await net::async_write(to, net::buffer(buf.data(), n), use_nothrow);
       if (wec) {
@@ -101,65 +81,79 @@ task<void> pipe_bytes(beast::tcp_stream& from, beast::tcp_stream& to) {
     }
   }
   error_code ignored;
-  to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  to.shutdown(tcp::socket::shutdown_send, ignored);
 }
 
 // Writes the error event vLLM itself sends when a stream breaks, then ends the chunked body.
-task<void> end_broken_stream(beast::tcp_stream& client,
-                             http::response_serializer<http::buffer_body>& sr,
-                             http::response_parser<http::buffer_body>& p) {
-  static const std::string kTail =
+task<void> end_broken_stream(tcp::socket& client) {
+  static constexpr std::string_view kTail =
       "data: {\"error\":{\"message\":\"upstream connection lost mid-stream\",\"type\":"
       "\"BadGatewayError\",\"param\":null,\"code\":502}}\n\ndata: [DONE]\n\n";
-  auto& body = p.get().body();
-  body.data = const_cast<char*>(kTail.data());
-  body.size = kTail.size();
-  body.more = false;
-  for (;;) {
-    auto [ec, n] = co_await http::async_write(client, sr, use_nothrow);
-    if (ec != http::error::need_buffer || sr.is_done()) {
-      break;
-    }
-  }
+  const wire::ChunkFrame frame(kTail.size());
+  const std::array<net::const_buffer, 4> pieces = {frame.head(), net::buffer(kTail),
+                                                   net::buffer(wire::kChunkEnd),
+                                                   net::buffer(wire::kLastChunk)};
+  co_await wire::write(client, pieces);
 }
 
 }  // namespace
 
-void rewrite_upstream_headers(http::request_header<>& req, const Target& t,
-                              std::string_view client_address) {
-  const bool chunked = http::token_list(req[http::field::transfer_encoding]).exists("chunked");
+std::string upstream_head(const http::request_header<>& req, const Target& t,
+                          std::string_view client_address, BodyFraming framing) {
+  std::string out;
+  out.reserve(512);
+  wire::append_request_line(out, req, 11);
+  const auto connection = req[http::field::connection];
+  http::token_list nominated(connection);
   const bool upgrade = req.count(http::field::upgrade) > 0;
+  std::optional<std::string_view> host;
   std::string xff;
   for (const auto& f : req) {
-    if (beast::iequals(f.name_string(), "x-forwarded-for")) {
-      xff += (xff.empty() ? "" : ", ") + std::string(f.value());
+    const auto name = f.name_string();
+    switch (f.name()) {
+      case http::field::host:
+        host = f.value();
+        continue;
+      case http::field::content_length:
+      case http::field::transfer_encoding:
+        continue;  // the framing is written below
+      case http::field::upgrade:
+        break;  // kept: a tunnel needs it
+      case http::field::unknown:
+        if (beast::iequals(name, "x-forwarded-for")) {
+          xff += xff.empty() ? "" : ", ";
+          xff += f.value();
+          continue;
+        }
+        if (beast::iequals(name, "x-forwarded-proto") || beast::iequals(name, "x-forwarded-host")) {
+          continue;
+        }
+        [[fallthrough]];
+      default:
+        if (hop_by_hop(f, nominated, !connection.empty())) {
+          continue;
+        }
     }
+    wire::append_field(out, name, f.value());
   }
-  drop_hop_by_hop(req, upgrade, false,
-                  {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"});
-  if (auto host = req.find(http::field::host); host != req.end()) {
-    req.set("X-Forwarded-Host", host->value());
+  wire::append_field(out, "Host", t.host_header);
+  if (host) {
+    wire::append_field(out, "X-Forwarded-Host", *host);
   }
-  req.set(http::field::host, t.host_header);
-  req.set("X-Forwarded-For",
-          xff.empty() ? std::string(client_address) : xff + ", " + std::string(client_address));
-  req.set("X-Forwarded-Proto", "http");
+  xff += xff.empty() ? "" : ", ";
+  xff += client_address;
+  wire::append_field(out, "X-Forwarded-For", xff);
+  wire::append_field(out, "X-Forwarded-Proto", "http");
   if (upgrade) {
-    req.set(http::field::connection, "upgrade");
+    wire::append_field(out, "Connection", "upgrade");
   }
-  if (chunked) {
-    // Transfer-Encoding is hop-by-hop, but a streamed body keeps its framing (see
-    // forward_streamed).
-    req.set(http::field::transfer_encoding, "chunked");
+  if (framing.chunked) {
+    wire::append_field(out, "Transfer-Encoding", "chunked");
+  } else if (framing.content_length) {
+    wire::append_field(out, "Content-Length", std::to_string(*framing.content_length));
   }
-  req.version(11);
-}
-
-void prepare_upstream_request(http::request<http::string_body>& req, const Target& t,
-                              std::string_view client_address) {
-  rewrite_upstream_headers(req.base(), t, client_address);
-  req.erase(http::field::transfer_encoding);
-  req.prepare_payload();
+  out += "\r\n";
+  return out;
 }
 
 bool is_hop_by_hop(http::field f, beast::string_view name) {
@@ -181,118 +175,172 @@ bool is_hop_by_hop(http::field f, beast::string_view name) {
 
 namespace {
 
-// One request/response exchange with the upstream.
+// The response head for the client: the upstream's, with its hop-by-hop fields out (a 101 keeps
+// its Connection: upgrade and Upgrade: the client needs them), the client connection's own
+// framing and keep-alive, and Server-Timing after a wake.
+std::string client_head(const http::response_header<>& res, bool switching, bool chunked,
+                        bool keep_alive, std::optional<double> wake_ms) {
+  std::string out;
+  out.reserve(512);
+  wire::append_status_line(out, res);
+  const auto connection = res[http::field::connection];
+  http::token_list nominated(connection);
+  for (const auto& f : res) {
+    if (!switching) {
+      const auto n = f.name();
+      if (n == http::field::transfer_encoding) {
+        continue;  // written below
+      }
+      if (n != http::field::content_length && n != http::field::host &&
+          hop_by_hop(f, nominated, !connection.empty())) {
+        continue;
+      }
+    }
+    wire::append_field(out, f.name_string(), f.value());
+  }
+  if (!switching) {
+    if (chunked) {
+      wire::append_field(out, "Transfer-Encoding", "chunked");
+    }
+    // What Beast's keep_alive() writes: HTTP/1.1 closes by saying so, HTTP/1.0 keeps by saying so.
+    if (res.version() >= 11 && !keep_alive) {
+      wire::append_field(out, "Connection", "close");
+    } else if (res.version() < 11 && keep_alive) {
+      wire::append_field(out, "Connection", "keep-alive");
+    }
+  }
+  if (wake_ms) {
+    wire::append_field(out, "Server-Timing",
+                       "wake;dur=" + std::to_string(static_cast<long long>(*wake_ms)));
+  }
+  out += "\r\n";
+  return out;
+}
+
+// One request/response exchange with the upstream. Its two blocks: `in` holds upstream bytes as
+// read (room for a whole small response in one read), `out` the body bytes parsed from them.
 struct Exchange {
-  Exchange(Connection c, http::verb method) : conn(std::move(c)) {
-    // Room for a whole small response in one read (a fresh flat_buffer reads 512 bytes at a time).
-    buf.reserve(kChunk);
+  Exchange(Connection c, http::verb method)
+      : conn(std::move(c)), buf(in.data(), wire::Block::kSize) {
     parser.body_limit(boost::none);
     if (method == http::verb::head) {
       parser.skip(true);
     }
   }
+  tcp::socket& socket() { return conn.stream->socket(); }
   Connection conn;
-  beast::flat_buffer buf;
+  wire::Block in;
+  wire::Block out;
+  beast::flat_static_buffer_base buf;
   http::response_parser<http::buffer_body> parser;
 };
 
+// Reads the response head into `ex.parser`.
+task<error_code> read_head(Exchange& ex) {
+  co_return co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
+}
+
 // The request went out and the response head is in `ex.parser`: relay the response to the client,
-// chunk by chunk, while watching for the client to leave.
-task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchange& ex,
-                                   const ForwardOptions& r) {
+// piece by piece as it is read, while `watch` (started before the request went out: one wait per
+// exchange) looks for the client to leave.
+task<ForwardResult> relay_response(beast::tcp_stream& client_stream, Pool& pool, Exchange& ex,
+                                   const ForwardOptions& r, ClientWatch& watch) {
   ForwardResult result;
-  auto& up = ex.conn.stream;
-  auto& ubuf = ex.buf;
+  auto& client = client_stream.socket();
+  auto& up = ex.socket();
   auto& p = ex.parser;
-  auto& conn = ex.conn;
   auto& res = p.get();
   result.status = res.result_int();
   const bool upstream_keep_alive = res.keep_alive();
   const bool switching = res.result() == http::status::switching_protocols;
   result.keep_alive = r.client_keep_alive && !switching;
+  bool chunked = !switching && res.chunked();
   if (!switching) {
-    // A 101 keeps its Connection: upgrade and Upgrade headers: the client needs them.
-    drop_hop_by_hop(res, false, true);
-    if (r.client_version < 11 && res.chunked()) {
-      res.chunked(false);  // HTTP/1.0 has no chunked coding: the close ends the body
+    if (r.client_version < 11 && chunked) {
+      chunked = false;  // HTTP/1.0 has no chunked coding: the close ends the body
       result.keep_alive = false;
     }
     if (p.need_eof()) {
       result.keep_alive = false;  // the upstream's body ends with its close; so must ours
     }
-    res.keep_alive(result.keep_alive);
   }
-  if (r.wake_ms) {
-    res.set("Server-Timing", "wake;dur=" + std::to_string(static_cast<long long>(*r.wake_ms)));
-  }
+  const std::string head = client_head(res, switching, chunked, result.keep_alive, r.wake_ms);
 
-  http::response_serializer<http::buffer_body> sr{res};
   // When body bytes came with the head, head and body go out in one write (the relay's first);
   // otherwise the head goes at once, so that a client sees it before a slow first token.
-  if (switching || ubuf.size() == 0 || p.is_done()) {
-    auto [hwec, hwn] = co_await http::async_write_header(client, sr, use_nothrow);
-    if (hwec) {
+  bool head_pending = true;
+  if (switching || ex.buf.size() == 0 || p.is_done()) {
+    const std::array<net::const_buffer, 1> pieces = {net::buffer(head)};
+    if (co_await wire::write(client, pieces)) {
       result.outcome = ForwardResult::Outcome::client_gone;
       co_return result;
     }
+    head_pending = false;
+    result.response_started = true;
   }
-  result.response_started = true;
 
   if (switching) {
     // WebSocket and friends: bytes both ways until either side closes.
-    if (ubuf.size() > 0) {
-      co_await net::async_write(client, ubuf.data(), use_nothrow);
+    watch.stop();
+    if (ex.buf.size() > 0) {
+      co_await net::async_write(client, ex.buf.data(), use_nothrow);
     }
     co_await (pipe_bytes(client, up) && pipe_bytes(up, client));
     result.keep_alive = false;
     co_return result;
   }
 
-  ClientWatch watch(client, up);
   bool write_failed = false;
-  {
-    std::array<char, kChunk> buf;
-    do {
-      if (!p.is_done()) {
-        res.body().data = buf.data();
-        res.body().size = buf.size();
-        auto [ec, n] = co_await http::async_read_some(up, ubuf, p, use_nothrow);
-        if (ec == http::error::need_buffer) {
-          ec = {};
+  while (!p.is_done()) {
+    res.body().data = ex.out.data();
+    res.body().size = wire::Block::kSize;
+    auto ec = co_await wire::read(up, ex.buf, p, wire::Until::some);
+    if (ec == http::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      if (!watch.gone()) {
+        result.outcome = ForwardResult::Outcome::upstream_failed;
+        result.error = ec.message();
+        // Before the head went out the client gets the proxy's 502 instead; after it, a chunked
+        // stream ends with vLLM's own error event.
+        if (chunked && !head_pending) {
+          co_await end_broken_stream(client);
         }
-        if (ec) {
-          if (!watch.gone()) {
-            result.outcome = ForwardResult::Outcome::upstream_failed;
-            result.error = ec.message();
-            if (res.chunked() && !p.is_header_done()) {
-              break;
-            }
-            if (res.chunked()) {
-              co_await end_broken_stream(client, sr, p);
-            }
-          }
-          break;
-        }
-        res.body().size = buf.size() - res.body().size;
-        // A read that parsed only framing (a chunk header) yields no bytes. An empty buffer
-        // would be serialized as a zero-size chunk, which ends a chunked body early; without
-        // data the serializer waits for more (or writes the last chunk when the body is done).
-        res.body().data = res.body().size > 0 ? buf.data() : nullptr;
-        res.body().more = !p.is_done();
-        result.bytes += res.body().size;
-      } else {
-        res.body().data = nullptr;
-        res.body().size = 0;
       }
-      auto [wec2, wn2] = co_await http::async_write(client, sr, use_nothrow);
-      if (wec2 == http::error::need_buffer) {
-        wec2 = {};
+      break;
+    }
+    const std::size_t got = wire::Block::kSize - res.body().size;
+    result.bytes += got;
+    // A read that parsed only framing (a chunk header) yields no bytes: nothing to write unless
+    // the head is still waiting or the body just ended.
+    std::array<net::const_buffer, 5> pieces;
+    std::size_t k = 0;
+    if (head_pending) {
+      pieces[k++] = net::buffer(head);
+    }
+    const wire::ChunkFrame frame(got);
+    if (got > 0) {
+      if (chunked) {
+        pieces[k++] = frame.head();
       }
-      if (wec2) {
-        write_failed = true;
-        break;
+      pieces[k++] = net::buffer(ex.out.data(), got);
+      if (chunked) {
+        pieces[k++] = net::buffer(wire::kChunkEnd);
       }
-    } while (!p.is_done() || !sr.is_done());
+    }
+    if (chunked && p.is_done()) {
+      pieces[k++] = net::buffer(wire::kLastChunk);
+    }
+    if (k == 0) {
+      continue;
+    }
+    if (co_await wire::write(client, std::span(pieces.data(), k))) {
+      write_failed = true;
+      break;
+    }
+    head_pending = false;
+    result.response_started = true;
   }
   watch.stop();
   const bool client_gone = write_failed || watch.gone();
@@ -303,15 +351,17 @@ task<ForwardResult> relay_response(beast::tcp_stream& client, Pool& pool, Exchan
   } else if (result.outcome == ForwardResult::Outcome::upstream_failed) {
     result.keep_alive = false;
   } else if (upstream_keep_alive && p.is_done()) {
-    pool.release(std::move(conn));
+    pool.release(std::move(ex.conn));
   }
   co_return result;
 }
 
 }  // namespace
 
-task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
-                            const http::request<http::string_body>& up_req, ForwardOptions r) {
+task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const UpstreamRequest& up_req,
+                            ForwardOptions r) {
+  const std::array<net::const_buffer, 2> request = {net::buffer(up_req.head),
+                                                    net::buffer(up_req.body)};
   // A reused connection may have been closed by the upstream meanwhile: if it fails before any
   // response byte, the request goes again on a fresh connection (it cannot have been processed:
   // a keep-alive server closes only between requests).
@@ -321,20 +371,17 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
       co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
                               .error = cec.message()};
     }
-    auto ex = std::make_unique<Exchange>(std::move(conn), up_req.method());
+    auto ex = std::make_unique<Exchange>(std::move(conn), up_req.method);
     error_code wec;
     auto send = [&]() -> task<error_code> {
-      std::tie(wec, std::ignore) = co_await http::async_write(ex->conn.stream, up_req, use_nothrow);
+      wec = co_await wire::write(ex->socket(), request);
       if (wec) {
         co_return wec;
       }
-      auto [ec, n] =
-          co_await http::async_read_header(ex->conn.stream, ex->buf, ex->parser, use_nothrow);
-      co_return ec;
+      co_return co_await read_head(*ex);
     };
-    ClientWatch watch(client, ex->conn.stream);
+    ClientWatch watch(client, ex->socket());
     const error_code hec = co_await send();
-    watch.stop();
     if (watch.gone()) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
     }
@@ -349,30 +396,34 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
                                              : ForwardResult::Outcome::upstream_failed,
                               .error = hec.message()};
     }
-    co_return co_await relay_response(client, pool, *ex, r);
+    co_return co_await relay_response(client, pool, *ex, r, watch);
   }
 }
 
 task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buffer& client_buf,
                                      http::request_parser<http::buffer_body>& in,
-                                     beast::tcp_stream stream, Pool& pool, ForwardOptions r) {
-  auto ex = std::make_unique<Exchange>(Connection{std::move(stream), false}, in.get().method());
-  auto& up = ex->conn.stream;
+                                     std::string_view client_address, Stream upstream, Pool& pool,
+                                     ForwardOptions r) {
+  auto ex = std::make_unique<Exchange>(Connection{std::move(upstream), false}, in.get().method());
+  auto& up = ex->socket();
   const bool chunked = in.get().chunked();
   {
-    http::request<http::empty_body> head{in.get().base()};
-    http::request_serializer<http::empty_body> sr{head};
-    auto [ec, n] = co_await http::async_write_header(up, sr, use_nothrow);
-    if (ec) {
+    const auto head = upstream_head(
+        in.get().base(), pool.target(), client_address,
+        BodyFraming{.content_length =
+                        in.content_length() ? std::optional(*in.content_length()) : std::nullopt,
+                    .chunked = chunked});
+    const std::array<net::const_buffer, 1> pieces = {net::buffer(head)};
+    if (auto ec = co_await wire::write(up, pieces)) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
                               .error = ec.message()};
     }
   }
-  std::array<char, kChunk> buf;
+  // The body passes through the exchange's `out` block: it is not needed before the response.
   while (!in.is_done()) {
     auto& body = in.get().body();
-    body.data = buf.data();
-    body.size = buf.size();
+    body.data = ex->out.data();
+    body.size = wire::Block::kSize;
     client.expires_after(60s);  // an idle limit per read, not a total one
     auto [ec, n] = co_await http::async_read_some(client, client_buf, in, use_nothrow);
     client.expires_never();
@@ -385,39 +436,29 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
                                            ? "request body exceeds limits.max_body_bytes"
                                            : "request body: " + ec.message()};
     }
-    const std::size_t got = buf.size() - body.size;
+    const std::size_t got = wire::Block::kSize - body.size;
     if (got == 0) {
       continue;
     }
-    error_code wec;
-    if (chunked) {
-      const auto size_line = fmt::format("{:x}\r\n", got);
-      const std::array<net::const_buffer, 3> pieces = {
-          net::buffer(size_line), net::buffer(buf.data(), got), net::buffer("\r\n", 2)};
-      std::tie(wec, std::ignore) = co_await net::async_write(up, pieces, use_nothrow);
-    } else {
-      std::tie(wec, std::ignore) =
-          co_await net::async_write(up, net::buffer(buf.data(), got), use_nothrow);
-    }
+    const wire::ChunkFrame frame(got);
+    const std::array<net::const_buffer, 3> framed = {frame.head(), net::buffer(ex->out.data(), got),
+                                                     net::buffer(wire::kChunkEnd)};
+    const error_code wec = chunked ? co_await wire::write(up, framed)
+                                   : co_await wire::write(up, std::span(&framed[1], 1));
     if (wec) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
                               .error = wec.message()};
     }
   }
   if (chunked) {
-    auto [ec, n] = co_await net::async_write(up, net::buffer("0\r\n\r\n", 5), use_nothrow);
-    if (ec) {
+    const std::array<net::const_buffer, 1> pieces = {net::buffer(wire::kLastChunk)};
+    if (auto ec = co_await wire::write(up, pieces)) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
                               .error = ec.message()};
     }
   }
-  auto read_head = [&]() -> task<error_code> {
-    auto [ec, n] = co_await http::async_read_header(up, ex->buf, ex->parser, use_nothrow);
-    co_return ec;
-  };
   ClientWatch watch(client, up);
-  const error_code hec = co_await read_head();
-  watch.stop();
+  const error_code hec = co_await read_head(*ex);
   if (watch.gone()) {
     co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
   }
@@ -425,7 +466,7 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
     co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
                             .error = hec.message()};
   }
-  co_return co_await relay_response(client, pool, *ex, r);
+  co_return co_await relay_response(client, pool, *ex, r, watch);
 }
 
 }  // namespace va::upstream

@@ -16,14 +16,24 @@ struct ForwardOptions {
   std::optional<double> wake_ms;  // adds `Server-Timing: wake;dur=<ms>` when set
 };
 
-// Rewrites the client's request head for the upstream, in place and once (a retry sends it
-// again): hop-by-hop headers out (Upgrade kept for tunnels, chunked framing kept for a streamed
-// body), Host and X-Forwarded-* in.
-void rewrite_upstream_headers(http::request_header<>& req, const Target& t,
-                              std::string_view client_address);
-// The same for a request whose whole body is in memory; sets Content-Length.
-void prepare_upstream_request(http::request<http::string_body>& req, const Target& t,
-                              std::string_view client_address);
+// How the body that follows a request head is framed.
+struct BodyFraming {
+  std::optional<std::uint64_t> content_length;
+  bool chunked = false;  // a streamed body keeps its chunked framing (see forward_streamed)
+};
+
+// The client's request head as the upstream gets it, written once (a retry sends it again):
+// HTTP/1.1, hop-by-hop fields out (Upgrade kept for tunnels), Host and X-Forwarded-* in, and
+// `framing` in place of the client's Content-Length and Transfer-Encoding.
+std::string upstream_head(const http::request_header<>& req, const Target& t,
+                          std::string_view client_address, BodyFraming framing);
+
+// A request whose body is in memory, ready to send.
+struct UpstreamRequest {
+  std::string head;  // upstream_head()
+  std::string_view body;
+  http::verb method;
+};
 
 struct ForwardResult {
   enum class Outcome {
@@ -42,16 +52,17 @@ struct ForwardResult {
 };
 
 // Sends a request whose body is in memory (retried once on a stale pooled connection).
-task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool,
-                            const http::request<http::string_body>& req, ForwardOptions o);
+task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const UpstreamRequest& req,
+                            ForwardOptions o);
 
-// Sends a request whose body is still arriving: the head (already rewritten) goes upstream at
+// Sends a request whose body is still arriving: the head (upstream_head()) goes upstream at
 // once and each piece of body is passed on as it is read from the client, with its framing
 // (Content-Length or chunked). `upstream` is a fresh connection (Pool::connect): a streamed body
 // cannot be sent twice, so a stale pooled connection must not get the chance to fail mid-body.
 task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buffer& client_buf,
                                      http::request_parser<http::buffer_body>& in,
-                                     beast::tcp_stream upstream, Pool& pool, ForwardOptions o);
+                                     std::string_view client_address, Stream upstream, Pool& pool,
+                                     ForwardOptions o);
 
 // True for headers that apply to one connection only and must not be forwarded.
 bool is_hop_by_hop(http::field f, beast::string_view name);

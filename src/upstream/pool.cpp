@@ -6,20 +6,17 @@
 namespace va::upstream {
 namespace {
 // A pooled socket is reusable if the peer has not closed it and sent nothing unasked.
-bool still_open(beast::tcp_stream& s) {
-  return peek_peer(s.socket().native_handle()) == Peer::quiet;
-}
+bool still_open(const Stream& s) { return peek_peer(s->socket().native_handle()) == Peer::quiet; }
 }  // namespace
 
 Pool::Pool(Settings settings, net::any_io_executor ex) : settings_(std::move(settings)), ex_(ex) {}
 
-task<std::pair<error_code, beast::tcp_stream>> Pool::connect(net::any_io_executor ex,
-                                                             const Target& t,
-                                                             std::chrono::milliseconds timeout) {
-  beast::tcp_stream stream(ex);
-  stream.expires_after(timeout);
-  const error_code ec = co_await connect_tcp(stream, t.host, t.port);
-  stream.expires_never();
+task<std::pair<error_code, Stream>> Pool::connect(net::any_io_executor ex, const Target& t,
+                                                  std::chrono::milliseconds timeout) {
+  auto stream = std::make_unique<beast::tcp_stream>(ex);
+  stream->expires_after(timeout);
+  const error_code ec = co_await connect_tcp(*stream, t.host, t.port);
+  stream->expires_never();
   co_return std::pair{ec, std::move(stream)};
 }
 

@@ -6,6 +6,7 @@
 // Thread-safety: acquire/release/clear may be called from any thread (mutex). A connection is
 // used by one coroutine at a time.
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -19,8 +20,12 @@ struct Target {
   std::string host_header;  // "host:port" as sent in Host
 };
 
+// Streams are held by pointer: moving a beast::tcp_stream allocates a new one (its timers and
+// all), and a connection moves several times between the pool and an exchange.
+using Stream = std::unique_ptr<beast::tcp_stream>;
+
 struct Connection {
-  beast::tcp_stream stream;
+  Stream stream;
   bool reused = false;
 };
 
@@ -45,13 +50,12 @@ class Pool {
   net::any_io_executor executor() const { return ex_; }
 
   // Opens a new connection (also used by the health probe).
-  static task<std::pair<error_code, beast::tcp_stream>> connect(net::any_io_executor ex,
-                                                                const Target& t,
-                                                                std::chrono::milliseconds timeout);
+  static task<std::pair<error_code, Stream>> connect(net::any_io_executor ex, const Target& t,
+                                                     std::chrono::milliseconds timeout);
 
  private:
   struct Idle {
-    beast::tcp_stream stream;
+    Stream stream;
     Clock::time_point since;
   };
   Settings settings_;

@@ -5,7 +5,7 @@ namespace va::upstream {
 task<ProbeResult> probe(net::any_io_executor ex, const Target& target, const std::string& path,
                         const std::map<std::string, std::string>& headers,
                         std::chrono::milliseconds timeout) {
-  auto [ec, stream] = co_await Pool::connect(ex, target, timeout);
+  auto [ec, up] = co_await Pool::connect(ex, target, timeout);
   if (ec) {
     co_return ProbeResult{0, ec};
   }
@@ -16,6 +16,7 @@ task<ProbeResult> probe(net::any_io_executor ex, const Target& target, const std
   for (const auto& [k, v] : headers) {
     req.set(k, v);
   }
+  auto& stream = *up;
   stream.expires_after(timeout);
   auto [wec, wn] = co_await http::async_write(stream, req, use_nothrow);
   if (wec) {

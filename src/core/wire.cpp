@@ -1,0 +1,112 @@
+#include "core/wire.hpp"
+
+#include <fmt/format.h>
+
+#include <vector>
+
+namespace va::wire {
+namespace {
+
+void append_fields(std::string& out, const http::fields& h) {
+  for (const auto& f : h) {
+    append_field(out, f.name_string(), f.value());
+  }
+  out += "\r\n";
+}
+
+void append_version(std::string& out, unsigned version) {
+  out += "HTTP/";
+  out += static_cast<char>('0' + version / 10);
+  out += '.';
+  out += static_cast<char>('0' + version % 10);
+}
+
+// Blocks kept per thread; more than this many in use at once are allocated and freed.
+constexpr std::size_t kKeep = 64;
+
+std::vector<std::unique_ptr<char[]>>& free_blocks() {
+  thread_local std::vector<std::unique_ptr<char[]>> blocks;
+  return blocks;
+}
+
+}  // namespace
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  out += name;
+  out += ": ";
+  out += value;
+  out += "\r\n";
+}
+
+void append_request_line(std::string& out, const http::request_header<>& h, unsigned version) {
+  out += h.method_string();
+  out += ' ';
+  out += h.target();
+  out += ' ';
+  append_version(out, version);
+  out += "\r\n";
+}
+
+void append_status_line(std::string& out, const http::response_header<>& h) {
+  append_version(out, h.version());
+  fmt::format_to(std::back_inserter(out), " {:03d} ", h.result_int());
+  out += h.reason();
+  out += "\r\n";
+}
+
+void append_head(std::string& out, const http::request_header<>& h) {
+  append_request_line(out, h, h.version());
+  append_fields(out, h);
+}
+
+void append_head(std::string& out, const http::response_header<>& h) {
+  append_status_line(out, h);
+  append_fields(out, h);
+}
+
+task<error_code> write(tcp::socket& to, std::span<const net::const_buffer> pieces) {
+  error_code ec;
+  if (!to.non_blocking()) {
+    to.non_blocking(true, ec);
+  }
+  std::size_t written = 0;
+  if (!ec) {
+    written = to.write_some(pieces, ec);
+  }
+  if (!ec && written == net::buffer_size(pieces)) {
+    co_return ec;
+  }
+  if (ec && ec != net::error::would_block && ec != net::error::try_again) {
+    co_return ec;
+  }
+  beast::buffers_suffix<std::span<const net::const_buffer>> rest(pieces);
+  rest.consume(written);
+  std::tie(ec, std::ignore) = co_await net::async_write(to, rest, use_nothrow);
+  co_return ec;
+}
+
+ChunkFrame::ChunkFrame(std::size_t n) {
+  auto end = fmt::format_to_n(size_line.data(), size_line.size() - 2, "{:x}", n).out;
+  *end++ = '\r';
+  *end++ = '\n';
+  size_line_length = static_cast<std::size_t>(end - size_line.data());
+}
+
+Block::Block() {
+  auto& blocks = free_blocks();
+  if (blocks.empty()) {
+    p_ = std::make_unique_for_overwrite<char[]>(kSize);
+  } else {
+    p_ = std::move(blocks.back());
+    blocks.pop_back();
+  }
+}
+
+Block::~Block() {
+  auto& blocks = free_blocks();
+  if (p_ && blocks.size() < kKeep) {
+    blocks.push_back(std::move(p_));
+  }
+}
+
+}  // namespace va::wire

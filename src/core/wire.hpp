@@ -1,0 +1,123 @@
+#pragma once
+// The proxy's own HTTP/1.1 writing for the hot path. Beast's serializer presents a message as a
+// buffer sequence of one piece per header field, and every write walks that sequence again: in a
+// profile of the proxy under load, it cost more than the sockets themselves. Here a head is
+// flattened into one string once, and a write is a plain gather write of a few buffers.
+#include <array>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/net.hpp"
+
+namespace va::wire {
+
+// Appends the request line (or status line), every field and the blank line to `out`.
+void append_head(std::string& out, const http::request_header<>& h);
+void append_head(std::string& out, const http::response_header<>& h);
+// The pieces, for a head written with changes: the line without its CRLF, then one field.
+void append_request_line(std::string& out, const http::request_header<>& h, unsigned version);
+void append_status_line(std::string& out, const http::response_header<>& h);
+void append_field(std::string& out, std::string_view name, std::string_view value);
+
+// Writes all of `pieces`: first at once, without waiting (the common case, when the socket's
+// buffer has room, costs one sendmsg and no trip through the event loop), then the rest
+// asynchronously. Puts the socket in non-blocking mode.
+task<error_code> write(tcp::socket& to, std::span<const net::const_buffer> pieces);
+
+// Parses into `p` what `buf` already holds, consuming it; stops when the parser needs more input
+// or body room. Returns whether anything was parsed; `ec` is a parse error (never need_more or
+// need_buffer). A body that came with its head is then read without another trip through the
+// event loop, where Beast's asynchronous read would post its completion.
+template <class Parser, class DynamicBuffer>
+bool parse_buffered(Parser& p, DynamicBuffer& buf, error_code& ec) {
+  bool parsed = false;
+  while (buf.size() > 0 && !p.is_done()) {
+    const auto n = p.put(buf.data(), ec);
+    buf.consume(n);
+    parsed = parsed || n > 0;
+    if (ec == http::error::need_more || ec == http::error::need_buffer) {
+      ec = {};
+      break;
+    }
+    if (ec || n == 0) {
+      break;
+    }
+  }
+  return parsed || ec;
+}
+
+// What read() reads up to.
+enum class Until {
+  header,  // the whole head
+  some,    // some progress: body bytes (into a buffer_body), or the end of the message
+};
+
+// Beast's asynchronous HTTP reads, without their three layers of composed operations per read
+// (and the completion they post when the bytes were already buffered): parse what `buf` holds,
+// read from the socket only for more. The same rules: at most 64 KiB per read, an end of stream
+// ends a message that has begun (or is end_of_stream), `buf`'s limit is buffer_overflow.
+template <class Parser, class DynamicBuffer>
+task<error_code> read(tcp::socket& s, DynamicBuffer& buf, Parser& p, Until until) {
+  for (;;) {
+    error_code ec;
+    if (buf.size() > 0 && !p.is_done()) {
+      const auto n = p.put(buf.data(), ec);
+      buf.consume(n);
+      if (ec && ec != http::error::need_more) {
+        co_return ec;  // need_buffer included: the caller makes room
+      }
+      if (until == Until::header ? p.is_header_done() : (n > 0 || p.is_done())) {
+        co_return error_code{};
+      }
+    } else if (p.is_done() || (until == Until::header && p.is_header_done())) {
+      co_return error_code{};
+    }
+    const auto room = std::min(buf.max_size() - buf.size(), std::size_t{65536});
+    const auto size = std::min(std::max<std::size_t>(512, buf.capacity() - buf.size()), room);
+    if (size == 0) {
+      co_return http::error::buffer_overflow;
+    }
+    auto [rec, n] = co_await s.async_read_some(buf.prepare(size), use_nothrow);
+    buf.commit(n);
+    if (rec == net::error::eof) {
+      if (!p.got_some()) {
+        co_return http::error::end_of_stream;
+      }
+      p.put_eof(ec);
+      co_return ec;
+    }
+    if (rec) {
+      co_return rec;
+    }
+  }
+}
+
+// One piece of a chunked body: "<size hex>\r\n" (the bytes go between) and the "\r\n" after.
+struct ChunkFrame {
+  std::array<char, 18> size_line{};
+  std::size_t size_line_length = 0;
+  explicit ChunkFrame(std::size_t n);
+  net::const_buffer head() const { return net::buffer(size_line.data(), size_line_length); }
+};
+inline constexpr std::string_view kChunkEnd = "\r\n";
+inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+// A 16 KiB block for relaying bytes, from a small per-thread free list: a request borrows two and
+// gives them back, so the hot path neither allocates them nor makes every idle connection carry
+// them.
+class Block {
+ public:
+  static constexpr std::size_t kSize = 16 * 1024;
+  Block();
+  ~Block();
+  Block(const Block&) = delete;
+  Block& operator=(const Block&) = delete;
+  char* data() { return p_.get(); }
+  net::mutable_buffer buffer() { return net::buffer(p_.get(), kSize); }
+
+ private:
+  std::unique_ptr<char[]> p_;
+};
+
+}  // namespace va::wire
