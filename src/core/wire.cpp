@@ -1,7 +1,6 @@
 #include "core/wire.hpp"
 
-#include <fmt/format.h>
-
+#include <charconv>
 #include <vector>
 
 namespace va::wire {
@@ -49,7 +48,11 @@ void append_request_line(std::string& out, const http::request_header<>& h, unsi
 
 void append_status_line(std::string& out, const http::response_header<>& h) {
   append_version(out, h.version());
-  fmt::format_to(std::back_inserter(out), " {:03d} ", h.result_int());
+  const auto status = h.result_int();
+  const char digits[] = {' ', static_cast<char>('0' + status / 100 % 10),
+                         static_cast<char>('0' + status / 10 % 10),
+                         static_cast<char>('0' + status % 10), ' '};
+  out.append(digits, sizeof digits);
   out += h.reason();
   out += "\r\n";
 }
@@ -86,7 +89,7 @@ task<error_code> write(tcp::socket& to, std::span<const net::const_buffer> piece
 }
 
 ChunkFrame::ChunkFrame(std::size_t n) {
-  auto end = fmt::format_to_n(size_line.data(), size_line.size() - 2, "{:x}", n).out;
+  auto end = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, n, 16).ptr;
   *end++ = '\r';
   *end++ = '\n';
   size_line_length = static_cast<std::size_t>(end - size_line.data());

@@ -4,7 +4,6 @@
 #include <span>
 
 #include "core/log.hpp"
-#include "core/socket.hpp"
 #include "core/wire.hpp"
 
 namespace va::upstream {
@@ -31,17 +30,20 @@ class ClientWatch {
  public:
   ClientWatch(beast::tcp_stream& client, tcp::socket& upstream)
       : client_(client), state_(std::make_shared<State>(State{&upstream})) {
-    client_.socket().async_wait(tcp::socket::wait_read, [s = state_, &client](error_code ec) {
-      if (!s->active || ec) {
-        return;
-      }
-      if (peek_peer(client.socket().native_handle()) == Peer::closed) {
-        s->gone = true;
-        error_code ignored;
-        s->upstream->shutdown(tcp::socket::shutdown_both, ignored);
-        s->upstream->cancel(ignored);
-      }
-    });
+    // A peek, not async_wait: a wait always re-registers the socket with epoll (a syscall per
+    // exchange); a read is first tried at once and then queued without one.
+    client_.socket().async_receive(
+        net::buffer(&state_->byte, 1), tcp::socket::message_peek,
+        [s = state_](error_code ec, std::size_t n) {
+          if (!s->active || ec == net::error::operation_aborted || (!ec && n > 0)) {
+            return;  // stopped, or pipelined bytes: only a write can tell now
+          }
+          // End of stream (the client's FIN) or an error (a reset): the client left.
+          s->gone = true;
+          error_code ignored;
+          s->upstream->shutdown(tcp::socket::shutdown_both, ignored);
+          s->upstream->cancel(ignored);
+        });
   }
   ClientWatch(const ClientWatch&) = delete;
   ClientWatch& operator=(const ClientWatch&) = delete;
@@ -61,6 +63,7 @@ class ClientWatch {
     tcp::socket* upstream;
     bool active = true;
     bool gone = false;
+    char byte = 0;  // the peek's buffer
   };
   beast::tcp_stream& client_;
   std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
@@ -319,7 +322,7 @@ task<ForwardResult> relay_response(beast::tcp_stream& client_stream, Pool& pool,
     if (head_pending) {
       pieces[k++] = net::buffer(head);
     }
-    const wire::ChunkFrame frame(got);
+    const wire::ChunkFrame frame(chunked ? got : 0);
     if (got > 0) {
       if (chunked) {
         pieces[k++] = frame.head();
@@ -371,16 +374,16 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const Upstrea
       co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
                               .error = cec.message()};
     }
-    auto ex = std::make_unique<Exchange>(std::move(conn), up_req.method);
+    Exchange ex(std::move(conn), up_req.method);
     error_code wec;
     auto send = [&]() -> task<error_code> {
-      wec = co_await wire::write(ex->socket(), request);
+      wec = co_await wire::write(ex.socket(), request);
       if (wec) {
         co_return wec;
       }
-      co_return co_await read_head(*ex);
+      co_return co_await read_head(ex);
     };
-    ClientWatch watch(client, ex->socket());
+    ClientWatch watch(client, ex.socket());
     const error_code hec = co_await send();
     if (watch.gone()) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
@@ -388,15 +391,15 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const Upstrea
     if (hec) {
       // As Go's http.Transport does: a reused connection that failed before any response byte
       // was closed by the server as idle; the request goes once more on a fresh one.
-      if (ex->conn.reused && attempt == 0 && !ex->parser.got_some()) {
+      if (ex.conn.reused && attempt == 0 && !ex.parser.got_some()) {
         continue;
       }
-      co_return ForwardResult{.outcome = wec && !ex->conn.reused
+      co_return ForwardResult{.outcome = wec && !ex.conn.reused
                                              ? ForwardResult::Outcome::connect_failed
                                              : ForwardResult::Outcome::upstream_failed,
                               .error = hec.message()};
     }
-    co_return co_await relay_response(client, pool, *ex, r, watch);
+    co_return co_await relay_response(client, pool, ex, r, watch);
   }
 }
 
@@ -404,8 +407,8 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
                                      http::request_parser<http::buffer_body>& in,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions r) {
-  auto ex = std::make_unique<Exchange>(Connection{std::move(upstream), false}, in.get().method());
-  auto& up = ex->socket();
+  Exchange ex(Connection{std::move(upstream), false}, in.get().method());
+  auto& up = ex.socket();
   const bool chunked = in.get().chunked();
   {
     const auto head = upstream_head(
@@ -422,7 +425,7 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
   // The body passes through the exchange's `out` block: it is not needed before the response.
   while (!in.is_done()) {
     auto& body = in.get().body();
-    body.data = ex->out.data();
+    body.data = ex.out.data();
     body.size = wire::Block::kSize;
     client.expires_after(60s);  // an idle limit per read, not a total one
     auto [ec, n] = co_await http::async_read_some(client, client_buf, in, use_nothrow);
@@ -441,7 +444,7 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
       continue;
     }
     const wire::ChunkFrame frame(got);
-    const std::array<net::const_buffer, 3> framed = {frame.head(), net::buffer(ex->out.data(), got),
+    const std::array<net::const_buffer, 3> framed = {frame.head(), net::buffer(ex.out.data(), got),
                                                      net::buffer(wire::kChunkEnd)};
     const error_code wec = chunked ? co_await wire::write(up, framed)
                                    : co_await wire::write(up, std::span(&framed[1], 1));
@@ -458,7 +461,7 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
     }
   }
   ClientWatch watch(client, up);
-  const error_code hec = co_await read_head(*ex);
+  const error_code hec = co_await read_head(ex);
   if (watch.gone()) {
     co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
   }
@@ -466,7 +469,7 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
     co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
                             .error = hec.message()};
   }
-  co_return co_await relay_response(client, pool, *ex, r, watch);
+  co_return co_await relay_response(client, pool, ex, r, watch);
 }
 
 }  // namespace va::upstream

@@ -21,6 +21,26 @@ TEST(IsExposed, NeverForwardsTheControlPlane) {
   }
 }
 
+TEST(ExtractModel, FindsOnlyATopLevelStringAndChecksTheWholeDocument) {
+  auto escaped = extract_model("application/json", R"({"model":"a"b","x":[{"model":1}]})");
+  ASSERT_TRUE(escaped);
+  EXPECT_EQ(escaped->value_or(""), "a\"b");
+  auto nested_only = extract_model("application/json", R"({"x":{"model":"inner"}})");
+  ASSERT_TRUE(nested_only);
+  EXPECT_FALSE(nested_only->has_value());
+  auto null_model = extract_model("application/json", R"({"model":null})");
+  ASSERT_TRUE(null_model);
+  EXPECT_FALSE(null_model->has_value());
+  for (const char* bad : {R"({"model":{"a":1}})", R"({"model":["a"]})", R"({"model":true})"}) {
+    auto r = extract_model("application/json", bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, errc::bad_request);
+  }
+  auto trailing = extract_model("application/json", R"({"model":"a"} {"model":"b"})");
+  ASSERT_FALSE(trailing);
+  EXPECT_NE(trailing.error().message.find("not valid JSON"), std::string::npos);
+}
+
 TEST(ExtractModel, ReadsTheTopLevelJsonField) {
   auto m = extract_model("application/json", R"({"messages":[{"model":"no"}],"model":"qwen"})");
   ASSERT_TRUE(m);

@@ -1,0 +1,181 @@
+#include "core/wire.hpp"
+
+#include <gtest/gtest.h>
+
+namespace va::wire {
+namespace {
+
+TEST(AppendHead, WritesTheRequestLineFieldsAndBlankLine) {
+  http::request_header<> h;
+  h.method(http::verb::post);
+  h.target("/v1/chat/completions?x=1");
+  h.version(11);
+  h.set(http::field::host, "example");
+  h.set("X-Custom", "a, b");
+  std::string out;
+  append_head(out, h);
+  EXPECT_EQ(out,
+            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: example\r\nX-Custom: a, b\r\n\r\n");
+}
+
+TEST(AppendHead, WritesTheStatusLineWithItsReason) {
+  http::response_header<> h;
+  h.result(http::status::service_unavailable);
+  h.version(10);
+  h.set(http::field::retry_after, "5");
+  std::string out;
+  append_head(out, h);
+  EXPECT_EQ(out, "HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\n\r\n");
+}
+
+TEST(ChunkFrame, WritesTheSizeInHex) {
+  const auto text = [](const ChunkFrame& f) {
+    return std::string(static_cast<const char*>(f.head().data()), f.head().size());
+  };
+  EXPECT_EQ(text(ChunkFrame(0)), "0\r\n");
+  EXPECT_EQ(text(ChunkFrame(255)), "ff\r\n");
+  EXPECT_EQ(text(ChunkFrame(16384)), "4000\r\n");
+}
+
+TEST(Block, ReusesFreedBlocksOnTheSameThread) {
+  char* first = nullptr;
+  {
+    Block b;
+    first = b.data();
+  }
+  Block again;
+  EXPECT_EQ(again.data(), first);
+  Block other;
+  EXPECT_NE(other.data(), first);
+}
+
+// A connected loopback pair; `peer` is written to by the test, `ours` is read by wire::read.
+struct Pair {
+  net::io_context ioc;
+  tcp::socket ours{ioc};
+  tcp::socket peer{ioc};
+  Pair() {
+    tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
+    ours.connect(acceptor.local_endpoint());
+    acceptor.accept(peer);
+  }
+  void send(std::string_view bytes) { net::write(peer, net::buffer(bytes)); }
+  template <class T>
+  T run(task<T> t) {
+    std::optional<T> result;
+    net::co_spawn(ioc, std::move(t), [&](std::exception_ptr e, T r) {
+      if (e) {
+        std::rethrow_exception(e);
+      }
+      result = std::move(r);
+    });
+    ioc.restart();
+    ioc.run();
+    return *result;
+  }
+};
+
+TEST(Read, StopsAfterTheHeadAndLeavesTheBodyInTheBuffer) {
+  Pair pair;
+  pair.send("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+  beast::flat_buffer buf;
+  http::response_parser<http::string_body> p;
+  EXPECT_FALSE(pair.run(wire::read(pair.ours, buf, p, Until::header)));
+  EXPECT_TRUE(p.is_header_done());
+  EXPECT_EQ(p.get().result_int(), 200u);
+  // The body came with the head: parsed from the buffer, with no read.
+  error_code ec;
+  EXPECT_TRUE(parse_buffered(p, buf, ec));
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(p.is_done());
+  EXPECT_EQ(p.get().body(), "hello");
+}
+
+TEST(Read, RelaysAChunkedBodyPieceByPieceAndKeepsWhatFollows) {
+  Pair pair;
+  pair.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+  beast::flat_buffer buf;
+  http::response_parser<http::buffer_body> p;
+  ASSERT_FALSE(pair.run(wire::read(pair.ours, buf, p, Until::header)));
+  std::string body;
+  std::array<char, 3> room;  // smaller than a chunk: need_buffer, then the rest
+  int reads = 0;
+  while (!p.is_done()) {
+    if (reads == 2) {
+      pair.send("6\r\n world\r\n0\r\n\r\nHTTP/1.1 204");  // the next response begins
+    }
+    p.get().body().data = room.data();
+    p.get().body().size = room.size();
+    auto ec = pair.run(wire::read(pair.ours, buf, p, Until::some));
+    if (ec == http::error::need_buffer) {
+      ec = {};
+    }
+    ASSERT_FALSE(ec) << ec.message();
+    body.append(room.data(), room.size() - p.get().body().size);
+    ++reads;
+  }
+  EXPECT_EQ(body, "hello world");
+  EXPECT_EQ(beast::buffers_to_string(buf.data()), "HTTP/1.1 204");
+}
+
+TEST(Read, AnEndOfStreamMidBodyIsAPartialMessage) {
+  Pair pair;
+  pair.send("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel");
+  pair.peer.shutdown(tcp::socket::shutdown_send);
+  beast::flat_buffer buf;
+  http::response_parser<http::string_body> p;
+  ASSERT_FALSE(pair.run(wire::read(pair.ours, buf, p, Until::header)));
+  error_code ec;
+  while (!ec && !p.is_done()) {
+    ec = pair.run(wire::read(pair.ours, buf, p, Until::some));
+  }
+  EXPECT_EQ(ec, http::error::partial_message);
+}
+
+TEST(Read, AnEndOfStreamBeforeAnyByteIsEndOfStream) {
+  Pair pair;
+  pair.peer.shutdown(tcp::socket::shutdown_send);
+  beast::flat_buffer buf;
+  http::request_parser<http::empty_body> p;
+  EXPECT_EQ(pair.run(wire::read(pair.ours, buf, p, Until::header)), http::error::end_of_stream);
+}
+
+TEST(Read, AHeadBeyondTheParsersLimitFails) {
+  Pair pair;
+  pair.send("GET / HTTP/1.1\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n");
+  beast::flat_buffer buf;
+  http::request_parser<http::empty_body> p;
+  p.header_limit(1024);
+  EXPECT_EQ(pair.run(wire::read(pair.ours, buf, p, Until::header)), http::error::header_limit);
+}
+
+TEST(Write, WritesEveryPieceInOrder) {
+  Pair pair;
+  const std::string big(1 << 20, 'x');  // more than the socket takes at once
+  const std::array<net::const_buffer, 3> pieces = {net::buffer(std::string_view("head|")),
+                                                   net::buffer(big),
+                                                   net::buffer(std::string_view("|tail"))};
+  std::string received;
+  net::co_spawn(
+      pair.ioc,
+      [&]() -> task<void> {
+        std::array<char, 65536> chunk;
+        while (received.size() < big.size() + 10) {
+          auto [ec, n] = co_await pair.peer.async_read_some(net::buffer(chunk), use_nothrow);
+          if (ec) {
+            break;
+          }
+          received.append(chunk.data(), n);
+        }
+      },
+      net::detached);
+  EXPECT_FALSE(pair.run(wire::write(pair.ours, pieces)));
+  pair.ioc.restart();
+  pair.ioc.run();
+  ASSERT_EQ(received.size(), big.size() + 10);
+  EXPECT_EQ(received.substr(0, 5), "head|");
+  EXPECT_EQ(received.substr(received.size() - 5), "|tail");
+}
+
+}  // namespace
+}  // namespace va::wire
