@@ -185,7 +185,10 @@ outcome<std::optional<std::string>> extract_model(std::string_view content_type,
   }
   boost::system::error_code ec;
   boost::json::basic_parser<ModelFinder> parser{boost::json::parse_options{}};
-  parser.write_some(false, body.data(), body.size(), ec);
+  const auto used = parser.write_some(false, body.data(), body.size(), ec);
+  if (!ec && body.find_first_not_of(" \t\r\n", used) != std::string_view::npos) {
+    ec = boost::json::error::extra_data;  // what boost::json::parse() says
+  }
   if (ec) {
     return Failure{errc::bad_request, "request body is not valid JSON: " + ec.message()};
   }

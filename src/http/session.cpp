@@ -105,6 +105,268 @@ task<void> send(beast::tcp_stream& stream, http::response<http::string_body> res
   }
 }
 
+// A request head the proxy answers with an error, and closes the connection.
+struct Refusal {
+  unsigned status;
+  std::string message;
+};
+
+// The answer to a request head that did not arrive whole; none when the client left, or went
+// quiet between requests.
+std::optional<Refusal> head_failure(error_code ec, bool timed_out, bool got_some) {
+  if (timed_out) {
+    if (!got_some) {
+      return std::nullopt;
+    }
+    return Refusal{408, "request head not received within limits.header_timeout"};
+  }
+  if (ec == http::error::header_limit) {
+    return Refusal{431, "request headers exceed limits.max_header_bytes"};
+  }
+  if (ec == http::error::body_limit) {
+    return Refusal{413, "request body exceeds limits.max_body_bytes"};
+  }
+  if (ec == http::error::end_of_stream || ec == net::error::eof ||
+      ec == net::error::connection_reset || ec == net::error::operation_aborted) {
+    return std::nullopt;
+  }
+  return Refusal{400, "malformed request: " + ec.message()};
+}
+
+// The answer to a head that parsed but cannot be served safely; none when it can.
+std::optional<Refusal> unusable_head(const http::request_parser<http::empty_body>& head) {
+  // A Transfer-Encoding other than chunked leaves the body's length unknown (RFC 9112 §6.3):
+  // the parser would take it as empty and its bytes as the next request.
+  if (const auto te = head.get()[http::field::transfer_encoding];
+      !te.empty() && !beast::iequals(te, "chunked")) {
+    return Refusal{400, "malformed request: unsupported Transfer-Encoding"};
+  }
+  return std::nullopt;
+}
+
+// A coroutine of its own, so that the session's frame (alive as long as the connection) does not
+// carry the answer.
+task<void> refuse(beast::tcp_stream& stream, Refusal r) {
+  co_await send(stream, error_response(r.status, r.message, false));
+}
+
+// What a request needs of its connection.
+struct Connection {
+  beast::tcp_stream& stream;
+  beast::flat_buffer& buf;
+  Frontend& fe;
+  const std::string& client_address;
+};
+
+// One request whose head is in `head`: answered here or forwarded, then accounted. True when the
+// connection goes on. A coroutine of its own, so that its frame (parsers, routing, the exchange)
+// exists only while a request does: an idle keep-alive connection holds just the loop's.
+task<bool> handle(Connection& c, http::request_parser<http::empty_body>& head) {
+  auto& stream = c.stream;
+  auto& buf = c.buf;
+  auto& fe = c.fe;
+  const auto& client_address = c.client_address;
+  const auto& limits = fe.limits;
+  ActiveRequest active(fe);
+  const auto started = Clock::now();
+  auto& h = head.get();
+  const std::string target(h.target());
+  const std::string method(h.method_string());
+  const auto path = path_of(target);
+  const unsigned version = h.version();
+  // A request whose body we do not read cannot be followed by another on this connection.
+  const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
+  bool keep_alive = h.keep_alive() && !fe.shutting_down;
+
+  // Answers what the proxy serves itself (any body unread, so the connection ends with it);
+  // true when the connection goes on.
+  const bool reusable = keep_alive && !has_body;
+  auto answer_here = [&](Response res) -> task<bool> {
+    co_await send(stream, std::move(res));
+    co_return reusable;
+  };
+  // Served by the proxy itself; never activity, never a wake.
+  if (path == "/health" && (h.method() == http::verb::get || h.method() == http::verb::head)) {
+    auto res = json_response(200, "", reusable, version);
+    res.erase(http::field::content_type);
+    co_return co_await answer_here(std::move(res));
+  }
+  const bool models_list = path == "/v1/models" && h.method() == http::verb::get;
+  if (!models_list && !is_exposed(path)) {
+    co_return co_await answer_here(
+        error_response(404, "no route for " + std::string(path), reusable, version));
+  }
+  if (!fe.api_keys.empty() && !authorized(h[http::field::authorization], fe.api_keys)) {
+    fe.metrics.rejected_requests_total.with({"none", "unauthorized"}).inc();
+    auto res = error_response(401, "missing or invalid API key", reusable, version);
+    res.set(http::field::www_authenticate, "Bearer");
+    co_return co_await answer_here(std::move(res));
+  }
+  if (models_list) {
+    co_return co_await answer_here(json_response(200, fe.router.models_json(), reusable, version));
+  }
+
+  if (beast::iequals(h[http::field::expect], "100-continue")) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    co_await net::async_write(stream, net::buffer(kContinue), use_nothrow);
+  }
+  Outcome out;
+  auto answer_error = [&](const Failure& f) -> task<void> {
+    out.status = status_for(f.code);
+    out.reason = name(f.code);
+    fe.metrics.rejected_requests_total.with({out.backend, out.reason}).inc();
+    if (f.code != errc::client_gone) {
+      co_await send(stream, error_response(f, keep_alive, version));
+    }
+  };
+  using O = upstream::ForwardResult::Outcome;
+  // After forward(): what the client saw, and whether the connection goes on.
+  auto settle = [&](const upstream::ForwardResult& fwd) -> task<void> {
+    out.bytes = fwd.bytes;
+    keep_alive = fwd.keep_alive;
+    if (fwd.response_started) {
+      out.status = fwd.status;
+    } else if (fwd.outcome == O::client_gone) {
+      out.status = 499;
+      keep_alive = false;
+    } else if (fwd.outcome == O::request_body_failed) {
+      keep_alive = false;
+      // Named, never a braced temporary in the co_await operand: GCC 12 destroys such an
+      // aggregate temporary twice (a double free that aborts the proxy).
+      const Failure failure{
+          fwd.error.starts_with("request body exceeds") ? errc::body_too_large : errc::bad_request,
+          fwd.error};
+      co_await answer_error(failure);
+    } else if (fwd.outcome != O::done) {
+      const Failure failure{errc::upstream_failed,
+                            "upstream of backend '" + out.backend + "' failed: " + fwd.error};
+      co_await answer_error(failure);
+    }
+    if (fwd.outcome == O::client_gone) {
+      out.reason = "client_gone";
+    }
+  };
+
+  // A large body for the only backend while it is ready: stream it upstream as it arrives.
+  // The body cannot change the route (the backend itself answers an unknown model), and
+  // nothing is held, so nothing needs to be in memory.
+  bool streamed = false;
+  if (auto* only = fe.router.only_backend();
+      only != nullptr &&
+      (h.chunked() || head.content_length().value_or(0) > kStreamBodyThreshold)) {
+    if (auto lease = only->try_acquire()) {
+      auto [cec, upstream_stream] =
+          co_await upstream::Pool::connect(only->pool().executor(), only->pool().target(), 5s);
+      if (cec) {
+        only->suspect();  // then the buffered path below holds the request while it is re-checked
+      } else {
+        streamed = true;
+        out.backend = only->name();
+        http::request_parser<http::buffer_body> in(std::move(head));
+        in.body_limit(limits.max_body_bytes);
+        auto fwd = co_await upstream::forward_streamed(
+            stream, buf, in, client_address, std::move(upstream_stream), only->pool(),
+            upstream::ForwardOptions{
+                .client_keep_alive = keep_alive, .client_version = version, .wake_ms = {}});
+        co_await settle(fwd);
+      }
+    }
+  }
+
+  if (!streamed) {
+    // The body: needed to route (its "model"), held in memory while a backend wakes.
+    http::request_parser<http::string_body> full(std::move(head));
+    full.body_limit(limits.max_body_bytes);
+    error_code bec;
+    if (!wire::parse_buffered(full, buf, bec) || (!bec && !full.is_done())) {
+      stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
+      std::tie(bec, std::ignore) = co_await http::async_read(stream, buf, full, use_nothrow);
+      stream.expires_never();
+    }
+    if (bec) {
+      if (bec == http::error::body_limit) {
+        co_await send(stream, error_response(413, "request body exceeds limits.max_body_bytes",
+                                             false, version));
+      } else if (bec != http::error::end_of_stream && bec != net::error::eof &&
+                 bec != net::error::connection_reset) {
+        co_await send(stream, error_response(400, "malformed request body: " + bec.message(), false,
+                                             version));
+      }
+      co_return false;
+    }
+    auto req = full.release();
+    auto route = fe.router.route(req[http::field::content_type], req.body());
+    if (!route) {
+      co_await answer_error(route.error());
+    } else {
+      auto* backend = route->backend;
+      out.backend = backend->name();
+      out.model = route->model;
+      // Content-Length as Beast's prepare_payload() would: for any body, and for the methods
+      // that expect one.
+      const bool length = !req.body().empty() || req.method() == http::verb::post ||
+                          req.method() == http::verb::put || req.method() == http::verb::options ||
+                          req.method() == http::verb::patch;
+      const upstream::UpstreamRequest up{
+          upstream::upstream_head(
+              req.base(), backend->pool().target(), client_address,
+              upstream::BodyFraming{
+                  .content_length =
+                      length ? std::optional<std::uint64_t>(req.body().size()) : std::nullopt,
+                  .chunked = false}),
+          req.body(), req.method()};
+      for (int attempt = 0;; ++attempt) {
+        auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
+        if (!acquired) {
+          if (acquired.error().code == errc::client_gone) {
+            keep_alive = false;
+          }
+          co_await answer_error(acquired.error());
+          break;
+        }
+        if (acquired->waited_ms) {
+          out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
+        }
+        auto fwd =
+            co_await upstream::forward(stream, backend->pool(), up,
+                                       upstream::ForwardOptions{.client_keep_alive = keep_alive,
+                                                                .client_version = version,
+                                                                .wake_ms = out.wait_ms});
+        if (fwd.outcome == O::connect_failed && attempt < kMaxConnectRetries) {
+          // Nothing reached the upstream: re-check the backend (re-woken if it died), retry.
+          log::info("upstream connect failed; re-checking backend",
+                    {{"backend", out.backend}, {"error", fwd.error}});
+          backend->suspect();
+          continue;
+        }
+        co_await settle(fwd);
+        break;
+      }
+    }
+  }
+
+  const double duration_ms = ms_since(started);
+  fe.metrics.requests_total.with({out.backend, std::to_string(out.status)}).inc();
+  fe.metrics.request_duration_seconds.with({out.backend}).observe(duration_ms / 1000);
+  if (log::enabled(log::Level::info)) {
+    log::info("request", {{"method", method},
+                          {"path", std::string(path)},
+                          {"backend", out.backend},
+                          {"model", out.model},
+                          {"status", out.status},
+                          {"bytes", out.bytes},
+                          {"duration_ms", duration_ms},
+                          {"wait_for_wake_ms", out.wait_ms.value_or(0)},
+                          {"client", client_address}});
+  }
+  if (!keep_alive) {
+    error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    co_return false;
+  }
+  co_return true;
+}
+
 task<void> serve_public(tcp::socket socket, Frontend& fe) {
   std::string client_address;
   {
@@ -139,244 +401,21 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
     }
     const auto hec = co_await wire::read(stream.socket(), buf, head, wire::Until::header);
     deadline->socket = nullptr;
-    if (hec) {
-      if (deadline->timed_out) {
-        if (head.got_some() || buf.size() > 0) {
-          co_await send(stream, error_response(408,
-                                               "request head not received within "
-                                               "limits.header_timeout",
-                                               false));
-        }
-      } else if (hec == http::error::header_limit) {
-        co_await send(stream,
-                      error_response(431, "request headers exceed limits.max_header_bytes", false));
-      } else if (hec == http::error::body_limit) {
-        co_await send(stream,
-                      error_response(413, "request body exceeds limits.max_body_bytes", false));
-      } else if (hec != http::error::end_of_stream && hec != net::error::eof &&
-                 hec != net::error::connection_reset && hec != net::error::operation_aborted) {
-        co_await send(stream, error_response(400, "malformed request: " + hec.message(), false));
+    auto refusal = hec ? head_failure(hec, deadline->timed_out, head.got_some() || buf.size() > 0)
+                       : unusable_head(head);
+    if (hec || refusal) {
+      if (refusal) {
+        co_await refuse(stream, std::move(*refusal));
       }
       co_return;
     }
-    // A Transfer-Encoding other than chunked leaves the body's length unknown (RFC 9112 §6.3):
-    // the parser would take it as empty and its bytes as the next request.
-    if (const auto te = head.get()[http::field::transfer_encoding];
-        !te.empty() && !beast::iequals(te, "chunked")) {
-      co_await send(stream,
-                    error_response(400, "malformed request: unsupported Transfer-Encoding", false));
+    Connection c{stream, buf, fe, client_address};
+    const bool more = co_await handle(c, head);
+    if (!more) {
       co_return;
     }
-
-    ActiveRequest active(fe);
-    const auto started = Clock::now();
-    auto& h = head.get();
-    const std::string target(h.target());
-    const std::string method(h.method_string());
-    const auto path = path_of(target);
-    const unsigned version = h.version();
-    // A request whose body we do not read cannot be followed by another on this connection.
-    const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
-    bool keep_alive = h.keep_alive() && !fe.shutting_down;
-
-    // Answers what the proxy serves itself (any body unread, so the connection ends with it);
-    // true when the connection goes on.
-    const bool reusable = keep_alive && !has_body;
-    auto answer_here = [&](Response res) -> task<bool> {
-      co_await send(stream, std::move(res));
-      co_return reusable;
-    };
-    // Served by the proxy itself; never activity, never a wake.
-    if (path == "/health" && (h.method() == http::verb::get || h.method() == http::verb::head)) {
-      auto res = json_response(200, "", reusable, version);
-      res.erase(http::field::content_type);
-      if (!co_await answer_here(std::move(res))) {
-        co_return;
-      }
-      continue;
-    }
-    const bool models_list = path == "/v1/models" && h.method() == http::verb::get;
-    if (!models_list && !is_exposed(path)) {
-      if (!co_await answer_here(
-              error_response(404, "no route for " + std::string(path), reusable, version))) {
-        co_return;
-      }
-      continue;
-    }
-    if (!fe.api_keys.empty() && !authorized(h[http::field::authorization], fe.api_keys)) {
-      fe.metrics.rejected_requests_total.with({"none", "unauthorized"}).inc();
-      auto res = error_response(401, "missing or invalid API key", reusable, version);
-      res.set(http::field::www_authenticate, "Bearer");
-      if (!co_await answer_here(std::move(res))) {
-        co_return;
-      }
-      continue;
-    }
-    if (models_list) {
-      if (!co_await answer_here(json_response(200, fe.router.models_json(), reusable, version))) {
-        co_return;
-      }
-      continue;
-    }
-
-    if (beast::iequals(h[http::field::expect], "100-continue")) {
-      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      co_await net::async_write(stream, net::buffer(kContinue), use_nothrow);
-    }
-    Outcome out;
-    auto answer_error = [&](const Failure& f) -> task<void> {
-      out.status = status_for(f.code);
-      out.reason = name(f.code);
-      fe.metrics.rejected_requests_total.with({out.backend, out.reason}).inc();
-      if (f.code != errc::client_gone) {
-        co_await send(stream, error_response(f, keep_alive, version));
-      }
-    };
-    using O = upstream::ForwardResult::Outcome;
-    // After forward(): what the client saw, and whether the connection goes on.
-    auto settle = [&](const upstream::ForwardResult& fwd) -> task<void> {
-      out.bytes = fwd.bytes;
-      keep_alive = fwd.keep_alive;
-      if (fwd.response_started) {
-        out.status = fwd.status;
-      } else if (fwd.outcome == O::client_gone) {
-        out.status = 499;
-        keep_alive = false;
-      } else if (fwd.outcome == O::request_body_failed) {
-        keep_alive = false;
-        // Named, never a braced temporary in the co_await operand: GCC 12 destroys such an
-        // aggregate temporary twice (a double free that aborts the proxy).
-        const Failure failure{fwd.error.starts_with("request body exceeds") ? errc::body_too_large
-                                                                            : errc::bad_request,
-                              fwd.error};
-        co_await answer_error(failure);
-      } else if (fwd.outcome != O::done) {
-        const Failure failure{errc::upstream_failed,
-                              "upstream of backend '" + out.backend + "' failed: " + fwd.error};
-        co_await answer_error(failure);
-      }
-      if (fwd.outcome == O::client_gone) {
-        out.reason = "client_gone";
-      }
-    };
-
-    // A large body for the only backend while it is ready: stream it upstream as it arrives.
-    // The body cannot change the route (the backend itself answers an unknown model), and
-    // nothing is held, so nothing needs to be in memory.
-    bool streamed = false;
-    if (auto* only = fe.router.only_backend();
-        only != nullptr &&
-        (h.chunked() || head.content_length().value_or(0) > kStreamBodyThreshold)) {
-      if (auto lease = only->try_acquire()) {
-        auto [cec, upstream_stream] =
-            co_await upstream::Pool::connect(only->pool().executor(), only->pool().target(), 5s);
-        if (cec) {
-          only->suspect();  // then the buffered path below holds the request while it is re-checked
-        } else {
-          streamed = true;
-          out.backend = only->name();
-          http::request_parser<http::buffer_body> in(std::move(head));
-          in.body_limit(limits.max_body_bytes);
-          auto fwd = co_await upstream::forward_streamed(
-              stream, buf, in, client_address, std::move(upstream_stream), only->pool(),
-              upstream::ForwardOptions{
-                  .client_keep_alive = keep_alive, .client_version = version, .wake_ms = {}});
-          co_await settle(fwd);
-        }
-      }
-    }
-
-    if (!streamed) {
-      // The body: needed to route (its "model"), held in memory while a backend wakes.
-      http::request_parser<http::string_body> full(std::move(head));
-      full.body_limit(limits.max_body_bytes);
-      error_code bec;
-      if (!wire::parse_buffered(full, buf, bec) || (!bec && !full.is_done())) {
-        stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
-        std::tie(bec, std::ignore) = co_await http::async_read(stream, buf, full, use_nothrow);
-        stream.expires_never();
-      }
-      if (bec) {
-        if (bec == http::error::body_limit) {
-          co_await send(stream, error_response(413, "request body exceeds limits.max_body_bytes",
-                                               false, version));
-        } else if (bec != http::error::end_of_stream && bec != net::error::eof &&
-                   bec != net::error::connection_reset) {
-          co_await send(stream, error_response(400, "malformed request body: " + bec.message(),
-                                               false, version));
-        }
-        co_return;
-      }
-      auto req = full.release();
-      auto route = fe.router.route(req[http::field::content_type], req.body());
-      if (!route) {
-        co_await answer_error(route.error());
-      } else {
-        auto* backend = route->backend;
-        out.backend = backend->name();
-        out.model = route->model;
-        // Content-Length as Beast's prepare_payload() would: for any body, and for the methods
-        // that expect one.
-        const bool length = !req.body().empty() || req.method() == http::verb::post ||
-                            req.method() == http::verb::put ||
-                            req.method() == http::verb::options ||
-                            req.method() == http::verb::patch;
-        const upstream::UpstreamRequest up{
-            upstream::upstream_head(
-                req.base(), backend->pool().target(), client_address,
-                upstream::BodyFraming{
-                    .content_length =
-                        length ? std::optional<std::uint64_t>(req.body().size()) : std::nullopt,
-                    .chunked = false}),
-            req.body(), req.method()};
-        for (int attempt = 0;; ++attempt) {
-          auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
-          if (!acquired) {
-            if (acquired.error().code == errc::client_gone) {
-              keep_alive = false;
-            }
-            co_await answer_error(acquired.error());
-            break;
-          }
-          if (acquired->waited_ms) {
-            out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
-          }
-          auto fwd =
-              co_await upstream::forward(stream, backend->pool(), up,
-                                         upstream::ForwardOptions{.client_keep_alive = keep_alive,
-                                                                  .client_version = version,
-                                                                  .wake_ms = out.wait_ms});
-          if (fwd.outcome == O::connect_failed && attempt < kMaxConnectRetries) {
-            // Nothing reached the upstream: re-check the backend (re-woken if it died), retry.
-            log::info("upstream connect failed; re-checking backend",
-                      {{"backend", out.backend}, {"error", fwd.error}});
-            backend->suspect();
-            continue;
-          }
-          co_await settle(fwd);
-          break;
-        }
-      }
-    }
-
-    const double duration_ms = ms_since(started);
-    fe.metrics.requests_total.with({out.backend, std::to_string(out.status)}).inc();
-    fe.metrics.request_duration_seconds.with({out.backend}).observe(duration_ms / 1000);
-    if (log::enabled(log::Level::info)) {
-      log::info("request", {{"method", method},
-                            {"path", std::string(path)},
-                            {"backend", out.backend},
-                            {"model", out.model},
-                            {"status", out.status},
-                            {"bytes", out.bytes},
-                            {"duration_ms", duration_ms},
-                            {"wait_for_wake_ms", out.wait_ms.value_or(0)},
-                            {"client", client_address}});
-    }
-    if (!keep_alive) {
-      error_code ec;
-      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-      co_return;
+    if (buf.size() == 0) {
+      buf.shrink_to_fit();  // an idle keep-alive connection holds no buffer
     }
   }
 }

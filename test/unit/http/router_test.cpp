@@ -22,7 +22,7 @@ TEST(IsExposed, NeverForwardsTheControlPlane) {
 }
 
 TEST(ExtractModel, FindsOnlyATopLevelStringAndChecksTheWholeDocument) {
-  auto escaped = extract_model("application/json", R"({"model":"a"b","x":[{"model":1}]})");
+  auto escaped = extract_model("application/json", R"({"mo\u0064el":"a\"b","x":[{"model":1}]})");
   ASSERT_TRUE(escaped);
   EXPECT_EQ(escaped->value_or(""), "a\"b");
   auto nested_only = extract_model("application/json", R"({"x":{"model":"inner"}})");
