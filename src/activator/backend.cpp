@@ -646,7 +646,12 @@ void Backend::fail_waiters_locked(errc code, const std::string& message) {
 }
 
 void Backend::finish_waiters_locked(const Failure* failure) {
-  // In arrival order. Each session is woken on its own executor.
+  if (pending_.empty()) {
+    return;
+  }
+  auto woken = std::make_shared<std::vector<std::shared_ptr<Waiter>>>();
+  woken->reserve(pending_.size());
+  // In arrival order.
   while (!pending_.empty()) {
     auto w = std::move(pending_.front());
     pending_.pop_front();
@@ -657,9 +662,27 @@ void Backend::finish_waiters_locked(const Failure* failure) {
     } else {
       w->failure = *failure;
     }
-    net::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+    woken->push_back(std::move(w));
   }
   update_gauges_locked();
+  wake_waiters(std::move(woken), 0);
+}
+
+void Backend::wake_waiters(std::shared_ptr<std::vector<std::shared_ptr<Waiter>>> woken,
+                           std::size_t from) {
+  // Each session is woken on its own executor, a batch at a time, the next batch queued behind
+  // the sessions of this one: with 1000 held requests the first answers reach their clients
+  // while later sessions are still being woken, not after all of them have connected upstream.
+  constexpr std::size_t kBatch = 16;
+  const auto to = std::min(woken->size(), from + kBatch);
+  for (auto i = from; i < to; ++i) {
+    auto w = (*woken)[i];
+    net::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+  }
+  if (to < woken->size()) {
+    auto ex = (*woken)[to]->timer.get_executor();
+    net::post(ex, [woken = std::move(woken), to]() mutable { wake_waiters(std::move(woken), to); });
+  }
 }
 
 bool Backend::fail_wake_locked(const std::string& reason) {

@@ -134,6 +134,9 @@ class Backend {
   void fail_waiters_locked(errc code, const std::string& message);
   void release_waiters_locked();
   void finish_waiters_locked(const Failure* failure);  // nullptr: granted
+  // Wakes the sessions of `woken` from `from` on, a batch at a time.
+  static void wake_waiters(std::shared_ptr<std::vector<std::shared_ptr<Waiter>>> woken,
+                           std::size_t from);
   // waking → failed, held requests get 503 with `reason`; false if no longer waking.
   bool fail_wake_locked(const std::string& reason);
   void update_gauges_locked();
