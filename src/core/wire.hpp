@@ -57,12 +57,27 @@ enum class Until {
 // (and the completion they post when the bytes were already buffered): parse what `buf` holds,
 // read from the socket only for more. The same rules: at most 64 KiB per read, an end of stream
 // ends a message that has begun (or is end_of_stream), `buf`'s limit is buffer_overflow.
-template <class Parser, class DynamicBuffer>
-task<error_code> read(tcp::socket& s, DynamicBuffer& buf, Parser& p, Until until) {
+//
+// `check_head` sees the raw bytes of the head once it is whole, before they are consumed, and may
+// refuse it with an error.
+inline error_code accept_any_head(std::string_view) { return {}; }
+
+template <class Parser, class DynamicBuffer, class CheckHead = decltype(&accept_any_head)>
+task<error_code> read(tcp::socket& s, DynamicBuffer& buf, Parser& p, Until until,
+                      CheckHead check_head = &accept_any_head) {
   for (;;) {
     error_code ec;
     if (buf.size() > 0 && !p.is_done()) {
+      const bool had_head = p.is_header_done();
       const auto n = p.put(buf.data(), ec);
+      if (!had_head && p.is_header_done()) {
+        // Beast parses a head only once it is all in the buffer: these n bytes are the head.
+        const auto first = net::buffer_sequence_begin(buf.data());
+        if (auto refused = check_head(std::string_view(static_cast<const char*>(first->data()),
+                                                       std::min(n, first->size())))) {
+          co_return refused;
+        }
+      }
       buf.consume(n);
       if (ec && ec != http::error::need_more) {
         co_return ec;  // need_buffer included: the caller makes room
@@ -91,6 +106,19 @@ task<error_code> read(tcp::socket& s, DynamicBuffer& buf, Parser& p, Until until
       co_return rec;
     }
   }
+}
+
+// True when a head has a field line folded onto the next (obs-fold, RFC 9112 §5.2): a line that
+// begins with a space or tab. Beast joins such lines; a backend might not, and read a different
+// request from the same bytes.
+inline bool has_obs_fold(std::string_view head) {
+  for (auto i = head.find('\n'); i != std::string_view::npos && i + 1 < head.size();
+       i = head.find('\n', i + 1)) {
+    if (head[i + 1] == ' ' || head[i + 1] == '\t') {
+      return true;
+    }
+  }
+  return false;
 }
 
 // One piece of a chunked body: "<size hex>\r\n" (the bytes go between) and the "\r\n" after.

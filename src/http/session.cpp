@@ -11,6 +11,10 @@ namespace {
 constexpr int kMaxConnectRetries = 3;
 // Bodies above this size stream upstream when the route does not depend on them.
 constexpr std::size_t kStreamBodyThreshold = 64 * 1024;
+constexpr std::size_t kMaxChunkExtension = 4096;
+// Room in a connection's buffer beyond the head limit: one read's worth (a chunk line must fit
+// whole, so this also bounds what a huge chunk extension can make the proxy keep).
+constexpr std::size_t kBufferSlack = 64 * 1024;
 
 std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
 
@@ -113,7 +117,10 @@ struct Refusal {
 
 // The answer to a request head that did not arrive whole; none when the client left, or went
 // quiet between requests.
-std::optional<Refusal> head_failure(error_code ec, bool timed_out, bool got_some) {
+std::optional<Refusal> head_failure(error_code ec, bool timed_out, bool got_some, bool folded) {
+  if (folded) {
+    return Refusal{400, "malformed request: a header line is folded (obs-fold, RFC 9112 §5.2)"};
+  }
   if (timed_out) {
     if (!got_some) {
       return std::nullopt;
@@ -249,11 +256,12 @@ task<bool> handle(Connection& c, http::request_parser<http::empty_body>& head) {
 
   // A large body for the only backend while it is ready: stream it upstream as it arrives.
   // The body cannot change the route (the backend itself answers an unknown model), and
-  // nothing is held, so nothing needs to be in memory.
+  // nothing is held, so nothing needs to be in memory. Only a body with a Content-Length: a
+  // chunked one is read whole first, so that a malformed chunk is refused with 400 before any
+  // byte of the request reaches the backend.
   bool streamed = false;
   if (auto* only = fe.router.only_backend();
-      only != nullptr &&
-      (h.chunked() || head.content_length().value_or(0) > kStreamBodyThreshold)) {
+      only != nullptr && !h.chunked() && head.content_length().value_or(0) > kStreamBodyThreshold) {
     if (auto lease = only->try_acquire()) {
       auto [cec, upstream_stream] =
           co_await upstream::Pool::connect(only->pool().executor(), only->pool().target(), 5s);
@@ -277,6 +285,13 @@ task<bool> handle(Connection& c, http::request_parser<http::empty_body>& head) {
     // The body: needed to route (its "model"), held in memory while a backend wakes.
     http::request_parser<http::string_body> full(std::move(head));
     full.body_limit(limits.max_body_bytes);
+    // Chunk extensions mean nothing to vLLM; a long one only costs memory.
+    auto check_chunk = [](std::uint64_t, std::string_view extensions, error_code& ec) {
+      if (extensions.size() > kMaxChunkExtension) {
+        ec = http::error::bad_chunk_extension;
+      }
+    };
+    full.on_chunk_header(check_chunk);
     error_code bec;
     if (!wire::parse_buffered(full, buf, bec) || (!bec && !full.is_done())) {
       stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
@@ -310,10 +325,7 @@ task<bool> handle(Connection& c, http::request_parser<http::empty_body>& head) {
       const upstream::UpstreamRequest up{
           upstream::upstream_head(
               req.base(), backend->pool().target(), client_address,
-              upstream::BodyFraming{
-                  .content_length =
-                      length ? std::optional<std::uint64_t>(req.body().size()) : std::nullopt,
-                  .chunked = false}),
+              length ? std::optional<std::uint64_t>(req.body().size()) : std::nullopt),
           req.body(), req.method()};
       for (int attempt = 0;; ++attempt) {
         auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
@@ -377,7 +389,8 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
   socket.set_option(tcp::no_delay(true));
   beast::tcp_stream stream(std::move(socket));
   ConnectionCount count(fe, stream.socket());
-  beast::flat_buffer buf;
+  const auto& limits = fe.limits;
+  beast::flat_buffer buf(limits.max_header_bytes + kBufferSlack);
   // The head deadline. Not tcp_stream's own timeout: that one closes the socket, and the client
   // would never see its 408; this one only cancels the read.
   auto deadline = std::make_shared<HeadDeadline>();
@@ -387,7 +400,6 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
     std::shared_ptr<HeadDeadline> d;
     ~Detach() { d->socket = nullptr; }
   } detach{deadline};
-  const auto& limits = fe.limits;
 
   for (;;) {
     http::request_parser<http::empty_body> head;
@@ -399,10 +411,16 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
     if (!deadline->armed) {
       arm(deadline);
     }
-    const auto hec = co_await wire::read(stream.socket(), buf, head, wire::Until::header);
+    bool folded = false;
+    auto no_fold = [&folded](std::string_view raw) {
+      folded = wire::has_obs_fold(raw);
+      return folded ? error_code(http::error::bad_field) : error_code{};
+    };
+    const auto hec = co_await wire::read(stream.socket(), buf, head, wire::Until::header, no_fold);
     deadline->socket = nullptr;
-    auto refusal = hec ? head_failure(hec, deadline->timed_out, head.got_some() || buf.size() > 0)
-                       : unusable_head(head);
+    auto refusal =
+        hec ? head_failure(hec, deadline->timed_out, head.got_some() || buf.size() > 0, folded)
+            : unusable_head(head);
     if (hec || refusal) {
       if (refusal) {
         co_await refuse(stream, std::move(*refusal));

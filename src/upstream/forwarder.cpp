@@ -102,7 +102,8 @@ task<void> end_broken_stream(tcp::socket& client) {
 }  // namespace
 
 std::string upstream_head(const http::request_header<>& req, const Target& t,
-                          std::string_view client_address, BodyFraming framing) {
+                          std::string_view client_address,
+                          std::optional<std::uint64_t> content_length) {
   std::string out;
   out.reserve(512);
   wire::append_request_line(out, req, 11);
@@ -150,10 +151,8 @@ std::string upstream_head(const http::request_header<>& req, const Target& t,
   if (upgrade) {
     wire::append_field(out, "Connection", "upgrade");
   }
-  if (framing.chunked) {
-    wire::append_field(out, "Transfer-Encoding", "chunked");
-  } else if (framing.content_length) {
-    wire::append_field(out, "Content-Length", std::to_string(*framing.content_length));
+  if (content_length) {
+    wire::append_field(out, "Content-Length", std::to_string(*content_length));
   }
   out += "\r\n";
   return out;
@@ -409,13 +408,9 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
                                      ForwardOptions r) {
   Exchange ex(Connection{std::move(upstream), false}, in.get().method());
   auto& up = ex.socket();
-  const bool chunked = in.get().chunked();
   {
-    const auto head = upstream_head(
-        in.get().base(), pool.target(), client_address,
-        BodyFraming{.content_length =
-                        in.content_length() ? std::optional(*in.content_length()) : std::nullopt,
-                    .chunked = chunked});
+    const auto head = upstream_head(in.get().base(), pool.target(), client_address,
+                                    std::optional<std::uint64_t>(*in.content_length()));
     const std::array<net::const_buffer, 1> pieces = {net::buffer(head)};
     if (auto ec = co_await wire::write(up, pieces)) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
@@ -443,21 +438,10 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
     if (got == 0) {
       continue;
     }
-    const wire::ChunkFrame frame(got);
-    const std::array<net::const_buffer, 3> framed = {frame.head(), net::buffer(ex.out.data(), got),
-                                                     net::buffer(wire::kChunkEnd)};
-    const error_code wec = chunked ? co_await wire::write(up, framed)
-                                   : co_await wire::write(up, std::span(&framed[1], 1));
-    if (wec) {
+    const std::array<net::const_buffer, 1> piece = {net::buffer(ex.out.data(), got)};
+    if (auto wec = co_await wire::write(up, piece)) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
                               .error = wec.message()};
-    }
-  }
-  if (chunked) {
-    const std::array<net::const_buffer, 1> pieces = {net::buffer(wire::kLastChunk)};
-    if (auto ec = co_await wire::write(up, pieces)) {
-      co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
-                              .error = ec.message()};
     }
   }
   ClientWatch watch(client, up);

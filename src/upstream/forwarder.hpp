@@ -16,17 +16,13 @@ struct ForwardOptions {
   std::optional<double> wake_ms;  // adds `Server-Timing: wake;dur=<ms>` when set
 };
 
-// How the body that follows a request head is framed.
-struct BodyFraming {
-  std::optional<std::uint64_t> content_length;
-  bool chunked = false;  // a streamed body keeps its chunked framing (see forward_streamed)
-};
-
 // The client's request head as the upstream gets it, written once (a retry sends it again):
 // HTTP/1.1, hop-by-hop fields out (Upgrade kept for tunnels), Host and X-Forwarded-* in, and
-// `framing` in place of the client's Content-Length and Transfer-Encoding.
+// `Content-Length: content_length` (when set) in place of the client's Content-Length and
+// Transfer-Encoding: the upstream never gets a chunked request body.
 std::string upstream_head(const http::request_header<>& req, const Target& t,
-                          std::string_view client_address, BodyFraming framing);
+                          std::string_view client_address,
+                          std::optional<std::uint64_t> content_length);
 
 // A request whose body is in memory, ready to send.
 struct UpstreamRequest {
@@ -56,9 +52,10 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const Upstrea
                             ForwardOptions o);
 
 // Sends a request whose body is still arriving: the head (upstream_head()) goes upstream at
-// once and each piece of body is passed on as it is read from the client, with its framing
-// (Content-Length or chunked). `upstream` is a fresh connection (Pool::connect): a streamed body
-// cannot be sent twice, so a stale pooled connection must not get the chance to fail mid-body.
+// once and each piece of body is passed on as it is read from the client. Only for a body with a
+// Content-Length (a chunked one is read whole first, so a malformed chunk never reaches the
+// upstream). `upstream` is a fresh connection (Pool::connect): a streamed body cannot be sent
+// twice, so a stale pooled connection must not get the chance to fail mid-body.
 task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buffer& client_buf,
                                      http::request_parser<http::buffer_body>& in,
                                      std::string_view client_address, Stream upstream, Pool& pool,

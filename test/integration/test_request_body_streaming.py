@@ -1,5 +1,6 @@
-"""Request bodies stream upstream: a large body for a ready backend reaches the upstream while the
-client is still sending it (observed by a raw-socket upstream that records what arrives)."""
+"""Request bodies stream upstream: a large body with a Content-Length for a ready backend reaches
+the upstream while the client is still sending it (observed by a raw-socket upstream that records
+what arrives); a chunked one is read whole first."""
 
 import json
 import socket
@@ -134,21 +135,25 @@ def test_a_large_body_reaches_the_upstream_before_the_client_finished_sending(re
     assert json.loads(answer) == {"received": len(body)}
 
 
-def test_a_chunked_body_streams_with_its_framing(recorded):
+def test_a_chunked_body_is_read_whole_then_sent_with_a_content_length(recorded):
+    # Not streamed: a malformed chunk must be refused before any byte reaches the upstream
+    # (test_smuggling.py), so the upstream gets the whole body, de-chunked, at the end.
     p, up = recorded
     body = body_of(3 * MIB)
     with socket.create_connection(("127.0.0.1", p.port)) as s:
         s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n")
         half = len(body) // 2
-        s.sendall(b"%x\r\n%s\r\n" % (half, body[:half]))
-        assert up.first_body_bytes.wait(10), "the upstream saw no body byte before the end"
+        s.sendall(b"%x;ext=1\r\n%s\r\n" % (half, body[:half]))
+        assert not up.first_body_bytes.wait(1), "the upstream got body bytes before the end"
         rest = body[half:]
         s.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
         status, answer = read_response(s)
     assert status == 200
     assert json.loads(answer) == {"received": len(body)}
-    assert up.received[0]["headers"].get("transfer-encoding") == "chunked"
+    headers = up.received[0]["headers"]
+    assert headers.get("content-length") == str(len(body))
+    assert "transfer-encoding" not in headers
 
 
 def test_a_streamed_body_over_the_limit_is_refused_with_413(recorded):
