@@ -58,8 +58,9 @@ void App::Impl::build() {
         .host = up->host,
         .port = std::to_string(up->port),
         .host_header = (v6 ? "[" + up->host + "]" : up->host) + ":" + std::to_string(up->port)};
-    pools.push_back(std::make_unique<upstream::Pool>(upstream::Pool::Settings{.target = target},
-                                                     ioc.get_executor()));
+    pools.push_back(std::make_unique<upstream::Pool>(
+        upstream::Pool::Settings{.target = target, .upstream_timeout = b.upstream_timeout},
+        ioc.get_executor()));
     auto backend = std::make_unique<activator::Backend>(
         activator::Backend::Settings{.name = b.name,
                                      .idle_timeout = b.idle_timeout,

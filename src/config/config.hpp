@@ -60,6 +60,10 @@ struct Backend {
   std::string upstream;   // http://host:port (required)
   Duration idle_timeout = std::chrono::minutes(5);
   Duration wake_timeout = std::chrono::minutes(2);
+  // How long the upstream may send nothing, before its response head or between two reads of
+  // its body: then 504, or a stream that ends. Long: a non-streaming completion sends its head
+  // only when the whole answer is done.
+  Duration upstream_timeout = std::chrono::minutes(10);
   std::size_t max_pending = 1000;
   Health health;
   Scaler scaler;

@@ -341,8 +341,8 @@ void decode_scaler(Decoder& d, const YAML::Node& node, const std::string& path, 
 
 void decode_backend(Decoder& d, const YAML::Node& node, const std::string& path, Backend& b) {
   d.map(node, path,
-        {"name", "models", "default", "upstream", "idle_timeout", "wake_timeout", "max_pending",
-         "health", "scaler"},
+        {"name", "models", "default", "upstream", "idle_timeout", "wake_timeout",
+         "upstream_timeout", "max_pending", "health", "scaler"},
         [&](const std::string& key, const YAML::Node& v, const std::string& p) {
           if (key == "name") {
             d.string(v, p, b.name);
@@ -356,6 +356,8 @@ void decode_backend(Decoder& d, const YAML::Node& node, const std::string& path,
             d.duration(v, p, b.idle_timeout);
           } else if (key == "wake_timeout") {
             d.duration(v, p, b.wake_timeout);
+          } else if (key == "upstream_timeout") {
+            d.duration(v, p, b.upstream_timeout);
           } else if (key == "max_pending") {
             d.number(v, p, b.max_pending);
           } else if (key == "health") {
@@ -832,6 +834,7 @@ void validate_backend(const std::string& path, const Backend& b, const Origins& 
   }
   validate_positive(path + ".idle_timeout", b.idle_timeout, origins, problems);
   validate_positive(path + ".wake_timeout", b.wake_timeout, origins, problems);
+  validate_positive(path + ".upstream_timeout", b.upstream_timeout, origins, problems);
   validate_positive(path + ".health.interval", b.health.interval, origins, problems);
   if (b.health.path.empty() || b.health.path.front() != '/') {
     check("health.path", "must start with '/' (got " + in_quotes(b.health.path) + ")");
@@ -1228,6 +1231,7 @@ std::string to_yaml(const Config& c) {
     out << YAML::Key << "upstream" << YAML::Value << literal(b.upstream);
     out << YAML::Key << "idle_timeout" << YAML::Value << format_duration(b.idle_timeout);
     out << YAML::Key << "wake_timeout" << YAML::Value << format_duration(b.wake_timeout);
+    out << YAML::Key << "upstream_timeout" << YAML::Value << format_duration(b.upstream_timeout);
     out << YAML::Key << "max_pending" << YAML::Value << b.max_pending;
     out << YAML::Key << "health" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "path" << YAML::Value << literal(b.health.path);

@@ -1,5 +1,6 @@
 #include "http/session.hpp"
 
+#include "core/deadline.hpp"
 #include "core/log.hpp"
 #include "core/wire.hpp"
 #include "http/errors.hpp"
@@ -43,36 +44,6 @@ class ActiveRequest {
  private:
   Frontend& fe_;
 };
-
-// The deadline of the request head being read. One timer per connection, set again only when it
-// fires early (a later head began since it was set): setting it for every request would cost a
-// timerfd_settime each. Shared with the timer's handler, which may run after the session's frame
-// is gone (an expiry already queued when the session ended): `timer` and `socket` are used only
-// while `socket` is set, and the session clears it before it ends.
-struct HeadDeadline {
-  net::steady_timer* timer = nullptr;
-  tcp::socket* socket = nullptr;  // while a head is being read
-  Clock::time_point due;
-  bool armed = false;
-  bool timed_out = false;
-};
-
-void arm(const std::shared_ptr<HeadDeadline>& d) {
-  d->armed = true;
-  d->timer->expires_at(d->due);
-  d->timer->async_wait([d](error_code ec) {
-    d->armed = false;
-    if (ec || d->socket == nullptr) {
-      return;  // gone, or between heads: the next head sets it again
-    }
-    if (Clock::now() < d->due) {
-      arm(d);
-      return;
-    }
-    d->timed_out = true;
-    d->socket->cancel(ec);
-  });
-}
 
 struct Outcome {
   unsigned status = 0;
@@ -245,8 +216,10 @@ task<bool> handle(Connection& c, http::request_parser<http::empty_body>& head) {
           fwd.error};
       co_await answer_error(failure);
     } else if (fwd.outcome != O::done) {
-      const Failure failure{errc::upstream_failed,
-                            "upstream of backend '" + out.backend + "' failed: " + fwd.error};
+      const bool timeout = fwd.outcome == O::upstream_timeout;
+      const Failure failure{
+          timeout ? errc::upstream_timeout : errc::upstream_failed,
+          "upstream of backend '" + out.backend + "' " + (timeout ? "" : "failed: ") + fwd.error};
       co_await answer_error(failure);
     }
     if (fwd.outcome == O::client_gone) {
@@ -393,33 +366,22 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
   beast::flat_buffer buf(limits.max_header_bytes + kBufferSlack);
   // The head deadline. Not tcp_stream's own timeout: that one closes the socket, and the client
   // would never see its 408; this one only cancels the read.
-  auto deadline = std::make_shared<HeadDeadline>();
-  net::steady_timer head_timer(stream.get_executor());
-  deadline->timer = &head_timer;
-  struct Detach {
-    std::shared_ptr<HeadDeadline> d;
-    ~Detach() { d->socket = nullptr; }
-  } detach{deadline};
+  MovingDeadline head_deadline(stream.get_executor());
 
   for (;;) {
     http::request_parser<http::empty_body> head;
     head.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
     head.body_limit(limits.max_body_bytes);
-    deadline->timed_out = false;
-    deadline->due = Clock::now() + limits.header_timeout;
-    deadline->socket = &stream.socket();
-    if (!deadline->armed) {
-      arm(deadline);
-    }
+    head_deadline.watch(stream.socket(), Clock::now() + limits.header_timeout);
     bool folded = false;
     auto no_fold = [&folded](std::string_view raw) {
       folded = wire::has_obs_fold(raw);
       return folded ? error_code(http::error::bad_field) : error_code{};
     };
     const auto hec = co_await wire::read(stream.socket(), buf, head, wire::Until::header, no_fold);
-    deadline->socket = nullptr;
+    head_deadline.pause();
     auto refusal =
-        hec ? head_failure(hec, deadline->timed_out, head.got_some() || buf.size() > 0, folded)
+        hec ? head_failure(hec, head_deadline.expired(), head.got_some() || buf.size() > 0, folded)
             : unusable_head(head);
     if (hec || refusal) {
       if (refusal) {

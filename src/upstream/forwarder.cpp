@@ -1,8 +1,12 @@
 #include "upstream/forwarder.hpp"
 
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
 #include <array>
 #include <span>
 
+#include "core/deadline.hpp"
 #include "core/log.hpp"
 #include "core/wire.hpp"
 
@@ -222,24 +226,48 @@ std::string client_head(const http::response_header<>& res, bool switching, bool
 // One request/response exchange with the upstream. Its two blocks: `in` holds upstream bytes as
 // read (room for a whole small response in one read), `out` the body bytes parsed from them.
 struct Exchange {
-  Exchange(Connection c, http::verb method)
-      : conn(std::move(c)), buf(in.data(), wire::Block::kSize) {
+  Exchange(Connection c, http::verb method, std::chrono::milliseconds silence_limit)
+      : conn(std::move(c)),
+        buf(in.data(), wire::Block::kSize),
+        silence(conn.stream->get_executor()),
+        silence_limit(silence_limit) {
     parser.body_limit(boost::none);
     if (method == http::verb::head) {
       parser.skip(true);
     }
   }
   tcp::socket& socket() { return conn.stream->socket(); }
+  // The upstream is expected to answer from now on (pause() while it is not our turn to read).
+  void expect_upstream() { silence.watch(socket(), Clock::now() + silence_limit); }
   Connection conn;
   wire::Block in;
   wire::Block out;
   beast::flat_static_buffer_base buf;
   http::response_parser<http::buffer_body> parser;
+  MovingDeadline silence;
+  std::chrono::milliseconds silence_limit;
 };
+
+std::string silence_error(const Exchange& ex) {
+  return fmt::format("sent nothing for {} (backends[].upstream_timeout)", ex.silence_limit);
+}
+
+// What a failure before the response head is: a timeout, something to send again, or not.
+ForwardResult head_failure(const Exchange& ex, error_code read_ec, error_code write_ec) {
+  if (ex.silence.expired()) {
+    return {.outcome = ForwardResult::Outcome::upstream_timeout, .error = silence_error(ex)};
+  }
+  return {.outcome = write_ec && !ex.conn.reused ? ForwardResult::Outcome::connect_failed
+                                                 : ForwardResult::Outcome::upstream_failed,
+          .error = read_ec.message()};
+}
 
 // Reads the response head into `ex.parser`.
 task<error_code> read_head(Exchange& ex) {
-  co_return co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
+  ex.expect_upstream();
+  auto ec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
+  ex.silence.pause();
+  co_return ec;
 }
 
 // The request went out and the response head is in `ex.parser`: relay the response to the client,
@@ -296,14 +324,17 @@ task<ForwardResult> relay_response(beast::tcp_stream& client_stream, Pool& pool,
   while (!p.is_done()) {
     res.body().data = ex.out.data();
     res.body().size = wire::Block::kSize;
+    ex.expect_upstream();
     auto ec = co_await wire::read(up, ex.buf, p, wire::Until::some);
+    ex.silence.pause();
     if (ec == http::error::need_buffer) {
       ec = {};
     }
     if (ec) {
       if (!watch.gone()) {
-        result.outcome = ForwardResult::Outcome::upstream_failed;
-        result.error = ec.message();
+        result.outcome = ex.silence.expired() ? ForwardResult::Outcome::upstream_timeout
+                                              : ForwardResult::Outcome::upstream_failed;
+        result.error = ex.silence.expired() ? silence_error(ex) : ec.message();
         // Before the head went out the client gets the proxy's 502 instead; after it, a chunked
         // stream ends with vLLM's own error event.
         if (chunked && !head_pending) {
@@ -350,7 +381,7 @@ task<ForwardResult> relay_response(beast::tcp_stream& client_stream, Pool& pool,
   if (client_gone) {
     result.outcome = ForwardResult::Outcome::client_gone;
     result.keep_alive = false;
-  } else if (result.outcome == ForwardResult::Outcome::upstream_failed) {
+  } else if (result.outcome != ForwardResult::Outcome::done) {
     result.keep_alive = false;
   } else if (upstream_keep_alive && p.is_done()) {
     pool.release(std::move(ex.conn));
@@ -373,9 +404,10 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const Upstrea
       co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
                               .error = cec.message()};
     }
-    Exchange ex(std::move(conn), up_req.method);
+    Exchange ex(std::move(conn), up_req.method, pool.upstream_timeout());
     error_code wec;
     auto send = [&]() -> task<error_code> {
+      ex.expect_upstream();
       wec = co_await wire::write(ex.socket(), request);
       if (wec) {
         co_return wec;
@@ -390,13 +422,10 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const Upstrea
     if (hec) {
       // As Go's http.Transport does: a reused connection that failed before any response byte
       // was closed by the server as idle; the request goes once more on a fresh one.
-      if (ex.conn.reused && attempt == 0 && !ex.parser.got_some()) {
+      if (ex.conn.reused && attempt == 0 && !ex.parser.got_some() && !ex.silence.expired()) {
         continue;
       }
-      co_return ForwardResult{.outcome = wec && !ex.conn.reused
-                                             ? ForwardResult::Outcome::connect_failed
-                                             : ForwardResult::Outcome::upstream_failed,
-                              .error = hec.message()};
+      co_return head_failure(ex, hec, wec);
     }
     co_return co_await relay_response(client, pool, ex, r, watch);
   }
@@ -406,7 +435,7 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
                                      http::request_parser<http::buffer_body>& in,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions r) {
-  Exchange ex(Connection{std::move(upstream), false}, in.get().method());
+  Exchange ex(Connection{std::move(upstream), false}, in.get().method(), pool.upstream_timeout());
   auto& up = ex.socket();
   {
     const auto head = upstream_head(in.get().base(), pool.target(), client_address,
@@ -450,8 +479,7 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
     co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
   }
   if (hec) {
-    co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
-                            .error = hec.message()};
+    co_return head_failure(ex, hec, {});
   }
   co_return co_await relay_response(client, pool, ex, r, watch);
 }

@@ -33,10 +33,11 @@ struct UpstreamRequest {
 
 struct ForwardResult {
   enum class Outcome {
-    done,             // the whole response was relayed
-    connect_failed,   // no request byte reached the upstream: safe to retry after a re-check
-    upstream_failed,  // the upstream broke (before or after the status line: see response_started)
-    client_gone,      // the client disconnected; the upstream connection was closed
+    done,              // the whole response was relayed
+    connect_failed,    // no request byte reached the upstream: safe to retry after a re-check
+    upstream_failed,   // the upstream broke (before or after the status line: see response_started)
+    upstream_timeout,  // the upstream sent nothing for upstream_timeout (before or after the head)
+    client_gone,       // the client disconnected; the upstream connection was closed
     request_body_failed,  // streamed body: the client body broke off or exceeded the limit
   };
   Outcome outcome = Outcome::done;

@@ -36,6 +36,9 @@ class Pool {
     std::chrono::milliseconds max_idle = std::chrono::milliseconds(4000);
     std::size_t max_idle_connections = 256;
     std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(5000);
+    // How long the upstream may send nothing: before the response head, and between two reads
+    // of its body (backends[].upstream_timeout).
+    std::chrono::milliseconds upstream_timeout = std::chrono::minutes(10);
   };
 
   Pool(Settings settings, net::any_io_executor ex);
@@ -47,6 +50,7 @@ class Pool {
   // Drops every idle connection (the backend is stopping or died).
   void clear();
   const Target& target() const { return settings_.target; }
+  std::chrono::milliseconds upstream_timeout() const { return settings_.upstream_timeout; }
   net::any_io_executor executor() const { return ex_; }
 
   // Opens a new connection (also used by the health probe).
