@@ -11,7 +11,11 @@ import threading
 import time
 
 from proxy import backend_yaml, config_yaml, sim_config
-from support import CHAT, RawUpstream, chat, eventually, free_port, http, read_head
+from support import (CHAT, RawUpstream, chat, eventually, free_port, http, sanitized,
+                     serve_requests)
+
+# Memory limits for the release-like builds; the ASan build's allocator needs more room.
+MEMORY_SCALE = 4 if sanitized() else 1
 
 
 def open_fds(pid: int) -> int:
@@ -70,6 +74,8 @@ def test_a_backend_killed_in_the_middle_of_50_streams_ends_every_stream(proxy):
         results = [f.result() for f in futures]
     ends = [r for r, _ in results]
     assert ends.count("hung") == 0, ends
+    print(f"FIGURE sigkill: 50 streams ended ({ends.count('done')} with an error event and "
+          f"[DONE], {ends.count('closed')} closed) within {time.monotonic() - killed:.2f} s")
     assert time.monotonic() - killed < 30
     # A stream cut after its head gets vLLM's own error event before [DONE].
     for end, data in results:
@@ -94,21 +100,15 @@ class SilentUpstream:
         self.port = self.server.port
 
     def _handle(self, conn):
-        data = b""
-        while True:
-            got = read_head(conn, data)
-            if got is None:
-                return
-            head, data = got
-            if head.startswith(b"GET /health"):
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                continue
-            if self.first:
-                conn.sendall(self.first)
-            while conn.recv(65536):
-                pass
-            self.closed_by_proxy.release()
-            return
+        serve_requests(conn, self._request)
+
+    def _request(self, conn, head, rest):
+        if self.first:
+            conn.sendall(self.first)
+        while conn.recv(65536):
+            pass
+        self.closed_by_proxy.release()
+        return None
 
 
 def silent_proxy(proxy, up):
@@ -130,6 +130,7 @@ def test_an_upstream_that_never_answers_gets_504_and_leaves_no_descriptor(proxy)
         assert code == 504, body
         assert b"sent nothing for 1000ms (backends[].upstream_timeout)" in body
     assert 0.9 < took < 10
+    print(f"FIGURE silent upstream: 5 requests answered 504 in {took:.2f} s (upstream_timeout 1s)")
     for _ in range(5):
         assert up.closed_by_proxy.acquire(timeout=10), "the upstream connection stayed open"
     eventually(lambda: open_fds(p.pid) <= before, 10, f"the proxy's fds back to {before}")
@@ -154,3 +155,112 @@ def test_an_upstream_that_stalls_mid_stream_ends_the_stream_with_an_error_event(
     eventually(lambda: open_fds(p.pid) <= before, 10, f"the proxy's fds back to {before}")
     assert http("GET", p.url + "/health")[0] == 200
     up.server.close()
+
+
+def test_sigterm_during_100_streams_lets_every_one_finish(proxy):
+    port = free_port()
+    p = proxy(sim_config(port, "--itl", "20ms", wake="20s",
+                         top="limits: {shutdown_timeout: 30s}"))
+    body = json.dumps(chat(max_tokens=100, stream=True)).encode()  # about 2 s each
+    started = threading.Barrier(101)
+    deadline = time.monotonic() + 60
+    with cf.ThreadPoolExecutor(100) as pool:
+        futures = [pool.submit(stream_until_end, p.port, body, started, deadline)
+                   for _ in range(100)]
+        started.wait(30)
+        os.kill(p.pid, signal.SIGTERM)
+        results = [f.result() for f in futures]
+    assert [end for end, _ in results].count("done") == 100
+    for _, data in results:
+        assert b"upstream connection lost" not in data
+        assert data.count(b'"content":"tok') == 100  # every token, then [DONE]
+    assert p.wait(timeout=30) == 0
+
+
+def test_100_slow_readers_hold_back_the_backend_and_keep_memory_bounded(proxy):
+    port = free_port()
+    # Each stream is ~1.3 MB of events as fast as the sim can write them.
+    p = proxy(sim_config(port, "--itl", "0ms", wake="20s"))
+    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
+    rss_before = rss_mib(p.pid)
+    body = json.dumps(chat(max_tokens=20000, stream=True, content="x")).encode()
+    socks = []
+    try:
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", p.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            socks.append(s)
+        peak = rss_before
+        for _ in range(30):  # 3 s in which nobody reads
+            peak = max(peak, rss_mib(p.pid))
+            time.sleep(0.1)
+        # Then every reader takes a little: the streams move, the proxy did not buffer them.
+        for s in socks:
+            s.settimeout(5)
+            assert s.recv(4096)
+        print(f"FIGURE slow readers: RSS {rss_before:.1f} MiB before, {peak:.1f} MiB at most "
+              f"with 100 unread streams")
+        assert peak - rss_before < 32 * MEMORY_SCALE, (rss_before, peak)
+        assert http("GET", p.url + "/health")[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_slowloris_2000_trickling_heads_do_not_starve_a_normal_client(proxy):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
+    port = free_port()
+    p = proxy(sim_config(port, "--itl", "1ms", wake="20s",
+                         top="limits: {max_connections: 2100, header_timeout: 3s}"))
+    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
+    rss_before = rss_mib(p.pid)
+    slow = []
+    worst = 0.0
+    try:
+        for _ in range(2000):
+            s = socket.create_connection(("127.0.0.1", p.port))
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+            slow.append(s)
+        for i in range(4):  # a byte each, every half second: never a whole head
+            for s in slow:
+                try:
+                    s.sendall(b"X")
+                except OSError:
+                    pass
+            t0 = time.monotonic()
+            code, _, _ = http("POST", p.url + "/v1/chat/completions", CHAT, None, 10)
+            assert code == 200
+            worst = max(worst, time.monotonic() - t0)
+            assert time.monotonic() - t0 < 1.0
+            time.sleep(0.5)
+        grown = rss_mib(p.pid) - rss_before
+        print(f"FIGURE slowloris: 2000 trickling connections; a normal request took at most "
+              f"{worst * 1000:.0f} ms; RSS grew {grown:.1f} MiB")
+        assert grown < 48 * MEMORY_SCALE
+        # header_timeout (3 s) has passed for all of them: each got 408 and was closed.
+        closed = 0
+        for s in slow:
+            s.settimeout(5)
+            try:
+                data = s.recv(4096)
+            except OSError:
+                data = b""
+            if data.startswith(b"HTTP/1.1 408") or not data:
+                closed += 1
+        assert closed == 2000
+    finally:
+        for s in slow:
+            s.close()
+    eventually(lambda: http("GET", p.admin_url + "/metrics")[0] == 200, 5, "admin")

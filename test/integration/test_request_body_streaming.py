@@ -8,14 +8,14 @@ import threading
 
 import pytest
 
-from support import RawUpstream, read_head
+from support import RawUpstream, serve_requests
 
 MIB = 1024 * 1024
 
 
 class RecordingUpstream:
     """A minimal HTTP/1.1 upstream: answers /health, and for other requests records when body
-    bytes first arrive and how many arrived in total (Content-Length or chunked)."""
+    bytes first arrive and how many arrived in total."""
 
     def __init__(self):
         self.first_body_bytes = threading.Event()
@@ -27,55 +27,27 @@ class RecordingUpstream:
         self.server.close()
 
     def _handle(self, conn):
-        data = b""
-        while True:
-            got = read_head(conn, data)
-            if got is None:
-                return
-            head, data = got
-            lines = head.decode().split("\r\n")
-            path = lines[0].split()[1]
-            headers = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
-                       for l in lines[1:]}
-            if path == "/health":
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                continue
-            if data:
-                self.first_body_bytes.set()
-            if "content-length" in headers:
-                want = int(headers["content-length"])
-                while len(data) < want:
-                    chunk = conn.recv(MIB)
-                    if not chunk:
-                        return
-                    self.first_body_bytes.set()
-                    data += chunk
-                body, data = data[:want], data[want:]
-                size = len(body)
-            else:
-                while not data.endswith(b"0\r\n\r\n"):
-                    chunk = conn.recv(MIB)
-                    if not chunk:
-                        return
-                    self.first_body_bytes.set()
-                    data += chunk
-                size = decoded_chunked_size(data)
-                data = b""
-            self.received.append({"path": path, "size": size, "headers": headers})
-            answer = json.dumps({"received": size}).encode()
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
+        serve_requests(conn, self._request)
 
-
-def decoded_chunked_size(data: bytes) -> int:
-    size, pos = 0, 0
-    while True:
-        end = data.index(b"\r\n", pos)
-        n = int(data[pos:end].split(b";")[0], 16)
-        if n == 0:
-            return size
-        size += n
-        pos = end + 2 + n + 2
+    def _request(self, conn, head, data):
+        lines = head.decode().split("\r\n")
+        path = lines[0].split()[1]
+        headers = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
+                   for l in lines[1:]}
+        if data:
+            self.first_body_bytes.set()
+        want = int(headers.get("content-length", "0"))  # the proxy never sends a chunked body
+        while len(data) < want:
+            chunk = conn.recv(MIB)
+            if not chunk:
+                return None
+            self.first_body_bytes.set()
+            data += chunk
+        self.received.append({"path": path, "size": want, "headers": headers})
+        answer = json.dumps({"received": want}).encode()
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(answer), answer))
+        return data[want:]
 
 
 def read_response(sock) -> tuple[int, bytes]:

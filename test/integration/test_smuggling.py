@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from proxy import backend_yaml, config_yaml
-from support import RawUpstream, read_head
+from support import RawUpstream, serve_requests
 
 BODY = b'{"model":"m","messages":[]}'
 CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
@@ -24,25 +24,21 @@ class Recorder:
         self.port = self.server.port
 
     def _handle(self, conn):
-        data = b""
-        while True:
-            got = read_head(conn, data)
-            if got is None:
-                return
-            head, data = got
-            fields = [l.split(b":", 1) for l in head.split(b"\r\n")[1:]]
-            length = [int(v) for k, v in fields if k.strip().lower() == b"content-length"]
-            want = length[0] if length else 0
-            while len(data) < want:
-                part = conn.recv(65536)
-                if not part:
-                    return
-                data += part
-            body, data = data[:want], data[want:]
-            if not head.startswith(b"GET /health"):
-                with self.lock:
-                    self.requests.append((head, body))
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
+        serve_requests(conn, self._request)
+
+    def _request(self, conn, head, data):
+        fields = [l.split(b":", 1) for l in head.split(b"\r\n")[1:]]
+        length = [int(v) for k, v in fields if k.strip().lower() == b"content-length"]
+        want = length[0] if length else 0
+        while len(data) < want:
+            part = conn.recv(65536)
+            if not part:
+                return None
+            data += part
+        with self.lock:
+            self.requests.append((head, data[:want]))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
+        return data[want:]
 
     def seen(self):
         with self.lock:

@@ -4,21 +4,14 @@ ways until either side closes."""
 import socket
 
 from proxy import config_yaml, backend_yaml
-from support import RawUpstream, read_head
+from support import RawUpstream, read_head, serve_requests
 
 
 def upgrade_upstream(seen):
     """Answers /health with 200; answers an Upgrade request with 101, then echoes every byte
     back upper-cased until the client closes."""
 
-    def handle(conn):
-        got = read_head(conn)
-        if got is None:
-            return
-        head, rest = got
-        if head.startswith(b"GET /health"):
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-            return
+    def tunnel(conn, head, rest):
         seen.append(head.decode())
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\n\r\n")
@@ -26,8 +19,9 @@ def upgrade_upstream(seen):
             conn.sendall(rest.upper())
         while (part := conn.recv(4096)):
             conn.sendall(part.upper())
+        return None
 
-    return RawUpstream(handle)
+    return RawUpstream(lambda conn: serve_requests(conn, tunnel))
 
 
 def test_an_upgrade_is_tunnelled_both_ways_after_101(proxy):

@@ -42,6 +42,8 @@ __all__ = [
     "wait_pid_gone",
     "wait_port",
     "RawUpstream",
+    "sanitized",
+    "serve_requests",
     "read_head",
     "SANITIZER_MARKS",
     "sanitizer_reports",
@@ -385,6 +387,31 @@ def metrics(url: str) -> dict[str, float]:
             key, *rest = line.split()
         out[key] = float(rest[0])
     return out
+
+
+def serve_requests(conn, handle) -> None:
+    """The loop of a RawUpstream handler: reads request heads from `conn` one after another,
+    answers `GET /health` with 200 itself, and for every other request calls
+    `handle(conn, head, rest)` (`rest`: what arrived after the head), which returns the bytes it
+    read past its request (b"" for none), or None to stop."""
+    data = b""
+    while True:
+        got = read_head(conn, data)
+        if got is None:
+            return
+        head, data = got
+        if head.startswith(b"GET /health"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            continue
+        data = handle(conn, head, data)
+        if data is None:
+            return
+
+
+def sanitized() -> bool:
+    """True when BIN_DIR holds an AddressSanitizer build: its allocator adds redzones and keeps
+    freed memory in quarantine, so memory figures run several times higher."""
+    return b"__asan_init" in (BIN_DIR / "vllm-autoscaler").read_bytes()
 
 
 class RawUpstream:
