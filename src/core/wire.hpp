@@ -72,9 +72,11 @@ task<error_code> read(tcp::socket& s, DynamicBuffer& buf, Parser& p, Until until
       const auto n = p.put(buf.data(), ec);
       if (!had_head && p.is_header_done()) {
         // Beast parses a head only once it is all in the buffer: these n bytes are the head.
-        const auto first = net::buffer_sequence_begin(buf.data());
-        if (auto refused = check_head(std::string_view(static_cast<const char*>(first->data()),
-                                                       std::min(n, first->size())))) {
+        // (The flat buffers used here hold their bytes in one piece.)
+        const auto bytes = buf.data();
+        const net::const_buffer first = *net::buffer_sequence_begin(bytes);
+        if (auto refused = check_head(std::string_view(static_cast<const char*>(first.data()),
+                                                       std::min(n, first.size())))) {
           co_return refused;
         }
       }
