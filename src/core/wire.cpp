@@ -57,11 +57,6 @@ void append_status_line(std::string& out, const http::response_header<>& h) {
   out += "\r\n";
 }
 
-void append_head(std::string& out, const http::request_header<>& h) {
-  append_request_line(out, h, h.version());
-  append_fields(out, h);
-}
-
 void append_head(std::string& out, const http::response_header<>& h) {
   append_status_line(out, h);
   append_fields(out, h);

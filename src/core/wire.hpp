@@ -12,8 +12,7 @@
 
 namespace va::wire {
 
-// Appends the request line (or status line), every field and the blank line to `out`.
-void append_head(std::string& out, const http::request_header<>& h);
+// Appends the status line, every field and the blank line to `out`.
 void append_head(std::string& out, const http::response_header<>& h);
 // The pieces, for a head written with changes: the line without its CRLF, then one field.
 void append_request_line(std::string& out, const http::request_header<>& h, unsigned version);
@@ -24,28 +23,6 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 // buffer has room, costs one sendmsg and no trip through the event loop), then the rest
 // asynchronously. Puts the socket in non-blocking mode.
 task<error_code> write(tcp::socket& to, std::span<const net::const_buffer> pieces);
-
-// Parses into `p` what `buf` already holds, consuming it; stops when the parser needs more input
-// or body room. Returns whether anything was parsed; `ec` is a parse error (never need_more or
-// need_buffer). A body that came with its head is then read without another trip through the
-// event loop, where Beast's asynchronous read would post its completion.
-template <class Parser, class DynamicBuffer>
-bool parse_buffered(Parser& p, DynamicBuffer& buf, error_code& ec) {
-  bool parsed = false;
-  while (buf.size() > 0 && !p.is_done()) {
-    const auto n = p.put(buf.data(), ec);
-    buf.consume(n);
-    parsed = parsed || n > 0;
-    if (ec == http::error::need_more || ec == http::error::need_buffer) {
-      ec = {};
-      break;
-    }
-    if (ec || n == 0) {
-      break;
-    }
-  }
-  return parsed || ec;
-}
 
 // What read() reads up to.
 enum class Until {
@@ -62,8 +39,9 @@ enum class Until {
 // refuse it with an error.
 inline error_code accept_any_head(std::string_view) { return {}; }
 
-template <class Parser, class DynamicBuffer, class CheckHead = decltype(&accept_any_head)>
-task<error_code> read(tcp::socket& s, DynamicBuffer& buf, Parser& p, Until until,
+template <class Stream, class Parser, class DynamicBuffer,
+          class CheckHead = decltype(&accept_any_head)>
+task<error_code> read(Stream& s, DynamicBuffer& buf, Parser& p, Until until,
                       CheckHead check_head = &accept_any_head) {
   for (;;) {
     error_code ec;

@@ -1,6 +1,5 @@
 #pragma once
-// Which backend serves a request (DESIGN.md §1 step 3), which paths are public at all, and the
-// API-key check that comes before any wake.
+// Which backend serves a request (DESIGN.md §1 step 3), by the model its body names.
 #include <map>
 #include <optional>
 #include <string>
@@ -9,20 +8,9 @@
 
 #include "activator/backend.hpp"
 #include "core/errors.hpp"
+#include "http/request.hpp"
 
 namespace va::front {
-
-// Only these path prefixes are forwarded; vLLM's control plane (/sleep, /wake_up, /pause,
-// /collective_rpc, /metrics, profiling, …) is never reachable through the public port.
-bool is_exposed(std::string_view path);
-
-// The `model` of a request body: the top-level JSON field, or the multipart form field `model`
-// (for /v1/audio/*). nullopt when the body names none; bad_request for a malformed JSON body.
-outcome<std::optional<std::string>> extract_model(std::string_view content_type,
-                                                  std::string_view body);
-
-// Constant-time check of `Authorization: Bearer <key>` (scheme case-insensitive) against `keys`.
-bool authorized(std::string_view authorization, const std::vector<std::string>& keys);
 
 struct Route {
   activator::Backend* backend = nullptr;

@@ -12,12 +12,6 @@ namespace {
 constexpr int kMaxConnectRetries = 3;
 // Bodies above this size stream upstream when the route does not depend on them.
 constexpr std::size_t kStreamBodyThreshold = 64 * 1024;
-constexpr std::size_t kMaxChunkExtension = 4096;
-// Room in a connection's buffer beyond the head limit: one read's worth (a chunk line must fit
-// whole, so this also bounds what a huge chunk extension can make the proxy keep).
-constexpr std::size_t kBufferSlack = 64 * 1024;
-
-std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
 
 double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -80,52 +74,10 @@ task<void> send(beast::tcp_stream& stream, http::response<http::string_body> res
   }
 }
 
-// A request head the proxy answers with an error, and closes the connection.
-struct Refusal {
-  unsigned status;
-  std::string message;
-};
-
-// The answer to a request head that did not arrive whole; none when the client left, or went
-// quiet between requests.
-std::optional<Refusal> head_failure(error_code ec, bool timed_out, bool got_some, bool folded) {
-  if (folded) {
-    return Refusal{400, "malformed request: a header line is folded (obs-fold, RFC 9112 §5.2)"};
-  }
-  if (timed_out) {
-    if (!got_some) {
-      return std::nullopt;
-    }
-    return Refusal{408, "request head not received within limits.header_timeout"};
-  }
-  if (ec == http::error::header_limit) {
-    return Refusal{431, "request headers exceed limits.max_header_bytes"};
-  }
-  if (ec == http::error::body_limit) {
-    return Refusal{413, "request body exceeds limits.max_body_bytes"};
-  }
-  if (ec == http::error::end_of_stream || ec == net::error::eof ||
-      ec == net::error::connection_reset || ec == net::error::operation_aborted) {
-    return std::nullopt;
-  }
-  return Refusal{400, "malformed request: " + ec.message()};
-}
-
-// The answer to a head that parsed but cannot be served safely; none when it can.
-std::optional<Refusal> unusable_head(const http::request_parser<http::empty_body>& head) {
-  // A Transfer-Encoding other than chunked leaves the body's length unknown (RFC 9112 §6.3):
-  // the parser would take it as empty and its bytes as the next request.
-  if (const auto te = head.get()[http::field::transfer_encoding];
-      !te.empty() && !beast::iequals(te, "chunked")) {
-    return Refusal{400, "malformed request: unsupported Transfer-Encoding"};
-  }
-  return std::nullopt;
-}
-
 // A coroutine of its own, so that the session's frame (alive as long as the connection) does not
 // carry the answer.
-task<void> refuse(beast::tcp_stream& stream, Refusal r) {
-  co_await send(stream, error_response(r.status, r.message, false));
+task<void> refuse(beast::tcp_stream& stream, Refusal r, unsigned version = 11) {
+  co_await send(stream, error_response(r.status, r.message, false, version));
 }
 
 // What a request needs of its connection.
@@ -134,12 +86,13 @@ struct Connection {
   beast::flat_buffer& buf;
   Frontend& fe;
   const std::string& client_address;
+  MovingDeadline& deadline;  // the head's, then the body's
 };
 
 // One request whose head is in `head`: answered here or forwarded, then accounted. True when the
 // connection goes on. A coroutine of its own, so that its frame (parsers, routing, the exchange)
 // exists only while a request does: an idle keep-alive connection holds just the loop's.
-task<bool> handle(Connection& c, http::request_parser<http::empty_body>& head) {
+task<bool> handle(Connection& c, HeadParser& head) {
   auto& stream = c.stream;
   auto& buf = c.buf;
   auto& fe = c.fe;
@@ -256,29 +209,14 @@ task<bool> handle(Connection& c, http::request_parser<http::empty_body>& head) {
 
   if (!streamed) {
     // The body: needed to route (its "model"), held in memory while a backend wakes.
-    http::request_parser<http::string_body> full(std::move(head));
-    full.body_limit(limits.max_body_bytes);
-    // Chunk extensions mean nothing to vLLM; a long one only costs memory.
-    auto check_chunk = [](std::uint64_t, std::string_view extensions, error_code& ec) {
-      if (extensions.size() > kMaxChunkExtension) {
-        ec = http::error::bad_chunk_extension;
-      }
-    };
-    full.on_chunk_header(check_chunk);
-    error_code bec;
-    if (!wire::parse_buffered(full, buf, bec) || (!bec && !full.is_done())) {
-      stream.expires_after(std::max<std::chrono::milliseconds>(limits.header_timeout, 60s));
-      std::tie(bec, std::ignore) = co_await http::async_read(stream, buf, full, use_nothrow);
-      stream.expires_never();
-    }
+    BodyParser full(std::move(head));
+    prepare_body(full, limits);
+    c.deadline.watch(stream.socket(), Clock::now() + body_timeout(limits));
+    const auto bec = co_await read_body(stream.socket(), buf, full);
+    c.deadline.pause();
     if (bec) {
-      if (bec == http::error::body_limit) {
-        co_await send(stream, error_response(413, "request body exceeds limits.max_body_bytes",
-                                             false, version));
-      } else if (bec != http::error::end_of_stream && bec != net::error::eof &&
-                 bec != net::error::connection_reset) {
-        co_await send(stream, error_response(400, "malformed request body: " + bec.message(), false,
-                                             version));
+      if (auto refusal = body_failure(bec, c.deadline.expired())) {
+        co_await refuse(stream, std::move(*refusal), version);
       }
       co_return false;
     }
@@ -290,15 +228,9 @@ task<bool> handle(Connection& c, http::request_parser<http::empty_body>& head) {
       auto* backend = route->backend;
       out.backend = backend->name();
       out.model = route->model;
-      // Content-Length as Beast's prepare_payload() would: for any body, and for the methods
-      // that expect one.
-      const bool length = !req.body().empty() || req.method() == http::verb::post ||
-                          req.method() == http::verb::put || req.method() == http::verb::options ||
-                          req.method() == http::verb::patch;
       const upstream::UpstreamRequest up{
-          upstream::upstream_head(
-              req.base(), backend->pool().target(), client_address,
-              length ? std::optional<std::uint64_t>(req.body().size()) : std::nullopt),
+          upstream::upstream_head(req.base(), backend->pool().target(), client_address,
+                                  upstream_length(req)),
           req.body(), req.method()};
       for (int attempt = 0;; ++attempt) {
         auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
@@ -363,33 +295,27 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
   beast::tcp_stream stream(std::move(socket));
   ConnectionCount count(fe, stream.socket());
   const auto& limits = fe.limits;
-  beast::flat_buffer buf(limits.max_header_bytes + kBufferSlack);
-  // The head deadline. Not tcp_stream's own timeout: that one closes the socket, and the client
-  // would never see its 408; this one only cancels the read.
-  MovingDeadline head_deadline(stream.get_executor());
+  beast::flat_buffer buf(buffer_limit(limits));
+  // The deadline for a request's head, then its body. Not tcp_stream's own timeout: that one
+  // closes the socket, and the client would never see its 408; this one only cancels the read.
+  MovingDeadline deadline(stream.get_executor());
 
   for (;;) {
-    http::request_parser<http::empty_body> head;
-    head.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
-    head.body_limit(limits.max_body_bytes);
-    head_deadline.watch(stream.socket(), Clock::now() + limits.header_timeout);
-    bool folded = false;
-    auto no_fold = [&folded](std::string_view raw) {
-      folded = wire::has_obs_fold(raw);
-      return folded ? error_code(http::error::bad_field) : error_code{};
-    };
-    const auto hec = co_await wire::read(stream.socket(), buf, head, wire::Until::header, no_fold);
-    head_deadline.pause();
-    auto refusal =
-        hec ? head_failure(hec, head_deadline.expired(), head.got_some() || buf.size() > 0, folded)
-            : unusable_head(head);
-    if (hec || refusal) {
+    HeadParser head;
+    prepare_head(head, limits);
+    deadline.watch(stream.socket(), Clock::now() + limits.header_timeout);
+    const auto read = co_await read_head(stream.socket(), buf, head);
+    deadline.pause();
+    auto refusal = read.ec
+                       ? head_failure(read, deadline.expired(), head.got_some() || buf.size() > 0)
+                       : unusable_head(head);
+    if (read.ec || refusal) {
       if (refusal) {
         co_await refuse(stream, std::move(*refusal));
       }
       co_return;
     }
-    Connection c{stream, buf, fe, client_address};
+    Connection c{stream, buf, fe, client_address, deadline};
     const bool more = co_await handle(c, head);
     if (!more) {
       co_return;
