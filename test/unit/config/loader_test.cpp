@@ -1022,6 +1022,14 @@ TEST(ParseUpstream, RejectsWhatTheProxyCannotUse) {
   }
 }
 
+// Found by fuzz/config (fuzz/corpus/config/regression-url-rootless-bracket): Boost.URL 1.81 fails
+// an assertion on a URL whose path begins with ']', which aborted a debug build on this config.
+TEST(ParseUpstream, RegressionUrlRootlessBracket) {
+  for (const char* s : {"htt1:]", "x:]", "http:]"}) {
+    EXPECT_EQ(parse_upstream(s), std::nullopt) << '"' << s << '"';
+  }
+}
+
 TEST(EnvironmentMap, SplitsAtTheFirstEquals) {
   std::string a = "A=1";
   std::string b = "B=x=y";
