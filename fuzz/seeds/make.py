@@ -15,8 +15,8 @@ SEEDS = {
         "chat": CHAT + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY),
         "pipelined": (CHAT + b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)) * 2
         + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
-        "chunked": CHAT + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\n{\"mod\r\n"
-        b"1a\r\nel\":\"m\",\"messages\":[]}  \r\n0\r\nTrailer: x\r\n\r\n",
+        "chunked": CHAT + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\n" + BODY[:5] + b"\r\n"
+        + b"%x\r\n" % (len(BODY) - 5) + BODY[5:] + b"\r\n0\r\nTrailer: x\r\n\r\n",
         "get-http10": b"GET /health HTTP/1.0\r\n\r\n",
         "head-keepalive": b"HEAD /v1/models?x=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
         "cl-te": CHAT + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

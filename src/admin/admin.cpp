@@ -97,14 +97,14 @@ task<void> serve_admin(tcp::socket socket, Admin& admin) {
     if (ec) {
       if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
           ec != net::error::connection_reset && ec != net::error::eof) {
-        co_await front::send(stream,
+        co_await front::send(stream.socket(),
                              error_response(400, "malformed request: " + ec.message(), false));
       }
       co_return;
     }
     auto res = handle(parser.get(), admin);
     const bool keep_alive = res.keep_alive();
-    co_await front::send(stream, std::move(res));
+    co_await front::send(stream.socket(), std::move(res));
     if (!keep_alive) {
       co_return;
     }

@@ -26,8 +26,9 @@ task<error_code> write(tcp::socket& to, std::span<const net::const_buffer> piece
 
 // What read() reads up to.
 enum class Until {
-  header,  // the whole head
-  some,    // some progress: body bytes (into a buffer_body), or the end of the message
+  header,   // the whole head
+  some,     // some progress: body bytes (into a buffer_body), or the end of the message
+  message,  // the end of the message
 };
 
 // Beast's asynchronous HTTP reads, without their three layers of composed operations per read
@@ -62,8 +63,12 @@ task<error_code> read(Stream& s, DynamicBuffer& buf, Parser& p, Until until,
       if (ec && ec != http::error::need_more) {
         co_return ec;  // need_buffer included: the caller makes room
       }
-      if (until == Until::header ? p.is_header_done() : (n > 0 || p.is_done())) {
+      if (p.is_done() || (until == Until::header && p.is_header_done()) ||
+          (until == Until::some && n > 0)) {
         co_return error_code{};
+      }
+      if (n > 0) {
+        continue;  // more of the message may be buffered already (the next chunk)
       }
     } else if (p.is_done() || (until == Until::header && p.is_header_done())) {
       co_return error_code{};

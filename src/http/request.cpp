@@ -233,8 +233,8 @@ void prepare_head(HeadParser& head, const config::Limits& limits) {
   head.body_limit(limits.max_body_bytes);
 }
 
-std::optional<Refusal> head_failure(const HeadRead& r, bool timed_out, bool got_some) {
-  if (r.folded) {
+std::optional<Refusal> head_failure(error_code ec, bool folded, bool timed_out, bool got_some) {
+  if (folded) {
     return Refusal{400, "malformed request: a header line is folded (obs-fold, RFC 9112 §5.2)"};
   }
   if (timed_out) {
@@ -243,17 +243,17 @@ std::optional<Refusal> head_failure(const HeadRead& r, bool timed_out, bool got_
     }
     return Refusal{408, "request head not received within limits.header_timeout"};
   }
-  if (r.ec == http::error::header_limit) {
+  if (ec == http::error::header_limit) {
     return Refusal{431, "request headers exceed limits.max_header_bytes"};
   }
-  if (r.ec == http::error::body_limit) {
+  if (ec == http::error::body_limit) {
     return Refusal{413, "request body exceeds limits.max_body_bytes"};
   }
-  if (r.ec == http::error::end_of_stream || r.ec == net::error::eof ||
-      r.ec == net::error::connection_reset || r.ec == net::error::operation_aborted) {
+  if (ec == http::error::end_of_stream || ec == net::error::eof ||
+      ec == net::error::connection_reset || ec == net::error::operation_aborted) {
     return std::nullopt;
   }
-  return Refusal{400, "malformed request: " + r.ec.message()};
+  return Refusal{400, "malformed request: " + ec.message()};
 }
 
 std::optional<Refusal> unusable_head(const HeadParser& head) {

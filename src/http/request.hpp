@@ -33,27 +33,27 @@ std::size_t buffer_limit(const config::Limits& limits);
 // A head parser with limits.max_header_bytes and limits.max_body_bytes.
 void prepare_head(HeadParser& head, const config::Limits& limits);
 
-struct HeadRead {
-  error_code ec;
-  bool folded = false;  // refused for obs-fold
+// The head check of read_head(): refuses a field line folded onto the next (obs-fold) on the raw
+// bytes, before Beast joins the lines (a backend might not, and read another request), and says so.
+struct NoFold {
+  bool* folded;
+  error_code operator()(std::string_view raw) const {
+    *folded = wire::has_obs_fold(raw);
+    return *folded ? error_code(http::error::bad_field) : error_code{};
+  }
 };
 
-// Reads the next request head into `head`. A field line folded onto the next (obs-fold) is refused
-// on the raw bytes, before Beast joins the lines: a backend might not, and read another request.
+// Reads the next request head into `head`; `folded` says whether it was refused for obs-fold.
+// (A plain function: the read is the only coroutine frame.)
 template <class Stream>
-task<HeadRead> read_head(Stream& s, beast::flat_buffer& buf, HeadParser& head) {
-  HeadRead r;
-  auto no_fold = [&r](std::string_view raw) {
-    r.folded = wire::has_obs_fold(raw);
-    return r.folded ? error_code(http::error::bad_field) : error_code{};
-  };
-  r.ec = co_await wire::read(s, buf, head, wire::Until::header, no_fold);
-  co_return r;
+task<error_code> read_head(Stream& s, beast::flat_buffer& buf, HeadParser& head, bool& folded) {
+  folded = false;
+  return wire::read(s, buf, head, wire::Until::header, NoFold{&folded});
 }
 
 // The answer to a head that did not arrive whole; none when the client left, or went quiet between
 // requests (`got_some` false).
-std::optional<Refusal> head_failure(const HeadRead& r, bool timed_out, bool got_some);
+std::optional<Refusal> head_failure(error_code ec, bool folded, bool timed_out, bool got_some);
 
 // The answer to a head that parsed but cannot be served safely; none when it can.
 std::optional<Refusal> unusable_head(const HeadParser& head);
@@ -66,12 +66,7 @@ void prepare_body(BodyParser& body, const config::Limits& limits);
 // chunk is refused before the backend sees a byte of the request.
 template <class Stream>
 task<error_code> read_body(Stream& s, beast::flat_buffer& buf, BodyParser& body) {
-  while (!body.is_done()) {
-    if (auto ec = co_await wire::read(s, buf, body, wire::Until::some)) {
-      co_return ec;
-    }
-  }
-  co_return error_code{};
+  return wire::read(s, buf, body, wire::Until::message);
 }
 
 // The answer to a body that did not arrive whole; none when the client left.

@@ -50,39 +50,38 @@ struct Outcome {
 
 }  // namespace
 
-task<void> send(beast::tcp_stream& stream, http::response<http::string_body> res) {
+task<void> send(tcp::socket& socket, http::response<http::string_body> res) {
   const bool close = !res.keep_alive();
   std::string head;
   wire::append_head(head, res.base());
   const std::array<net::const_buffer, 2> pieces = {net::buffer(head), net::buffer(res.body())};
-  stream.expires_after(30s);
-  co_await net::async_write(stream, pieces, use_nothrow);
-  stream.expires_never();
+  MovingDeadline deadline(socket.get_executor());
+  deadline.watch(socket, Clock::now() + 30s);
+  co_await wire::write(socket, pieces);
   if (close) {
     // Half-close and drain briefly, so the client reads the answer instead of a reset.
     error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    socket.shutdown(tcp::socket::shutdown_send, ec);
     std::array<char, 4096> sink;
-    stream.expires_after(1s);
+    deadline.watch(socket, Clock::now() + 1s);
     for (int i = 0; i < 64; ++i) {
-      auto [rec, n] = co_await stream.async_read_some(net::buffer(sink), use_nothrow);
+      auto [rec, n] = co_await socket.async_read_some(net::buffer(sink), use_nothrow);
       if (rec) {
         break;
       }
     }
-    stream.expires_never();
   }
 }
 
 // A coroutine of its own, so that the session's frame (alive as long as the connection) does not
 // carry the answer.
-task<void> refuse(beast::tcp_stream& stream, Refusal r, unsigned version = 11) {
-  co_await send(stream, error_response(r.status, r.message, false, version));
+task<void> refuse(tcp::socket& socket, Refusal r, unsigned version = 11) {
+  co_await send(socket, error_response(r.status, r.message, false, version));
 }
 
 // What a request needs of its connection.
 struct Connection {
-  beast::tcp_stream& stream;
+  tcp::socket& socket;
   beast::flat_buffer& buf;
   Frontend& fe;
   const std::string& client_address;
@@ -93,7 +92,7 @@ struct Connection {
 // connection goes on. A coroutine of its own, so that its frame (parsers, routing, the exchange)
 // exists only while a request does: an idle keep-alive connection holds just the loop's.
 task<bool> handle(Connection& c, HeadParser& head) {
-  auto& stream = c.stream;
+  auto& socket = c.socket;
   auto& buf = c.buf;
   auto& fe = c.fe;
   const auto& client_address = c.client_address;
@@ -113,7 +112,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
   // true when the connection goes on.
   const bool reusable = keep_alive && !has_body;
   auto answer_here = [&](Response res) -> task<bool> {
-    co_await send(stream, std::move(res));
+    co_await send(socket, std::move(res));
     co_return reusable;
   };
   // Served by the proxy itself; never activity, never a wake.
@@ -139,7 +138,8 @@ task<bool> handle(Connection& c, HeadParser& head) {
 
   if (beast::iequals(h[http::field::expect], "100-continue")) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    co_await net::async_write(stream, net::buffer(kContinue), use_nothrow);
+    const std::array<net::const_buffer, 1> pieces = {net::buffer(kContinue)};
+    co_await wire::write(socket, pieces);
   }
   Outcome out;
   auto answer_error = [&](const Failure& f) -> task<void> {
@@ -147,7 +147,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
     out.reason = name(f.code);
     fe.metrics.rejected_requests_total.with({out.backend, out.reason}).inc();
     if (f.code != errc::client_gone) {
-      co_await send(stream, error_response(f, keep_alive, version));
+      co_await send(socket, error_response(f, keep_alive, version));
     }
   };
   using O = upstream::ForwardResult::Outcome;
@@ -199,7 +199,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
         http::request_parser<http::buffer_body> in(std::move(head));
         in.body_limit(limits.max_body_bytes);
         auto fwd = co_await upstream::forward_streamed(
-            stream, buf, in, client_address, std::move(upstream_stream), only->pool(),
+            socket, buf, in, client_address, std::move(upstream_stream), only->pool(),
             upstream::ForwardOptions{
                 .client_keep_alive = keep_alive, .client_version = version, .wake_ms = {}});
         co_await settle(fwd);
@@ -211,12 +211,12 @@ task<bool> handle(Connection& c, HeadParser& head) {
     // The body: needed to route (its "model"), held in memory while a backend wakes.
     BodyParser full(std::move(head));
     prepare_body(full, limits);
-    c.deadline.watch(stream.socket(), Clock::now() + body_timeout(limits));
-    const auto bec = co_await read_body(stream.socket(), buf, full);
+    c.deadline.watch(socket, Clock::now() + body_timeout(limits));
+    const auto bec = co_await read_body(socket, buf, full);
     c.deadline.pause();
     if (bec) {
       if (auto refusal = body_failure(bec, c.deadline.expired())) {
-        co_await refuse(stream, std::move(*refusal), version);
+        co_await refuse(socket, std::move(*refusal), version);
       }
       co_return false;
     }
@@ -233,7 +233,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
                                   upstream_length(req)),
           req.body(), req.method()};
       for (int attempt = 0;; ++attempt) {
-        auto acquired = co_await backend->acquire(req.body().size(), stream.socket());
+        auto acquired = co_await backend->acquire(req.body().size(), socket);
         if (!acquired) {
           if (acquired.error().code == errc::client_gone) {
             keep_alive = false;
@@ -245,7 +245,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
           out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
         }
         auto fwd =
-            co_await upstream::forward(stream, backend->pool(), up,
+            co_await upstream::forward(socket, backend->pool(), up,
                                        upstream::ForwardOptions{.client_keep_alive = keep_alive,
                                                                 .client_version = version,
                                                                 .wake_ms = out.wait_ms});
@@ -278,7 +278,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
   }
   if (!keep_alive) {
     error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    socket.shutdown(tcp::socket::shutdown_send, ec);
     co_return false;
   }
   co_return true;
@@ -292,30 +292,30 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
     client_address = ec ? "unknown" : ep.address().to_string();
   }
   socket.set_option(tcp::no_delay(true));
-  beast::tcp_stream stream(std::move(socket));
-  ConnectionCount count(fe, stream.socket());
+  ConnectionCount count(fe, socket);
   const auto& limits = fe.limits;
   beast::flat_buffer buf(buffer_limit(limits));
   // The deadline for a request's head, then its body. Not tcp_stream's own timeout: that one
   // closes the socket, and the client would never see its 408; this one only cancels the read.
-  MovingDeadline deadline(stream.get_executor());
+  MovingDeadline deadline(socket.get_executor());
 
   for (;;) {
     HeadParser head;
     prepare_head(head, limits);
-    deadline.watch(stream.socket(), Clock::now() + limits.header_timeout);
-    const auto read = co_await read_head(stream.socket(), buf, head);
+    deadline.watch(socket, Clock::now() + limits.header_timeout);
+    bool folded = false;
+    const auto hec = co_await read_head(socket, buf, head, folded);
     deadline.pause();
-    auto refusal = read.ec
-                       ? head_failure(read, deadline.expired(), head.got_some() || buf.size() > 0)
-                       : unusable_head(head);
-    if (read.ec || refusal) {
+    auto refusal =
+        hec ? head_failure(hec, folded, deadline.expired(), head.got_some() || buf.size() > 0)
+            : unusable_head(head);
+    if (hec || refusal) {
       if (refusal) {
-        co_await refuse(stream, std::move(*refusal));
+        co_await refuse(socket, std::move(*refusal));
       }
       co_return;
     }
-    Connection c{stream, buf, fe, client_address, deadline};
+    Connection c{socket, buf, fe, client_address, deadline};
     const bool more = co_await handle(c, head);
     if (!more) {
       co_return;

@@ -26,7 +26,7 @@ struct Frontend {
 
 task<void> serve_public(tcp::socket socket, Frontend& fe);
 
-// Writes `res` and, when it says close, shuts the connection down gracefully.
-task<void> send(beast::tcp_stream& stream, http::response<http::string_body> res);
+// Writes `res` (within 30 s) and, when it says close, shuts the connection down gracefully.
+task<void> send(tcp::socket& socket, http::response<http::string_body> res);
 
 }  // namespace va::front

@@ -32,11 +32,11 @@ bool hop_by_hop(const http::fields::value_type& f, http::token_list& nominated,
 // only a write can tell then. stop() before the upstream stream goes away.
 class ClientWatch {
  public:
-  ClientWatch(beast::tcp_stream& client, tcp::socket& upstream)
+  ClientWatch(tcp::socket& client, tcp::socket& upstream)
       : client_(client), state_(std::make_shared<State>(State{&upstream})) {
     // A peek, not async_wait: a wait always re-registers the socket with epoll (a syscall per
     // exchange); a read is first tried at once and then queued without one.
-    client_.socket().async_receive(
+    client_.async_receive(
         net::buffer(&state_->byte, 1), tcp::socket::message_peek,
         [s = state_](error_code ec, std::size_t n) {
           if (!s->active || ec == net::error::operation_aborted || (!ec && n > 0)) {
@@ -57,7 +57,7 @@ class ClientWatch {
     if (state_->active) {
       state_->active = false;
       error_code ignored;
-      client_.socket().cancel(ignored);  // the handler runs later, sees inactive, does nothing
+      client_.cancel(ignored);  // the handler runs later, sees inactive, does nothing
     }
   }
   bool gone() const { return state_->gone; }
@@ -69,7 +69,7 @@ class ClientWatch {
     bool gone = false;
     char byte = 0;  // the peek's buffer
   };
-  beast::tcp_stream& client_;
+  tcp::socket& client_;
   std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
 };
 
@@ -226,11 +226,11 @@ std::string client_head(const http::response_header<>& res, bool switching, bool
 // One request/response exchange with the upstream. Its two blocks: `in` holds upstream bytes as
 // read (room for a whole small response in one read), `out` the body bytes parsed from them.
 struct Exchange {
-  Exchange(Connection c, http::verb method, std::chrono::milliseconds silence_limit)
-      : conn(std::move(c)),
+  Exchange(Pool& pool, Connection c, http::verb method)
+      : pool(pool),
+        conn(std::move(c)),
         buf(in.data(), wire::Block::kSize),
-        silence(conn.stream->get_executor()),
-        silence_limit(silence_limit) {
+        silence(conn.stream->get_executor()) {
     parser.body_limit(boost::none);
     if (method == http::verb::head) {
       parser.skip(true);
@@ -238,18 +238,19 @@ struct Exchange {
   }
   tcp::socket& socket() { return conn.stream->socket(); }
   // The upstream is expected to answer from now on (pause() while it is not our turn to read).
-  void expect_upstream() { silence.watch(socket(), Clock::now() + silence_limit); }
+  void expect_upstream() { silence.watch(socket(), Clock::now() + pool.upstream_timeout()); }
+  Pool& pool;
   Connection conn;
   wire::Block in;
   wire::Block out;
   beast::flat_static_buffer_base buf;
   http::response_parser<http::buffer_body> parser;
   MovingDeadline silence;
-  std::chrono::milliseconds silence_limit;
 };
 
 std::string silence_error(const Exchange& ex) {
-  return fmt::format("sent nothing for {} (backends[].upstream_timeout)", ex.silence_limit);
+  return fmt::format("sent nothing for {} (backends[].upstream_timeout)",
+                     ex.pool.upstream_timeout());
 }
 
 // What a failure before the response head is: a timeout, something to send again, or not.
@@ -273,10 +274,9 @@ task<error_code> read_head(Exchange& ex) {
 // The request went out and the response head is in `ex.parser`: relay the response to the client,
 // piece by piece as it is read, while `watch` (started before the request went out: one wait per
 // exchange) looks for the client to leave.
-task<ForwardResult> relay_response(beast::tcp_stream& client_stream, Pool& pool, Exchange& ex,
-                                   const ForwardOptions& r, ClientWatch& watch) {
+task<ForwardResult> relay_response(tcp::socket& client, Exchange& ex, const ForwardOptions& r,
+                                   ClientWatch& watch) {
   ForwardResult result;
-  auto& client = client_stream.socket();
   auto& up = ex.socket();
   auto& p = ex.parser;
   auto& res = p.get();
@@ -384,14 +384,14 @@ task<ForwardResult> relay_response(beast::tcp_stream& client_stream, Pool& pool,
   } else if (result.outcome != ForwardResult::Outcome::done) {
     result.keep_alive = false;
   } else if (upstream_keep_alive && p.is_done()) {
-    pool.release(std::move(ex.conn));
+    ex.pool.release(std::move(ex.conn));
   }
   co_return result;
 }
 
 }  // namespace
 
-task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const UpstreamRequest& up_req,
+task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamRequest& up_req,
                             ForwardOptions r) {
   const std::array<net::const_buffer, 2> request = {net::buffer(up_req.head),
                                                     net::buffer(up_req.body)};
@@ -404,7 +404,7 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const Upstrea
       co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
                               .error = cec.message()};
     }
-    Exchange ex(std::move(conn), up_req.method, pool.upstream_timeout());
+    Exchange ex(pool, std::move(conn), up_req.method);
     error_code wec;
     auto send = [&]() -> task<error_code> {
       ex.expect_upstream();
@@ -427,15 +427,15 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const Upstrea
       }
       co_return head_failure(ex, hec, wec);
     }
-    co_return co_await relay_response(client, pool, ex, r, watch);
+    co_return co_await relay_response(client, ex, r, watch);
   }
 }
 
-task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buffer& client_buf,
+task<ForwardResult> forward_streamed(tcp::socket& client, beast::flat_buffer& client_buf,
                                      http::request_parser<http::buffer_body>& in,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions r) {
-  Exchange ex(Connection{std::move(upstream), false}, in.get().method(), pool.upstream_timeout());
+  Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method());
   auto& up = ex.socket();
   {
     const auto head = upstream_head(in.get().base(), pool.target(), client_address,
@@ -447,13 +447,14 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
     }
   }
   // The body passes through the exchange's `out` block: it is not needed before the response.
+  MovingDeadline idle(client.get_executor());
   while (!in.is_done()) {
     auto& body = in.get().body();
     body.data = ex.out.data();
     body.size = wire::Block::kSize;
-    client.expires_after(60s);  // an idle limit per read, not a total one
-    auto [ec, n] = co_await http::async_read_some(client, client_buf, in, use_nothrow);
-    client.expires_never();
+    idle.watch(client, Clock::now() + 60s);  // an idle limit per read, not a total one
+    auto ec = co_await wire::read(client, client_buf, in, wire::Until::some);
+    idle.pause();
     if (ec == http::error::need_buffer) {
       ec = {};
     }
@@ -461,7 +462,8 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
       co_return ForwardResult{.outcome = ForwardResult::Outcome::request_body_failed,
                               .error = ec == http::error::body_limit
                                            ? "request body exceeds limits.max_body_bytes"
-                                           : "request body: " + ec.message()};
+                                       : idle.expired() ? "request body: nothing received for 60s"
+                                                        : "request body: " + ec.message()};
     }
     const std::size_t got = wire::Block::kSize - body.size;
     if (got == 0) {
@@ -481,7 +483,7 @@ task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buff
   if (hec) {
     co_return head_failure(ex, hec, {});
   }
-  co_return co_await relay_response(client, pool, ex, r, watch);
+  co_return co_await relay_response(client, ex, r, watch);
 }
 
 }  // namespace va::upstream

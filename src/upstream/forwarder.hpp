@@ -49,7 +49,7 @@ struct ForwardResult {
 };
 
 // Sends a request whose body is in memory (retried once on a stale pooled connection).
-task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const UpstreamRequest& req,
+task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamRequest& req,
                             ForwardOptions o);
 
 // Sends a request whose body is still arriving: the head (upstream_head()) goes upstream at
@@ -57,7 +57,7 @@ task<ForwardResult> forward(beast::tcp_stream& client, Pool& pool, const Upstrea
 // Content-Length (a chunked one is read whole first, so a malformed chunk never reaches the
 // upstream). `upstream` is a fresh connection (Pool::connect): a streamed body cannot be sent
 // twice, so a stale pooled connection must not get the chance to fail mid-body.
-task<ForwardResult> forward_streamed(beast::tcp_stream& client, beast::flat_buffer& client_buf,
+task<ForwardResult> forward_streamed(tcp::socket& client, beast::flat_buffer& client_buf,
                                      http::request_parser<http::buffer_body>& in,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions o);

@@ -123,12 +123,14 @@ def chat(max_tokens: int = 3, model: str | None = "sim-model", stream: bool = Fa
 CHAT = chat()
 
 
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer")
 
 
 def sanitizer_reports(logs: dict[str, str]) -> list[str]:
     """"name:\n<the end of the log>" for each of `logs` ({name: log text}) that holds a report of
-    AddressSanitizer, LeakSanitizer or UBSan (the tests also run on the ASan+UBSan build)."""
+    AddressSanitizer, LeakSanitizer, UBSan or ThreadSanitizer (the tests also run on the ASan+UBSan
+    build; bench/soak.py on the TSan one)."""
     return [f"{name}:\n{text[-4000:]}" for name, text in logs.items()
             if any(mark in text for mark in SANITIZER_MARKS)]
 

@@ -114,6 +114,22 @@ TEST(Read, RelaysAChunkedBodyPieceByPieceAndKeepsWhatFollows) {
   EXPECT_EQ(beast::buffers_to_string(buf.data()), "HTTP/1.1 204");
 }
 
+TEST(Read, ReadsAWholeChunkedMessageThatIsAlreadyBufferedWithoutWaiting) {
+  Pair pair;
+  // Every chunk arrives in one piece: the read must parse them all from the buffer, not read the
+  // socket again after the first (where it would find the end of stream: a partial message).
+  pair.send(
+      "POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3;x=1\r\nabc\r\n2\r\nde\r\n1\r\nf\r\n0\r\nX-T: 1\r\n\r\nGET");
+  pair.peer.shutdown(tcp::socket::shutdown_send);
+  beast::flat_buffer buf;
+  http::request_parser<http::string_body> p;
+  ASSERT_FALSE(pair.run(wire::read(pair.ours, buf, p, Until::message)));
+  EXPECT_TRUE(p.is_done());
+  EXPECT_EQ(p.get().body(), "abcdef");
+  EXPECT_EQ(beast::buffers_to_string(buf.data()), "GET");
+}
+
 TEST(Read, AnEndOfStreamMidBodyIsAPartialMessage) {
   Pair pair;
   pair.send("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel");
