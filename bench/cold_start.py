@@ -98,15 +98,24 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = [asyncio.run(run(int(n), args.delay)) for n in args.counts.split(",")]
-    print("| held requests | answered 200 | wake (s) | after ready → first byte (ms) | → last first byte (ms) "
-          "| same N direct to the ready backend: first / last first byte (ms) |")
-    print("|---|---|---|---|---|---|")
+    report(rows, [("wake (s)", "wake_s")], "the ready backend", args.json)
+
+
+def report(rows: list[dict], middle: list[tuple[str, str]], direct_to: str, json_path: str | None):
+    """Prints the rows as a Markdown table (held requests, answers, the `middle` columns as
+    (header, key), the proxy's share of the wake, the same N sent straight to `direct_to`) and
+    writes them as JSON to `json_path` if given."""
+    columns = ([("held requests", "held_requests"), ("answered 200", "answered_200")] + middle
+               + [("ready → first byte (ms)", "proxy_share_first_byte_ms"),
+                  ("→ last first byte (ms)", "proxy_share_last_first_byte_ms")])
+    print("| " + " | ".join(h for h, _ in columns)
+          + f" | same N direct to {direct_to}: first / last first byte (ms) |")
+    print("|" + "---|" * (len(columns) + 1))
     for r in rows:
-        print(f"| {r['held_requests']} | {r['answered_200']} | {r['wake_s']} | "
-              f"{r['proxy_share_first_byte_ms']} | {r['proxy_share_last_first_byte_ms']} | "
-              f"{r['direct_first_byte_ms']} / {r['direct_last_first_byte_ms']} |")
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
+        print("| " + " | ".join(str(r[k]) for _, k in columns)
+              + f" | {r['direct_first_byte_ms']} / {r['direct_last_first_byte_ms']} |")
+    if json_path:
+        pathlib.Path(json_path).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

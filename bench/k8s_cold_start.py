@@ -18,7 +18,6 @@ Uses the release build unless VA_BIN_DIR says otherwise; needs the control plane
 
 import argparse
 import asyncio
-import json
 import os
 import pathlib
 import sys
@@ -30,7 +29,7 @@ os.environ.setdefault("VA_BIN_DIR", str(ROOT / "build" / "release" / "bin"))
 sys.path.insert(0, str(ROOT / "test" / "support"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cold_start import one_request, proxy_time, release_figures  # noqa: E402
+from cold_start import one_request, proxy_time, release_figures, report  # noqa: E402
 from k8s.cluster import Cluster, ControlPlane, apply_deploy, service_account_kubeconfig  # noqa: E402
 from k8s.kubelet import Kubelet  # noqa: E402
 from proxy import config_yaml, kubernetes_backend_yaml, start_proxy  # noqa: E402
@@ -90,16 +89,8 @@ def main():
                 kl.stop()
             cp.stop()
     print(f"vllm-sim --startup-delay {args.delay}; test kubelet readiness probe every {args.probe_period} s")
-    print("| held requests | answered 200 | request → PATCH (ms) | PATCH → ready (s) | ready → first byte (ms) "
-          "| → last first byte (ms) | same N direct to the Service: first / last (ms) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['held_requests']} | {r['answered_200']} | {r['request_to_patch_ms']} | {r['patch_to_ready_s']} | "
-              f"{r['proxy_share_first_byte_ms']} | {r['proxy_share_last_first_byte_ms']} | "
-              f"{r['direct_first_byte_ms']} / {r['direct_last_first_byte_ms']} |")
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
-
+    report(rows, [("request → PATCH (ms)", "request_to_patch_ms"),
+                  ("PATCH → ready (s)", "patch_to_ready_s")], "the Service", args.json)
 
 if __name__ == "__main__":
     main()

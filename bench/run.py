@@ -129,6 +129,20 @@ def started(*servers_or_dicts):
             raise RuntimeError("sanitizer report:\n" + "\n".join(reports))
 
 
+def wrk_with_peak_rss(srv, conns: int, duration: float, script, L: Layout):
+    """A wrk run against `srv` and the peak VmRSS (MiB) sampled meanwhile (None for a candidate
+    without a process of its own: the direct backend)."""
+    peak = [0.0]
+
+    def sample():
+        m = srv.memory()
+        if m:
+            peak[0] = max(peak[0], m["VmRSS"])
+
+    w = clients.run_wrk(srv.port, conns, duration, script, L.load, sample if srv.proc else None)
+    return w, peak[0] or None
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. Steady-state overhead
 
@@ -149,20 +163,12 @@ def scenario_overhead(P: dict, L: Layout, work: pathlib.Path) -> dict:
             for r in range(P["s1_rounds"]):
                 for name in CANDIDATES:
                     srv = servers[name]
-                    peak = [0.0]
-
-                    def sample(srv=srv, peak=peak):
-                        m = srv.memory()
-                        if m:
-                            peak[0] = max(peak[0], m["VmRSS"])
-
                     cpu0 = srv.cpu_seconds()
-                    w = clients.run_wrk(srv.port, conns, P["s1_duration"], script, L.load,
-                                        sample if srv.proc else None)
+                    w, peak = wrk_with_peak_rss(srv, conns, P["s1_duration"], script, L)
+                    w["rss_mib_max"] = peak
                     cpu = srv.cpu_seconds() - cpu0
                     w["cpu_us_per_request"] = (round(cpu * 1e6 / w["requests"], 2)
                                                if srv.proc and w["requests"] else None)
-                    w["rss_mib_max"] = peak[0] or None
                     runs[str(conns)][name].append(w)
                     log(f"1 overhead  c={conns:<3} round {r + 1}/{P['s1_rounds']} "
                         f"{LABELS[name]:<15} {w['rps']:>9.0f} req/s  p50 {w['p50_us']} µs  "
@@ -299,15 +305,8 @@ def scenario_memory(P: dict, L: Layout, work: pathlib.Path, overhead: dict | Non
                 out["under_load"][name] = []
             for r in range(P["s4_rounds"]):
                 for name in PROXIES:
-                    peak = [0.0]
-                    srv = servers[name]
-
-                    def sample(srv=srv, peak=peak):
-                        m = srv.memory()
-                        if m:
-                            peak[0] = max(peak[0], m["VmRSS"])
-                    clients.run_wrk(srv.port, 256, P["s1_duration"], script, L.load, sample)
-                    out["under_load"][name].append(peak[0])
+                    _, peak = wrk_with_peak_rss(servers[name], 256, P["s1_duration"], script, L)
+                    out["under_load"][name].append(peak)
         out["under_load_source"] = "a 256-connection wrk run of scenario 4's own"
     return out
 

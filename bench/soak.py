@@ -15,7 +15,8 @@ in the proxy's output fails the run too.
 backend's state, the connection registry and the metrics. --asan runs the build/asan binaries (ASan + UBSan); the default is build/release. ASan keeps
 freed memory in its quarantine (256 MiB) before reusing any, so under ASan RSS climbs over the
 first cycles by design: flatness is then measured from the end of the first third of the run,
-and LeakSanitizer's check at exit (a report fails the run) is the leak test.
+and LeakSanitizer's check at exit (a report fails the run) is the leak test. The same baseline
+serves under TSan, whose shadow memory also grows as the run touches new memory.
 """
 
 import argparse
@@ -154,9 +155,9 @@ def main():
     finally:
         code = p.stop()
     reports = sanitizer_reports({"vllm-autoscaler": p.output()})
-    # The baseline: after the first cycle (warm: pools, the allocator's arenas), or under ASan
-    # after a third of the run (its quarantine full).
-    base = len(samples) // 3 if a.asan else 1
+    # The baseline: after the first cycle (warm: pools, the allocator's arenas), or under a
+    # sanitizer after a third of the run (ASan's quarantine full, TSan's shadow and history grown).
+    base = len(samples) // 3 if a.asan or a.tsan else 1
     first, last = samples[min(base, len(samples) - 1)], samples[-1]
     print(json.dumps({"counts": counts.n, "wakes": wakes, "exit": code,
                       "baseline_cycle": base,

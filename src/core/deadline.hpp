@@ -1,13 +1,15 @@
 #pragma once
 // A deadline for the operations on a socket that moves on as they make progress: the request
 // head's (limits.header_timeout) and the upstream's silence (backends[].upstream_timeout). One
-// timer, set again only when it fires before the current due time: setting a timer for every
-// operation would cost a timerfd_settime each. When it passes, the socket's pending operations
+// timer, set again only when it fires before the current due time or when the due time moves
+// earlier (a request's head after its body's longer limit): setting a timer for every operation
+// would cost a timerfd_settime each. When it passes, the socket's pending operations
 // are cancelled (they end with operation_aborted) and expired() says why.
 //
 // Its state is shared with the timer's handler, which may run after the owner is gone (an expiry
 // already queued): the handler touches the timer and the socket only while one is watched, and
 // the destructor stops watching.
+#include <cstdint>
 #include <memory>
 
 #include "core/net.hpp"
@@ -24,13 +26,13 @@ class MovingDeadline {
   MovingDeadline(const MovingDeadline&) = delete;
   MovingDeadline& operator=(const MovingDeadline&) = delete;
 
-  // Watches `socket` until `due` (a later call moves it).
+  // Watches `socket` until `due` (a later call moves it, later or earlier).
   void watch(tcp::socket& socket, Clock::time_point due) {
     state_->socket = &socket;
     state_->due = due;
     state_->expired = false;
-    if (!state_->armed) {
-      arm(state_);
+    if (!state_->armed || due < state_->armed_for) {
+      arm(state_);  // (an earlier wait, if any, ends as stale)
     }
   }
   // Nothing to cut until the next watch(): time spent meanwhile does not count.
@@ -42,14 +44,20 @@ class MovingDeadline {
     net::steady_timer* timer = nullptr;
     tcp::socket* socket = nullptr;  // while watched
     Clock::time_point due;
+    Clock::time_point armed_for;  // the timer's expiry, while armed
+    std::uint64_t wait = 0;       // the current wait; earlier ones are stale
     bool armed = false;
     bool expired = false;
   };
 
   static void arm(const std::shared_ptr<State>& s) {
     s->armed = true;
-    s->timer->expires_at(s->due);
-    s->timer->async_wait([s](error_code ec) {
+    s->armed_for = s->due;
+    s->timer->expires_at(s->due);  // cancels a pending wait
+    s->timer->async_wait([s, wait = ++s->wait](error_code ec) {
+      if (wait != s->wait) {
+        return;  // stale: a newer wait is pending
+      }
       s->armed = false;
       if (ec || s->socket == nullptr) {
         return;  // gone, or paused: the next watch() sets it again

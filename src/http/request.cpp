@@ -233,6 +233,18 @@ void prepare_head(HeadParser& head, const config::Limits& limits) {
   head.body_limit(limits.max_body_bytes);
 }
 
+namespace {
+
+// The read ended because the client closed or reset the connection: nobody to answer.
+bool client_left(error_code ec) {
+  return ec == http::error::end_of_stream || ec == net::error::eof ||
+         ec == net::error::connection_reset || ec == net::error::operation_aborted;
+}
+
+Refusal too_large() { return Refusal{413, "request body exceeds limits.max_body_bytes"}; }
+
+}  // namespace
+
 std::optional<Refusal> head_failure(error_code ec, bool folded, bool timed_out, bool got_some) {
   if (folded) {
     return Refusal{400, "malformed request: a header line is folded (obs-fold, RFC 9112 §5.2)"};
@@ -247,10 +259,9 @@ std::optional<Refusal> head_failure(error_code ec, bool folded, bool timed_out, 
     return Refusal{431, "request headers exceed limits.max_header_bytes"};
   }
   if (ec == http::error::body_limit) {
-    return Refusal{413, "request body exceeds limits.max_body_bytes"};
+    return too_large();
   }
-  if (ec == http::error::end_of_stream || ec == net::error::eof ||
-      ec == net::error::connection_reset || ec == net::error::operation_aborted) {
+  if (client_left(ec)) {
     return std::nullopt;
   }
   return Refusal{400, "malformed request: " + ec.message()};
@@ -283,10 +294,9 @@ std::optional<Refusal> body_failure(error_code ec, bool timed_out) {
     return Refusal{408, "request body not received within limits.header_timeout (at least 60s)"};
   }
   if (ec == http::error::body_limit) {
-    return Refusal{413, "request body exceeds limits.max_body_bytes"};
+    return too_large();
   }
-  if (ec == http::error::end_of_stream || ec == net::error::eof ||
-      ec == net::error::connection_reset || ec == net::error::operation_aborted) {
+  if (client_left(ec)) {
     return std::nullopt;
   }
   return Refusal{400, "malformed request body: " + ec.message()};

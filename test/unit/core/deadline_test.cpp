@@ -1,0 +1,62 @@
+#include "core/deadline.hpp"
+
+#include <gtest/gtest.h>
+
+namespace va {
+namespace {
+
+// A connected loopback pair whose `ours` end is read while nothing arrives.
+struct Quiet {
+  net::io_context ioc;
+  tcp::socket ours{ioc};
+  tcp::socket peer{ioc};
+  Quiet() {
+    tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
+    ours.connect(acceptor.local_endpoint());
+    acceptor.accept(peer);
+  }
+  // Reads until the deadline cuts the read; how long that took.
+  Clock::duration read_until_cut(MovingDeadline& d) {
+    const auto start = Clock::now();
+    error_code got;
+    char byte = 0;
+    ours.async_read_some(net::buffer(&byte, 1), [&](error_code ec, std::size_t) {
+      got = ec;
+      d.pause();
+    });
+    ioc.run_for(std::chrono::seconds(10));
+    EXPECT_EQ(got, net::error::operation_aborted);
+    return Clock::now() - start;
+  }
+};
+
+TEST(MovingDeadline, CutsTheSocketsReadWhenItPasses) {
+  Quiet q;
+  MovingDeadline d(q.ioc.get_executor());
+  d.watch(q.ours, Clock::now() + std::chrono::milliseconds(50));
+  EXPECT_LT(q.read_until_cut(d), std::chrono::seconds(5));
+  EXPECT_TRUE(d.expired());
+}
+
+TEST(MovingDeadline, ADueTimeMovedEarlierIsKept) {
+  // The body's limit (long), then the next head's (short): the short one must hold.
+  Quiet q;
+  MovingDeadline d(q.ioc.get_executor());
+  d.watch(q.ours, Clock::now() + std::chrono::seconds(60));
+  d.pause();
+  d.watch(q.ours, Clock::now() + std::chrono::milliseconds(50));
+  EXPECT_LT(q.read_until_cut(d), std::chrono::seconds(5));
+  EXPECT_TRUE(d.expired());
+}
+
+TEST(MovingDeadline, ADueTimeMovedLaterIsKept) {
+  Quiet q;
+  MovingDeadline d(q.ioc.get_executor());
+  d.watch(q.ours, Clock::now() + std::chrono::milliseconds(20));
+  d.watch(q.ours, Clock::now() + std::chrono::milliseconds(300));
+  EXPECT_GE(q.read_until_cut(d), std::chrono::milliseconds(250));
+  EXPECT_TRUE(d.expired());
+}
+
+}  // namespace
+}  // namespace va
