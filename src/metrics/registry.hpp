@@ -3,7 +3,9 @@
 // exposition format (version 0.0.4). Thread-safety: values are atomics; `Family::with()` takes the
 // family's mutex, so hot paths resolve their children once and keep the reference (children are
 // never removed, so references stay valid for the registry's lifetime).
+#include <algorithm>
 #include <atomic>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -69,12 +71,13 @@ class Family : public FamilyBase {
   using FamilyBase::FamilyBase;
   std::vector<double> bounds;  // histograms only
 
-  // The child for these label values (created on first use). Values are in label order.
-  M& with(const std::vector<std::string>& values) {
+  // The child for these label values (created on first use). Values are in label order. Found
+  // without copying them: requests count themselves on the hot path.
+  M& with(std::initializer_list<std::string_view> values) {
     std::lock_guard lock(mu_);
     auto it = children_.find(values);
     if (it == children_.end()) {
-      it = children_.emplace(values, make()).first;
+      it = children_.emplace(std::vector<std::string>(values.begin(), values.end()), make()).first;
     }
     return *it->second;
   }
@@ -88,7 +91,17 @@ class Family : public FamilyBase {
     }
   }
   void render_children(std::string& out) const override;
-  std::map<std::vector<std::string>, std::unique_ptr<M>> children_;
+  // Label values compared as strings, whatever holds them.
+  struct ValuesLess {
+    using is_transparent = void;
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+      return std::lexicographical_compare(
+          a.begin(), a.end(), b.begin(), b.end(),
+          [](std::string_view x, std::string_view y) { return x < y; });
+    }
+  };
+  std::map<std::vector<std::string>, std::unique_ptr<M>, ValuesLess> children_;
 };
 
 class Registry {
