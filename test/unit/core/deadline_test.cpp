@@ -2,19 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include "unit/core/loopback.hpp"
+
 namespace va {
 namespace {
 
-// A connected loopback pair whose `ours` end is read while nothing arrives.
-struct Quiet {
-  net::io_context ioc;
-  tcp::socket ours{ioc};
-  tcp::socket peer{ioc};
-  Quiet() {
-    tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
-    ours.connect(acceptor.local_endpoint());
-    acceptor.accept(peer);
-  }
+// A pair whose `ours` end is read while nothing arrives.
+struct Quiet : LoopbackPair {
   // Reads until the deadline cuts the read; how long that took.
   Clock::duration read_until_cut(MovingDeadline& d) {
     const auto start = Clock::now();

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "unit/core/loopback.hpp"
+
 namespace va::wire {
 namespace {
 
@@ -47,16 +49,8 @@ TEST(Block, ReusesFreedBlocksOnTheSameThread) {
   EXPECT_NE(other.data(), first);
 }
 
-// A connected loopback pair; `peer` is written to by the test, `ours` is read by wire::read.
-struct Pair {
-  net::io_context ioc;
-  tcp::socket ours{ioc};
-  tcp::socket peer{ioc};
-  Pair() {
-    tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
-    ours.connect(acceptor.local_endpoint());
-    acceptor.accept(peer);
-  }
+// `peer` is written to by the test, `ours` is read by wire::read.
+struct Pair : LoopbackPair {
   void send(std::string_view bytes) { net::write(peer, net::buffer(bytes)); }
   template <class T>
   T run(task<T> t) {
