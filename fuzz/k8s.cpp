@@ -20,8 +20,8 @@ namespace {
 
 using va::k8s::WatchDecoder;
 
-// A summary of every outcome next() gave, in order.
-std::vector<std::string> drain(WatchDecoder& d, std::vector<std::string>& out) {
+// Appends to `out` a summary of every outcome next() gives, in order.
+void drain(WatchDecoder& d, std::vector<std::string>& out) {
   while (auto e = d.next()) {
     if (*e) {
       const auto& ev = **e;
@@ -31,7 +31,6 @@ std::vector<std::string> drain(WatchDecoder& d, std::vector<std::string>& out) {
       out.push_back("failure " + std::string(va::name(e->error().code)));
     }
   }
-  return out;
 }
 
 }  // namespace

@@ -13,8 +13,6 @@
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <cstdint>
-#include <cstdlib>
-#include <iostream>
 
 #include "fuzz/check.hpp"
 #include "upstream/forwarder.hpp"
