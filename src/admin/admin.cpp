@@ -87,6 +87,7 @@ task<void> serve_admin(tcp::socket socket, Admin& admin) {
   beast::tcp_stream stream(std::move(socket));
   front::Registered registered(admin.connections, stream.socket());
   beast::flat_buffer buf;
+  MovingDeadline deadline(stream.get_executor());  // for the answers
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
@@ -97,14 +98,14 @@ task<void> serve_admin(tcp::socket socket, Admin& admin) {
     if (ec) {
       if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
           ec != net::error::connection_reset && ec != net::error::eof) {
-        co_await front::send(stream.socket(),
+        co_await front::send(stream.socket(), deadline,
                              error_response(400, "malformed request: " + ec.message(), false));
       }
       co_return;
     }
     auto res = handle(parser.get(), admin);
     const bool keep_alive = res.keep_alive();
-    co_await front::send(stream.socket(), std::move(res));
+    co_await front::send(stream.socket(), deadline, std::move(res));
     if (!keep_alive) {
       co_return;
     }

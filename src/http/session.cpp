@@ -50,12 +50,12 @@ struct Outcome {
 
 }  // namespace
 
-task<void> send(tcp::socket& socket, http::response<http::string_body> res) {
+task<void> send(tcp::socket& socket, MovingDeadline& deadline,
+                http::response<http::string_body> res) {
   const bool close = !res.keep_alive();
   std::string head;
   wire::append_head(head, res.base());
   const std::array<net::const_buffer, 2> pieces = {net::buffer(head), net::buffer(res.body())};
-  MovingDeadline deadline(socket.get_executor());
   deadline.watch(socket, Clock::now() + 30s);
   co_await wire::write(socket, pieces);
   if (close) {
@@ -71,12 +71,13 @@ task<void> send(tcp::socket& socket, http::response<http::string_body> res) {
       }
     }
   }
+  deadline.pause();
 }
 
 // A coroutine of its own, so that the session's frame (alive as long as the connection) does not
 // carry the answer.
-task<void> refuse(tcp::socket& socket, Refusal r, unsigned version = 11) {
-  co_await send(socket, error_response(r.status, r.message, false, version));
+task<void> refuse(tcp::socket& socket, MovingDeadline& deadline, Refusal r, unsigned version = 11) {
+  co_await send(socket, deadline, error_response(r.status, r.message, false, version));
 }
 
 // What a request needs of its connection.
@@ -85,7 +86,7 @@ struct Connection {
   beast::flat_buffer& buf;
   Frontend& fe;
   const std::string& client_address;
-  MovingDeadline& deadline;  // the head's, then the body's
+  MovingDeadline& deadline;  // the head's, the body's, then the proxy's own answer's
 };
 
 // One request whose head is in `head`: answered here or forwarded, then accounted. True when the
@@ -112,7 +113,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
   // true when the connection goes on.
   const bool reusable = keep_alive && !has_body;
   auto answer_here = [&](Response res) -> task<bool> {
-    co_await send(socket, std::move(res));
+    co_await send(socket, c.deadline, std::move(res));
     co_return reusable;
   };
   // Served by the proxy itself; never activity, never a wake.
@@ -147,7 +148,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
     out.reason = name(f.code);
     fe.metrics.rejected_requests_total.with({out.backend, out.reason}).inc();
     if (f.code != errc::client_gone) {
-      co_await send(socket, error_response(f, keep_alive, version));
+      co_await send(socket, c.deadline, error_response(f, keep_alive, version));
     }
   };
   using O = upstream::ForwardResult::Outcome;
@@ -161,13 +162,14 @@ task<bool> handle(Connection& c, HeadParser& head) {
       out.status = 499;
       keep_alive = false;
     } else if (fwd.outcome == O::request_body_failed) {
+      // The same answers as for a body read whole: 408, 413, 400, or none to a client gone.
       keep_alive = false;
-      // Named, never a braced temporary in the co_await operand: GCC 12 destroys such an
-      // aggregate temporary twice (a double free that aborts the proxy).
-      const Failure failure{
-          fwd.error.starts_with("request body exceeds") ? errc::body_too_large : errc::bad_request,
-          fwd.error};
-      co_await answer_error(failure);
+      if (auto refusal = body_failure(fwd.body_error, c.deadline.expired())) {
+        out.status = refusal->status;
+        co_await refuse(socket, c.deadline, std::move(*refusal), version);
+      } else {
+        out.status = 499;
+      }
     } else if (fwd.outcome != O::done) {
       const bool timeout = fwd.outcome == O::upstream_timeout;
       const Failure failure{
@@ -199,7 +201,8 @@ task<bool> handle(Connection& c, HeadParser& head) {
         http::request_parser<http::buffer_body> in(std::move(head));
         in.body_limit(limits.max_body_bytes);
         auto fwd = co_await upstream::forward_streamed(
-            socket, buf, in, client_address, std::move(upstream_stream), only->pool(),
+            socket, upstream::StreamedBody{buf, in, c.deadline, body_timeout(limits)},
+            client_address, std::move(upstream_stream), only->pool(),
             upstream::ForwardOptions{
                 .client_keep_alive = keep_alive, .client_version = version, .wake_ms = {}});
         co_await settle(fwd);
@@ -216,7 +219,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
     c.deadline.pause();
     if (bec) {
       if (auto refusal = body_failure(bec, c.deadline.expired())) {
-        co_await refuse(socket, std::move(*refusal), version);
+        co_await refuse(socket, c.deadline, std::move(*refusal), version);
       }
       co_return false;
     }
@@ -295,8 +298,9 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
   ConnectionCount count(fe, socket);
   const auto& limits = fe.limits;
   beast::flat_buffer buf(buffer_limit(limits));
-  // The deadline for a request's head, then its body. Not tcp_stream's own timeout: that one
-  // closes the socket, and the client would never see its 408; this one only cancels the read.
+  // The deadline for a request's head, its body, then the proxy's own answer. Not tcp_stream's
+  // own timeout: that one closes the socket, and the client would never see its 408; this one
+  // only cancels the read.
   MovingDeadline deadline(socket.get_executor());
 
   for (;;) {
@@ -311,7 +315,7 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
             : unusable_head(head);
     if (hec || refusal) {
       if (refusal) {
-        co_await refuse(socket, std::move(*refusal));
+        co_await refuse(socket, deadline, std::move(*refusal));
       }
       co_return;
     }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "core/deadline.hpp"
 #include "core/net.hpp"
 #include "http/connections.hpp"
 #include "http/router.hpp"
@@ -26,7 +27,9 @@ struct Frontend {
 
 task<void> serve_public(tcp::socket socket, Frontend& fe);
 
-// Writes `res` (within 30 s) and, when it says close, shuts the connection down gracefully.
-task<void> send(tcp::socket& socket, http::response<http::string_body> res);
+// Writes `res` (within 30 s, by the connection's `deadline`) and, when it says close, shuts the
+// connection down gracefully.
+task<void> send(tcp::socket& socket, MovingDeadline& deadline,
+                http::response<http::string_body> res);
 
 }  // namespace va::front

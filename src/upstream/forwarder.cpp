@@ -431,10 +431,10 @@ task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamReque
   }
 }
 
-task<ForwardResult> forward_streamed(tcp::socket& client, beast::flat_buffer& client_buf,
-                                     http::request_parser<http::buffer_body>& in,
+task<ForwardResult> forward_streamed(tcp::socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions r) {
+  auto& in = body.parser;
   Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method());
   auto& up = ex.socket();
   {
@@ -447,30 +447,27 @@ task<ForwardResult> forward_streamed(tcp::socket& client, beast::flat_buffer& cl
     }
   }
   // The body passes through the exchange's `out` block: it is not needed before the response.
-  MovingDeadline idle(client.get_executor());
   while (!in.is_done()) {
-    auto& body = in.get().body();
-    body.data = ex.out.data();
-    body.size = wire::Block::kSize;
-    idle.watch(client, Clock::now() + 60s);  // an idle limit per read, not a total one
-    auto ec = co_await wire::read(client, client_buf, in, wire::Until::some);
-    idle.pause();
+    auto& piece = in.get().body();
+    piece.data = ex.out.data();
+    piece.size = wire::Block::kSize;
+    body.deadline.watch(client, Clock::now() + body.idle);
+    auto ec = co_await wire::read(client, body.buf, in, wire::Until::some);
+    body.deadline.pause();
     if (ec == http::error::need_buffer) {
       ec = {};
     }
     if (ec) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::request_body_failed,
-                              .error = ec == http::error::body_limit
-                                           ? "request body exceeds limits.max_body_bytes"
-                                       : idle.expired() ? "request body: nothing received for 60s"
-                                                        : "request body: " + ec.message()};
+                              .error = "request body: " + ec.message(),
+                              .body_error = ec};
     }
-    const std::size_t got = wire::Block::kSize - body.size;
+    const std::size_t got = wire::Block::kSize - piece.size;
     if (got == 0) {
       continue;
     }
-    const std::array<net::const_buffer, 1> piece = {net::buffer(ex.out.data(), got)};
-    if (auto wec = co_await wire::write(up, piece)) {
+    const std::array<net::const_buffer, 1> pieces = {net::buffer(ex.out.data(), got)};
+    if (auto wec = co_await wire::write(up, pieces)) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
                               .error = wec.message()};
     }

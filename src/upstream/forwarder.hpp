@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "core/deadline.hpp"
 #include "upstream/pool.hpp"
 
 namespace va::upstream {
@@ -46,19 +47,28 @@ struct ForwardResult {
   bool response_started = false;  // the status line went to the client
   bool keep_alive = false;        // the client connection may serve another request
   std::string error;
+  error_code body_error{};  // request_body_failed: the read's error (see the deadline)
 };
 
 // Sends a request whose body is in memory (retried once on a stale pooled connection).
 task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamRequest& req,
                             ForwardOptions o);
 
+// The client's side of a body still arriving: the connection's buffer and deadline, the parser
+// that has its head, and how long each read may wait (an idle limit, not a total one).
+struct StreamedBody {
+  beast::flat_buffer& buf;
+  http::request_parser<http::buffer_body>& parser;
+  MovingDeadline& deadline;
+  Clock::duration idle;
+};
+
 // Sends a request whose body is still arriving: the head (upstream_head()) goes upstream at
 // once and each piece of body is passed on as it is read from the client. Only for a body with a
 // Content-Length (a chunked one is read whole first, so a malformed chunk never reaches the
 // upstream). `upstream` is a fresh connection (Pool::connect): a streamed body cannot be sent
 // twice, so a stale pooled connection must not get the chance to fail mid-body.
-task<ForwardResult> forward_streamed(tcp::socket& client, beast::flat_buffer& client_buf,
-                                     http::request_parser<http::buffer_body>& in,
+task<ForwardResult> forward_streamed(tcp::socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions o);
 
