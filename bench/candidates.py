@@ -26,7 +26,7 @@ import tempfile
 import time
 
 from proxy import backend_yaml, config_yaml, start_proxy
-from support import Proc, free_port, start_sim, wait_port
+from support import BIN_DIR, Proc, free_port, start_sim, wait_port
 
 CANDIDATES = ("direct", "vllm-autoscaler", "nginx", "haproxy")
 PROXIES = CANDIDATES[1:]
@@ -123,18 +123,24 @@ def memory(pids: list[int]) -> dict | None:
     return {k: round(v, 2) for k, v in total.items()} if seen else None
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of `pids` (their own threads, not reaped children), in seconds."""
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) of `pids` (their own threads, not reaped children), in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
         except (FileNotFoundError, ProcessLookupError):
             pass
-    return total / ticks
+    return user / ticks, system / ticks
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of `pids`, in seconds."""
+    return sum(cpu_times(pids))
 
 
 class Server:
@@ -158,6 +164,9 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pids())
+
+    def cpu_times(self) -> tuple[float, float]:
+        return cpu_times(self.pids())
 
     def output(self) -> str:
         return self.proc.output() if self.proc else ""
@@ -395,9 +404,25 @@ def start_sim_backend(cpus, *args) -> Server:
     return Server("vllm-sim", sim.port, sim)
 
 
+# ---------------------------------------------------------------------------------------------
+# The floors of bench/profile.py (bench/floor/): minimal proxies with none of our features
+
+
+FLOORS = ("floor-coro", "floor-coro-typed", "floor-epoll")
+
+
+def start_floor(name: str, upstream_port: int, cpus) -> Server:
+    port = free_port()
+    proc = Proc([*taskset(cpus), BIN_DIR / name, str(port), str(upstream_port)], name=name)
+    _wait_listening(proc, port)
+    return Server(name, port, proc)
+
+
 def start_candidate(name: str, upstream_port: int, cpus, sse: bool = False,
                     capacity: int = DEFAULT_CAPACITY) -> Server:
     """`name` in front of 127.0.0.1:`upstream_port`, sized for `capacity` client connections."""
+    if name in FLOORS:
+        return start_floor(name, upstream_port, cpus)
     if name == "direct":
         return Direct(upstream_port)
     if name == "vllm-autoscaler":

@@ -77,3 +77,21 @@ def test_bench_smoke_run_measures_every_scenario_for_every_candidate(tmp_path):
         assert title in markdown, title
     assert "bench/run --smoke" in markdown and data["meta"]["machine"]["cpu_model"] in markdown
     print(f"bench/run --smoke took {took:.1f} s")
+
+
+def test_profile_smoke_run_measures_every_floor(tmp_path):
+    """bench/profile.py for one short round: every candidate, the floors included, answers wrk's
+    requests without an error and has its CPU time per request read."""
+    out = tmp_path / "profile.json"
+    run = subprocess.run(["/usr/bin/python3", str(REPO / "bench" / "profile.py"), "--conns", "4",
+                          "--rounds", "1", "--seconds", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert run.returncode == 0, f"bench/profile.py failed ({run.returncode}):\n" \
+                                f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    runs = json.loads(out.read_text())["conns"]["4"]
+    assert sorted(runs) == sorted(["vllm-autoscaler", "nginx", "floor-coro", "floor-coro-typed",
+                                   "floor-epoll"])
+    for name, (m,) in runs.items():
+        assert m["rps"] > 0 and m["errors"] == 0, (name, m)
+        assert m["user_us"] + m["kernel_us"] > 0, (name, m)
+    assert "| floor-epoll |" in run.stdout

@@ -1,0 +1,111 @@
+#!/usr/bin/python3
+"""Where a proxy's CPU goes per request: vllm-autoscaler beside nginx and the floors.
+
+    /usr/bin/python3 bench/profile.py [--conns 32,256] [--rounds 3] [--seconds 5]
+                                      [--candidates vllm-autoscaler,nginx,floor-coro,...]
+                                      [--json out.json]
+
+Scenario 1's load (wrk, POST /v1/chat/completions, the fixed ~400-byte answer from an nginx
+backend) with each candidate pinned to its own CPU and saturated: its req/s and its user and
+kernel CPU time per request (/proc/PID/stat), the median over interleaved rounds. The floors
+(bench/floor/) are proxies with none of our features: `floor-coro` is Asio coroutines and Beast's
+parser (our stack), `floor-coro-typed` the same with io_context's executor instead of the
+type-erased one, `floor-epoll` bare epoll. bench/README.md ("Fourth round") reads the results.
+Uses the release build unless VA_BIN_DIR says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+os.environ.setdefault("VA_BIN_DIR", str(ROOT / "build" / "release" / "bin"))
+sys.path.insert(0, str(ROOT / "test" / "support"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import candidates as cands  # noqa: E402
+import clients  # noqa: E402
+
+DEFAULT = ("vllm-autoscaler", "nginx", *cands.FLOORS)
+
+
+def measure(srv: cands.Server, conns: int, seconds: int, script: pathlib.Path, load) -> dict:
+    user0, sys0 = srv.cpu_times()
+    w = clients.run_wrk(srv.port, conns, seconds, script, load)
+    user1, sys1 = srv.cpu_times()
+    n = max(w["requests"], 1)
+    return {"rps": w["rps"], "p50_us": w["p50_us"], "p99_us": w["p99_us"], "errors": w["errors"],
+            "user_us": round((user1 - user0) * 1e6 / n, 2),
+            "kernel_us": round((sys1 - sys0) * 1e6 / n, 2)}
+
+
+def table(results: dict, names: list[str]) -> str:
+    lines = []
+    for conns, per in results.items():
+        base = statistics.median(r["rps"] for r in per["nginx"]) if "nginx" in per else None
+        lines += [f"\n{conns} connections (median of {len(next(iter(per.values())))} rounds)\n",
+                  "| candidate | req/s | × nginx | CPU µs/request: user | kernel | total |",
+                  "|---|---|---|---|---|---|"]
+        for name in names:
+            med = {k: statistics.median(r[k] for r in per[name])
+                   for k in ("rps", "user_us", "kernel_us")}
+            ratio = f"{med['rps'] / base:.2f}" if base else "—"
+            lines.append(f"| {name} | {med['rps']:,.0f} | {ratio} | {med['user_us']:.1f} | "
+                         f"{med['kernel_us']:.1f} | {med['user_us'] + med['kernel_us']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--conns", default="32,256")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--candidates", default=",".join(DEFAULT))
+    ap.add_argument("--json", type=pathlib.Path)
+    a = ap.parse_args()
+    names = a.candidates.split(",")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        print("profile.py needs two CPUs: the load on one, the candidate on the other")
+        return 2
+    load, proxy = {cpus[0]}, {cpus[1]}
+    os.sched_setaffinity(0, load)
+    cands.raise_nofile()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="va-profile-"))
+    script = clients.write_wrk_script(work)
+    backend = cands.start_nginx_backend(load)
+    servers: dict[str, cands.Server] = {}
+    results: dict[int, dict[str, list]] = {}
+    try:
+        for name in names:
+            servers[name] = cands.start_candidate(name, backend.port, proxy)
+            clients.run_wrk(servers[name].port, 32, 2, script, load)  # warm up
+        for conns in map(int, a.conns.split(",")):
+            results[conns] = {name: [] for name in names}
+            for r in range(a.rounds):
+                for name in names:
+                    m = measure(servers[name], conns, a.seconds, script, load)
+                    results[conns][name].append(m)
+                    print(f"c={conns:<4} round {r + 1}/{a.rounds} {name:<17} {m['rps']:>9,.0f} "
+                          f"req/s  user {m['user_us']:5.1f} µs  kernel {m['kernel_us']:5.1f} µs "
+                          f" errors {m['errors']}", flush=True)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+        backend.stop()
+    print(table(results, names))
+    if a.json:
+        a.json.write_text(json.dumps({"conns": results, "cpus": {"load": cpus[0], "proxy": cpus[1]}},
+                                     indent=1))
+    errors = sum(m["errors"] for per in results.values() for runs in per.values() for m in runs)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
