@@ -37,6 +37,16 @@ class MovingDeadline {
   }
   // Nothing to cut until the next watch(): time spent meanwhile does not count.
   void pause() { state_->socket = nullptr; }
+  // pause(), and no pending wait either (the next watch() sets the timer again): for a socket
+  // that may idle long, so that nothing holds the event loop meanwhile.
+  void disarm() {
+    pause();
+    if (state_->armed) {
+      state_->armed = false;
+      ++state_->wait;  // the cancelled wait ends as stale
+      timer_.cancel();
+    }
+  }
   bool expired() const { return state_->expired; }
 
  private:

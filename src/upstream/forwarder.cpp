@@ -230,7 +230,7 @@ struct Exchange {
       : pool(pool),
         conn(std::move(c)),
         buf(in.data(), wire::Block::kSize),
-        silence(conn.stream->get_executor()) {
+        silence(conn.stream->silence) {
     parser.body_limit(boost::none);
     if (method == http::verb::head) {
       parser.skip(true);
@@ -245,7 +245,7 @@ struct Exchange {
   wire::Block out;
   beast::flat_static_buffer_base buf;
   http::response_parser<http::buffer_body> parser;
-  MovingDeadline silence;
+  MovingDeadline& silence;  // the connection's
 };
 
 std::string silence_error(const Exchange& ex) {

@@ -13,11 +13,11 @@ Pool::Pool(Settings settings, net::any_io_executor ex) : settings_(std::move(set
 
 task<std::pair<error_code, Stream>> Pool::connect(net::any_io_executor ex, const Target& t,
                                                   std::chrono::milliseconds timeout) {
-  auto stream = std::make_unique<beast::tcp_stream>(ex);
-  stream->expires_after(timeout);
-  const error_code ec = co_await connect_tcp(*stream, t.host, t.port);
-  stream->expires_never();
-  co_return std::pair{ec, std::move(stream)};
+  auto link = std::make_unique<Link>(ex);
+  link->stream.expires_after(timeout);
+  const error_code ec = co_await connect_tcp(link->stream, t.host, t.port);
+  link->stream.expires_never();
+  co_return std::pair{ec, std::move(link)};
 }
 
 task<std::pair<error_code, Connection>> Pool::acquire() {
@@ -40,6 +40,7 @@ task<std::pair<error_code, Connection>> Pool::acquire() {
 }
 
 void Pool::release(Connection c) {
+  c.stream->silence.disarm();  // an idle connection holds no pending wait
   std::lock_guard lock(mu_);
   const auto now = Clock::now();
   // Drop the expired ones from the front (oldest) while we are here.

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "core/deadline.hpp"
 #include "core/net.hpp"
 
 namespace va::upstream {
@@ -20,9 +21,18 @@ struct Target {
   std::string host_header;  // "host:port" as sent in Host
 };
 
-// Streams are held by pointer: moving a beast::tcp_stream allocates a new one (its timers and
-// all), and a connection moves several times between the pool and an exchange.
-using Stream = std::unique_ptr<beast::tcp_stream>;
+// One connection to the upstream. Held by pointer: moving a beast::tcp_stream allocates a new one
+// (its timers and all), and a connection moves several times between the pool and an exchange.
+// Its `silence` deadline (backends[].upstream_timeout) lives as long as the connection, so that
+// an exchange needs no timer and no shared state of its own; it is disarmed while the connection
+// idles in the pool.
+struct Link {
+  explicit Link(const net::any_io_executor& ex) : stream(ex), silence(ex) {}
+  tcp::socket& socket() { return stream.socket(); }
+  beast::tcp_stream stream;
+  MovingDeadline silence;
+};
+using Stream = std::unique_ptr<Link>;
 
 struct Connection {
   Stream stream;

@@ -16,7 +16,7 @@ task<ProbeResult> probe(net::any_io_executor ex, const Target& target, const std
   for (const auto& [k, v] : headers) {
     req.set(k, v);
   }
-  auto& stream = *up;
+  auto& stream = up->stream;
   stream.expires_after(timeout);
   auto [wec, wn] = co_await http::async_write(stream, req, use_nothrow);
   if (wec) {

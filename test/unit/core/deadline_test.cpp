@@ -52,5 +52,22 @@ TEST(MovingDeadline, ADueTimeMovedLaterIsKept) {
   EXPECT_TRUE(d.expired());
 }
 
+TEST(MovingDeadline, DisarmedItHoldsNoWaitAndCutsNothing) {
+  // A pooled upstream connection: its deadline must not keep the event loop running.
+  Quiet q;
+  MovingDeadline d(q.ioc.get_executor());
+  d.watch(q.ours, Clock::now() + std::chrono::milliseconds(50));
+  d.disarm();
+  const auto start = Clock::now();
+  q.ioc.run_for(std::chrono::seconds(10));  // returns once no work is left
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+  EXPECT_FALSE(d.expired());
+  // Watched again, it cuts as before.
+  q.ioc.restart();
+  d.watch(q.ours, Clock::now() + std::chrono::milliseconds(50));
+  EXPECT_LT(q.read_until_cut(d), std::chrono::seconds(5));
+  EXPECT_TRUE(d.expired());
+}
+
 }  // namespace
 }  // namespace va
