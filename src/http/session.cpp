@@ -89,9 +89,38 @@ struct Connection {
   MovingDeadline& deadline;  // the head's, the body's, then the proxy's own answer's
 };
 
+// What the proxy answers itself, before any backend (never activity, never a wake): /health,
+// /v1/models, 404 for a path not exposed, 401 without a valid API key. `reusable`: the
+// connection may go on after it (any body is left unread).
+std::optional<Response> local_answer(const http::request_header<>& h, std::string_view path,
+                                     Frontend& fe, bool reusable, unsigned version) {
+  if (path == "/health" && (h.method() == http::verb::get || h.method() == http::verb::head)) {
+    auto res = json_response(200, "", reusable, version);
+    res.erase(http::field::content_type);
+    return res;
+  }
+  const bool models_list = path == "/v1/models" && h.method() == http::verb::get;
+  if (!models_list && !is_exposed(path)) {
+    return error_response(404, "no route for " + std::string(path), reusable, version);
+  }
+  if (!fe.api_keys.empty() && !authorized(h[http::field::authorization], fe.api_keys)) {
+    fe.metrics.rejected_requests_total.with({"none", "unauthorized"}).inc();
+    auto res = error_response(401, "missing or invalid API key", reusable, version);
+    res.set(http::field::www_authenticate, "Bearer");
+    return res;
+  }
+  if (models_list) {
+    return json_response(200, fe.router.models_json(), reusable, version);
+  }
+  return std::nullopt;
+}
+
 // One request whose head is in `head`: answered here or forwarded, then accounted. True when the
 // connection goes on. A coroutine of its own, so that its frame (parsers, routing, the exchange)
 // exists only while a request does: an idle keep-alive connection holds just the loop's.
+// Whatever the proxy answers itself is built by plain functions into one `reply`, sent at one
+// place: every answer built inside a co_await would take a slot of its own in the frame, and a
+// frame over 1 KiB is never reused by Asio's frame cache (a malloc per request).
 task<bool> handle(Connection& c, HeadParser& head) {
   auto& socket = c.socket;
   auto& buf = c.buf;
@@ -109,32 +138,10 @@ task<bool> handle(Connection& c, HeadParser& head) {
   const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
   bool keep_alive = h.keep_alive() && !fe.shutting_down;
 
-  // Answers what the proxy serves itself (any body unread, so the connection ends with it);
-  // true when the connection goes on.
-  const bool reusable = keep_alive && !has_body;
-  auto answer_here = [&](Response res) -> task<bool> {
-    co_await send(socket, c.deadline, std::move(res));
-    co_return reusable;
-  };
-  // Served by the proxy itself; never activity, never a wake.
-  if (path == "/health" && (h.method() == http::verb::get || h.method() == http::verb::head)) {
-    auto res = json_response(200, "", reusable, version);
-    res.erase(http::field::content_type);
-    co_return co_await answer_here(std::move(res));
-  }
-  const bool models_list = path == "/v1/models" && h.method() == http::verb::get;
-  if (!models_list && !is_exposed(path)) {
-    co_return co_await answer_here(
-        error_response(404, "no route for " + std::string(path), reusable, version));
-  }
-  if (!fe.api_keys.empty() && !authorized(h[http::field::authorization], fe.api_keys)) {
-    fe.metrics.rejected_requests_total.with({"none", "unauthorized"}).inc();
-    auto res = error_response(401, "missing or invalid API key", reusable, version);
-    res.set(http::field::www_authenticate, "Bearer");
-    co_return co_await answer_here(std::move(res));
-  }
-  if (models_list) {
-    co_return co_await answer_here(json_response(200, fe.router.models_json(), reusable, version));
+  std::optional<Response> reply = local_answer(h, path, fe, keep_alive && !has_body, version);
+  if (reply) {
+    co_await send(socket, c.deadline, std::move(*reply));
+    co_return keep_alive && !has_body;
   }
 
   if (beast::iequals(h[http::field::expect], "100-continue")) {
@@ -143,19 +150,25 @@ task<bool> handle(Connection& c, HeadParser& head) {
     co_await wire::write(socket, pieces);
   }
   Outcome out;
-  auto answer_error = [&](const Failure& f) -> task<void> {
+  // The proxy's error answer for `f` (none to a client that left), counted.
+  auto fail = [&](const Failure& f) -> std::optional<Response> {
     out.status = status_for(f.code);
     out.reason = name(f.code);
     fe.metrics.rejected_requests_total.with({out.backend, out.reason}).inc();
-    if (f.code != errc::client_gone) {
-      co_await send(socket, c.deadline, error_response(f, keep_alive, version));
+    if (f.code == errc::client_gone) {
+      return std::nullopt;
     }
+    return error_response(f, keep_alive, version);
   };
   using O = upstream::ForwardResult::Outcome;
-  // After forward(): what the client saw, and whether the connection goes on.
-  auto settle = [&](const upstream::ForwardResult& fwd) -> task<void> {
+  // After forward(): what the client saw, whether the connection goes on, and the proxy's own
+  // answer when the client saw nothing of the upstream's.
+  auto settle = [&](const upstream::ForwardResult& fwd) -> std::optional<Response> {
     out.bytes = fwd.bytes;
     keep_alive = fwd.keep_alive;
+    if (fwd.outcome == O::client_gone) {
+      out.reason = "client_gone";
+    }
     if (fwd.response_started) {
       out.status = fwd.status;
     } else if (fwd.outcome == O::client_gone) {
@@ -164,22 +177,18 @@ task<bool> handle(Connection& c, HeadParser& head) {
     } else if (fwd.outcome == O::request_body_failed) {
       // The same answers as for a body read whole: 408, 413, 400, or none to a client gone.
       keep_alive = false;
-      if (auto refusal = body_failure(fwd.body_error, c.deadline.expired())) {
-        out.status = refusal->status;
-        co_await refuse(socket, c.deadline, std::move(*refusal), version);
-      } else {
-        out.status = 499;
+      auto refusal = body_failure(fwd.body_error, c.deadline.expired());
+      out.status = refusal ? refusal->status : 499;
+      if (refusal) {
+        return error_response(refusal->status, refusal->message, false, version);
       }
     } else if (fwd.outcome != O::done) {
       const bool timeout = fwd.outcome == O::upstream_timeout;
-      const Failure failure{
+      return fail(Failure{
           timeout ? errc::upstream_timeout : errc::upstream_failed,
-          "upstream of backend '" + out.backend + "' " + (timeout ? "" : "failed: ") + fwd.error};
-      co_await answer_error(failure);
+          "upstream of backend '" + out.backend + "' " + (timeout ? "" : "failed: ") + fwd.error});
     }
-    if (fwd.outcome == O::client_gone) {
-      out.reason = "client_gone";
-    }
+    return std::nullopt;
   };
 
   // A large body for the only backend while it is ready: stream it upstream as it arrives.
@@ -205,7 +214,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
             client_address, std::move(upstream_stream), only->pool(),
             upstream::ForwardOptions{
                 .client_keep_alive = keep_alive, .client_version = version, .wake_ms = {}});
-        co_await settle(fwd);
+        reply = settle(fwd);
       }
     }
   }
@@ -226,7 +235,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
     auto req = full.release();
     auto route = fe.router.route(req[http::field::content_type], req.body());
     if (!route) {
-      co_await answer_error(route.error());
+      reply = fail(route.error());
     } else {
       auto* backend = route->backend;
       out.backend = backend->name();
@@ -241,7 +250,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
           if (acquired.error().code == errc::client_gone) {
             keep_alive = false;
           }
-          co_await answer_error(acquired.error());
+          reply = fail(acquired.error());
           break;
         }
         if (acquired->waited_ms) {
@@ -259,10 +268,13 @@ task<bool> handle(Connection& c, HeadParser& head) {
           backend->suspect();
           continue;
         }
-        co_await settle(fwd);
+        reply = settle(fwd);
         break;
       }
     }
+  }
+  if (reply) {
+    co_await send(socket, c.deadline, std::move(*reply));
   }
 
   const double duration_ms = ms_since(started);
