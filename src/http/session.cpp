@@ -115,55 +115,31 @@ std::optional<Response> local_answer(const http::request_header<>& h, std::strin
   return std::nullopt;
 }
 
-// One request whose head is in `head`: answered here or forwarded, then accounted. True when the
-// connection goes on. A coroutine of its own, so that its frame (parsers, routing, the exchange)
-// exists only while a request does: an idle keep-alive connection holds just the loop's.
-// Whatever the proxy answers itself is built by plain functions into one `reply`, sent at one
-// place: every answer built inside a co_await would take a slot of its own in the frame, and a
-// frame over 1 KiB is never reused by Asio's frame cache (a malloc per request).
-task<bool> handle(Connection& c, HeadParser& head) {
-  auto& socket = c.socket;
-  auto& buf = c.buf;
-  auto& fe = c.fe;
-  const auto& client_address = c.client_address;
-  const auto& limits = fe.limits;
-  ActiveRequest active(fe);
-  const auto started = Clock::now();
-  auto& h = head.get();
-  const std::string target(h.target());
-  const std::string method(h.method_string());
-  const auto path = path_of(target);
-  const unsigned version = h.version();
-  // A request whose body we do not read cannot be followed by another on this connection.
-  const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
-  bool keep_alive = h.keep_alive() && !fe.shutting_down;
-
-  std::optional<Response> reply = local_answer(h, path, fe, keep_alive && !has_body, version);
-  if (reply) {
-    co_await send(socket, c.deadline, std::move(*reply));
-    co_return keep_alive && !has_body;
-  }
-
-  if (beast::iequals(h[http::field::expect], "100-continue")) {
-    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    const std::array<net::const_buffer, 1> pieces = {net::buffer(kContinue)};
-    co_await wire::write(socket, pieces);
-  }
+// A request on its way to a backend: what handle(), proxy_streamed() and proxy_buffered() share.
+// The proxy's own answer, if any, is built into `reply` by plain functions and sent by handle()
+// at one place: an answer built inside a co_await takes a slot of its own in the coroutine's
+// frame, and Asio's frame cache never reuses a frame over 1 KiB (a malloc per request).
+struct Proxied {
+  Connection& c;
+  unsigned version;
+  bool keep_alive;  // the client connection goes on after this request
   Outcome out;
+  std::optional<Response> reply;
+
   // The proxy's error answer for `f` (none to a client that left), counted.
-  auto fail = [&](const Failure& f) -> std::optional<Response> {
+  void fail(const Failure& f) {
     out.status = status_for(f.code);
     out.reason = name(f.code);
-    fe.metrics.rejected_requests_total.with({out.backend, out.reason}).inc();
-    if (f.code == errc::client_gone) {
-      return std::nullopt;
+    c.fe.metrics.rejected_requests_total.with({out.backend, out.reason}).inc();
+    if (f.code != errc::client_gone) {
+      reply = error_response(f, keep_alive, version);
     }
-    return error_response(f, keep_alive, version);
-  };
-  using O = upstream::ForwardResult::Outcome;
+  }
+
   // After forward(): what the client saw, whether the connection goes on, and the proxy's own
   // answer when the client saw nothing of the upstream's.
-  auto settle = [&](const upstream::ForwardResult& fwd) -> std::optional<Response> {
+  void settle(const upstream::ForwardResult& fwd) {
+    using O = upstream::ForwardResult::Outcome;
     out.bytes = fwd.bytes;
     keep_alive = fwd.keep_alive;
     if (fwd.outcome == O::client_gone) {
@@ -180,102 +156,145 @@ task<bool> handle(Connection& c, HeadParser& head) {
       auto refusal = body_failure(fwd.body_error, c.deadline.expired());
       out.status = refusal ? refusal->status : 499;
       if (refusal) {
-        return error_response(refusal->status, refusal->message, false, version);
+        reply = error_response(refusal->status, refusal->message, false, version);
       }
     } else if (fwd.outcome != O::done) {
       const bool timeout = fwd.outcome == O::upstream_timeout;
-      return fail(Failure{
+      fail(Failure{
           timeout ? errc::upstream_timeout : errc::upstream_failed,
           "upstream of backend '" + out.backend + "' " + (timeout ? "" : "failed: ") + fwd.error});
     }
-    return std::nullopt;
-  };
+  }
+};
 
-  // A large body for the only backend while it is ready: stream it upstream as it arrives.
-  // The body cannot change the route (the backend itself answers an unknown model), and
-  // nothing is held, so nothing needs to be in memory. Only a body with a Content-Length: a
-  // chunked one is read whole first, so that a malformed chunk is refused with 400 before any
-  // byte of the request reaches the backend.
-  bool streamed = false;
-  if (auto* only = fe.router.only_backend();
-      only != nullptr && !h.chunked() && head.content_length().value_or(0) > kStreamBodyThreshold) {
-    if (auto lease = only->try_acquire()) {
-      auto [cec, upstream_stream] =
-          co_await upstream::Pool::connect(only->pool().executor(), only->pool().target(), 5s);
-      if (cec) {
-        only->suspect();  // then the buffered path below holds the request while it is re-checked
-      } else {
-        streamed = true;
-        out.backend = only->name();
-        http::request_parser<http::buffer_body> in(std::move(head));
-        in.body_limit(limits.max_body_bytes);
-        auto fwd = co_await upstream::forward_streamed(
-            socket, upstream::StreamedBody{buf, in, c.deadline, body_timeout(limits)},
-            client_address, std::move(upstream_stream), only->pool(),
-            upstream::ForwardOptions{
-                .client_keep_alive = keep_alive, .client_version = version, .wake_ms = {}});
-        reply = settle(fwd);
-      }
-    }
+// A large body for the only backend while it is ready: streamed upstream as it arrives. The
+// body cannot change the route (the backend itself answers an unknown model), and nothing is
+// held, so nothing needs to be in memory. Only a body with a Content-Length: a chunked one is
+// read whole first, so that a malformed chunk is refused with 400 before any byte of the
+// request reaches the backend. False when it did not stream (the caller reads the body whole).
+task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
+  auto* only = p.c.fe.router.only_backend();
+  const auto& h = head.get();
+  if (only == nullptr || h.chunked() || head.content_length().value_or(0) <= kStreamBodyThreshold) {
+    co_return false;
   }
+  auto lease = only->try_acquire();
+  if (!lease) {
+    co_return false;
+  }
+  auto [cec, upstream_stream] =
+      co_await upstream::Pool::connect(only->pool().executor(), only->pool().target(), 5s);
+  if (cec) {
+    only->suspect();  // then the buffered path holds the request while it is re-checked
+    co_return false;
+  }
+  p.out.backend = only->name();
+  const auto& limits = p.c.fe.limits;
+  http::request_parser<http::buffer_body> in(std::move(head));
+  in.body_limit(limits.max_body_bytes);
+  p.settle(co_await upstream::forward_streamed(
+      p.c.socket, upstream::StreamedBody{p.c.buf, in, p.c.deadline, body_timeout(limits)},
+      p.c.client_address, std::move(upstream_stream), only->pool(),
+      upstream::ForwardOptions{
+          .client_keep_alive = p.keep_alive, .client_version = p.version, .wake_ms = {}}));
+  co_return true;
+}
 
-  if (!streamed) {
-    // The body: needed to route (its "model"), held in memory while a backend wakes.
-    BodyParser full(std::move(head));
-    prepare_body(full, limits);
-    c.deadline.watch(socket, Clock::now() + body_timeout(limits));
-    const auto bec = co_await read_body(socket, buf, full);
-    c.deadline.pause();
-    if (bec) {
-      if (auto refusal = body_failure(bec, c.deadline.expired())) {
-        co_await refuse(socket, c.deadline, std::move(*refusal), version);
-      }
-      co_return false;
+// The body read whole (needed to route: its "model"; held in memory while a backend wakes),
+// then forwarded. False when the body could not be read (answered here; the connection ends).
+task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
+  auto& c = p.c;
+  const auto& limits = c.fe.limits;
+  BodyParser full(std::move(head));
+  prepare_body(full, limits);
+  c.deadline.watch(c.socket, Clock::now() + body_timeout(limits));
+  const auto bec = co_await read_body(c.socket, c.buf, full);
+  c.deadline.pause();
+  if (bec) {
+    if (auto refusal = body_failure(bec, c.deadline.expired())) {
+      co_await refuse(c.socket, c.deadline, std::move(*refusal), p.version);
     }
-    auto req = full.release();
-    auto route = fe.router.route(req[http::field::content_type], req.body());
-    if (!route) {
-      reply = fail(route.error());
-    } else {
-      auto* backend = route->backend;
-      out.backend = backend->name();
-      out.model = route->model;
-      const upstream::UpstreamRequest up{
-          upstream::upstream_head(req.base(), backend->pool().target(), client_address,
-                                  upstream_length(req)),
-          req.body(), req.method()};
-      for (int attempt = 0;; ++attempt) {
-        auto acquired = co_await backend->acquire(req.body().size(), socket);
-        if (!acquired) {
-          if (acquired.error().code == errc::client_gone) {
-            keep_alive = false;
-          }
-          reply = fail(acquired.error());
-          break;
-        }
-        if (acquired->waited_ms) {
-          out.wait_ms = out.wait_ms.value_or(0) + *acquired->waited_ms;
-        }
-        auto fwd =
-            co_await upstream::forward(socket, backend->pool(), up,
-                                       upstream::ForwardOptions{.client_keep_alive = keep_alive,
-                                                                .client_version = version,
-                                                                .wake_ms = out.wait_ms});
-        if (fwd.outcome == O::connect_failed && attempt < kMaxConnectRetries) {
-          // Nothing reached the upstream: re-check the backend (re-woken if it died), retry.
-          log::info("upstream connect failed; re-checking backend",
-                    {{"backend", out.backend}, {"error", fwd.error}});
-          backend->suspect();
-          continue;
-        }
-        reply = settle(fwd);
-        break;
+    co_return false;
+  }
+  const auto& req = full.get();
+  auto route = c.fe.router.route(req[http::field::content_type], req.body());
+  if (!route) {
+    p.fail(route.error());
+    co_return true;
+  }
+  auto* backend = route->backend;
+  p.out.backend = backend->name();
+  p.out.model = route->model;
+  const upstream::UpstreamRequest up{
+      upstream::upstream_head(req.base(), backend->pool().target(), c.client_address,
+                              upstream_length(req)),
+      req.body(), req.method()};
+  for (int attempt = 0;; ++attempt) {
+    auto acquired = co_await backend->acquire(req.body().size(), c.socket);
+    if (!acquired) {
+      if (acquired.error().code == errc::client_gone) {
+        p.keep_alive = false;
       }
+      p.fail(acquired.error());
+      co_return true;
+    }
+    if (acquired->waited_ms) {
+      p.out.wait_ms = p.out.wait_ms.value_or(0) + *acquired->waited_ms;
+    }
+    auto fwd =
+        co_await upstream::forward(c.socket, backend->pool(), up,
+                                   upstream::ForwardOptions{.client_keep_alive = p.keep_alive,
+                                                            .client_version = p.version,
+                                                            .wake_ms = p.out.wait_ms});
+    if (fwd.outcome == upstream::ForwardResult::Outcome::connect_failed &&
+        attempt < kMaxConnectRetries) {
+      // Nothing reached the upstream: re-check the backend (re-woken if it died), retry.
+      log::info("upstream connect failed; re-checking backend",
+                {{"backend", p.out.backend}, {"error", fwd.error}});
+      backend->suspect();
+      continue;
+    }
+    p.settle(fwd);
+    co_return true;
+  }
+}
+
+// One request whose head is in `head`: answered here or forwarded, then accounted. True when the
+// connection goes on. A coroutine of its own, so that its frame exists only while a request
+// does: an idle keep-alive connection holds just the loop's.
+task<bool> handle(Connection& c, HeadParser& head) {
+  auto& socket = c.socket;
+  auto& fe = c.fe;
+  const auto& client_address = c.client_address;
+  ActiveRequest active(fe);
+  const auto started = Clock::now();
+  auto& h = head.get();
+  const std::string target(h.target());
+  const std::string method(h.method_string());
+  const auto path = path_of(target);
+  // A request whose body we do not read cannot be followed by another on this connection.
+  const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
+  Proxied p{c, h.version(), h.keep_alive() && !fe.shutting_down, {}, {}};
+
+  p.reply = local_answer(h, path, fe, p.keep_alive && !has_body, p.version);
+  if (p.reply) {
+    co_await send(socket, c.deadline, std::move(*p.reply));
+    co_return p.keep_alive && !has_body;
+  }
+  if (beast::iequals(h[http::field::expect], "100-continue")) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    const std::array<net::const_buffer, 1> pieces = {net::buffer(kContinue)};
+    co_await wire::write(socket, pieces);
+  }
+  if (!co_await proxy_streamed(p, head)) {
+    if (!co_await proxy_buffered(p, head)) {
+      co_return false;  // the body could not be read: answered, and the connection ends
     }
   }
-  if (reply) {
-    co_await send(socket, c.deadline, std::move(*reply));
+  if (p.reply) {
+    co_await send(socket, c.deadline, std::move(*p.reply));
   }
+  const auto& out = p.out;
 
   const double duration_ms = ms_since(started);
   fe.metrics.requests_total.with({out.backend, std::to_string(out.status)}).inc();
@@ -291,7 +310,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
                           {"wait_for_wake_ms", out.wait_ms.value_or(0)},
                           {"client", client_address}});
   }
-  if (!keep_alive) {
+  if (!p.keep_alive) {
     error_code ec;
     socket.shutdown(tcp::socket::shutdown_send, ec);
     co_return false;
