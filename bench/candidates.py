@@ -368,9 +368,11 @@ def ours_conf(port: int, admin_port: int, backend: str, capacity: int) -> str:
 
 
 def start_ours(upstream_port: int, cpus, *sim_args, wait_ready: bool = True,
-               extra: str = "", capacity: int = DEFAULT_CAPACITY) -> Server:
+               extra: str = "", capacity: int = DEFAULT_CAPACITY,
+               bin_dir: pathlib.Path | None = None) -> Server:
     """vllm-autoscaler with one I/O thread in front of 127.0.0.1:`upstream_port`: a static
-    (always-on) backend, or with `sim_args` a process scaler running vllm-sim with those args."""
+    (always-on) backend, or with `sim_args` a process scaler running vllm-sim with those args.
+    `bin_dir`: another build's binary (BIN_DIR by default)."""
     port, admin_port = free_port(), free_port()
     if sim_args:
         backend = backend_yaml("bench", upstream_port, [MODEL], *sim_args, idle=None,
@@ -380,7 +382,7 @@ def start_ours(upstream_port: int, cpus, *sim_args, wait_ready: bool = True,
                                wake=None, default=True, extra=extra)
     conf = ours_conf(port, admin_port, backend, capacity)
     # With log level warn the proxy does not print its `listening` line: the ports are ours.
-    p = start_proxy(conf, wait=False)
+    p = start_proxy(conf, wait=False, bin_dir=bin_dir)
     p.port, p.admin_port = port, admin_port
     p.url, p.admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     pin(p.pid, cpus)
@@ -388,7 +390,8 @@ def start_ours(upstream_port: int, cpus, *sim_args, wait_ready: bool = True,
     pin(p.pid, cpus)
     if wait_ready:
         p.wait_state("ready", timeout=15)
-    server = Server("vllm-autoscaler", port, p, conf)
+    server = Server("vllm-autoscaler" if bin_dir is None else f"vllm-autoscaler@{bin_dir}", port,
+                    p, conf)
     server.admin_url = p.admin_url
     server.proxy = p
     return server
@@ -420,7 +423,11 @@ def start_floor(name: str, upstream_port: int, cpus) -> Server:
 
 def start_candidate(name: str, upstream_port: int, cpus, sse: bool = False,
                     capacity: int = DEFAULT_CAPACITY) -> Server:
-    """`name` in front of 127.0.0.1:`upstream_port`, sized for `capacity` client connections."""
+    """`name` in front of 127.0.0.1:`upstream_port`, sized for `capacity` client connections.
+    `vllm-autoscaler@DIR` is the proxy built in DIR (another commit's, for a before/after)."""
+    if name.startswith("vllm-autoscaler@"):
+        return start_ours(upstream_port, cpus, capacity=capacity,
+                          bin_dir=pathlib.Path(name.split("@", 1)[1]))
     if name in FLOORS:
         return start_floor(name, upstream_port, cpus)
     if name == "direct":
