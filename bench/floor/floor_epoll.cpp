@@ -66,9 +66,8 @@ std::size_t message_length(std::string_view b) {
   for (auto at = b.find('\n'); at < end; at = b.find('\n', at + 1)) {
     constexpr std::string_view kName = "content-length:";
     const auto line = b.substr(at + 1, kName.size());
-    if (line.size() == kName.size() &&
-        std::equal(line.begin(), line.end(), kName.begin(),
-                   [](char x, char y) { return (x | 0x20) == y; })) {
+    if (line.size() == kName.size() && std::equal(line.begin(), line.end(), kName.begin(),
+                                                  [](char x, char y) { return (x | 0x20) == y; })) {
       auto p = at + 1 + kName.size();
       while (b[p] == ' ') {
         ++p;
