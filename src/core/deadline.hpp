@@ -8,7 +8,11 @@
 //
 // Its state is shared with the timer's handler, which may run after the owner is gone (an expiry
 // already queued): the handler touches the timer and the socket only while one is watched, and
-// the destructor stops watching.
+// the destructor stops watching. The handler runs on the executor the deadline was made with:
+// the session's (its strand when threads > 1) for a client socket. A pooled upstream
+// connection's is the pool's, so with threads > 1 an expiry (backends[].upstream_timeout of
+// silence) is handled beside the exchange that watches it, as before connections carried their
+// deadline; disarm() keeps a cancelled wait away from the connection's next user.
 #include <cstdint>
 #include <memory>
 
@@ -37,14 +41,17 @@ class MovingDeadline {
   }
   // Nothing to cut until the next watch(): time spent meanwhile does not count.
   void pause() { state_->socket = nullptr; }
-  // pause(), and no pending wait either (the next watch() sets the timer again): for a socket
-  // that may idle long, so that nothing holds the event loop meanwhile.
+  // pause(), and no pending wait either (the next watch() sets the timer again): for a pooled
+  // socket, so that nothing holds the event loop while it idles. Its next user may run on
+  // another thread (threads > 1) while the cancelled wait's handler runs: that handler keeps the
+  // old state, and the deadline starts a new one.
   void disarm() {
     pause();
     if (state_->armed) {
-      state_->armed = false;
       ++state_->wait;  // the cancelled wait ends as stale
       timer_.cancel();
+      state_ = std::make_shared<State>();
+      state_->timer = &timer_;
     }
   }
   bool expired() const { return state_->expired; }
