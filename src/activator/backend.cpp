@@ -280,6 +280,7 @@ task<void> Backend::shutdown() {
         co_await scaler_->shutdown();
       },
       net::use_awaitable);
+  pool_.clear();  // idle upstream connections, and their deadlines' waits, end with the proxy
 }
 
 // --- the controller ---------------------------------------------------------------------------

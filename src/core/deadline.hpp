@@ -6,15 +6,17 @@
 // would cost a timerfd_settime each. When it passes, the socket's pending operations
 // are cancelled (they end with operation_aborted) and expired() says why.
 //
-// Its state is shared with the timer's handler, which may run after the owner is gone (an expiry
-// already queued): the handler touches the timer and the socket only while one is watched, and
-// the destructor stops watching. The handler runs on the executor the deadline was made with:
-// the session's (its strand when threads > 1) for a client socket. A pooled upstream
-// connection's is the pool's, so with threads > 1 an expiry (backends[].upstream_timeout of
-// silence) is handled beside the exchange that watches it, as before connections carried their
-// deadline; disarm() keeps a cancelled wait away from the connection's next user.
+// Threads. The timer's handler runs on the executor the deadline was made with; the socket's
+// operations are cancelled on the watcher's executor, the one that starts them, so that a cancel
+// can never fall between a watch() and the read it guards. A client socket's deadline is made
+// with the session's executor (its strand when threads > 1), which is also the watcher's. A
+// pooled upstream connection's is made with the pool's, and each exchange that uses it names its
+// session's executor in watch(): with threads > 1 the handler then runs beside the watcher, so
+// the state is locked. A paused deadline keeps its pending wait (at most until the due time, when
+// it ends without being set again): a connection back in the pool costs no timer operation.
 #include <cstdint>
 #include <memory>
+#include <mutex>
 
 #include "core/net.hpp"
 
@@ -23,42 +25,43 @@ namespace va {
 class MovingDeadline {
  public:
   explicit MovingDeadline(const net::any_io_executor& ex)
-      : timer_(ex), state_(std::make_shared<State>()) {
-    state_->timer = &timer_;
+      : timer_(ex), state_(std::make_shared<State>(&timer_, ex)) {}
+  ~MovingDeadline() {
+    std::lock_guard lock(state_->mu);
+    state_->socket = nullptr;
+    state_->timer = nullptr;  // a handler still queued touches neither
   }
-  ~MovingDeadline() { pause(); }
   MovingDeadline(const MovingDeadline&) = delete;
   MovingDeadline& operator=(const MovingDeadline&) = delete;
 
-  // Watches `socket` until `due` (a later call moves it, later or earlier).
+  // Watches `socket` until `due` (a later call moves it, later or earlier); its operations are
+  // started on the deadline's own executor.
   void watch(tcp::socket& socket, Clock::time_point due) {
-    state_->socket = &socket;
-    state_->due = due;
-    state_->expired = false;
-    if (!state_->armed || due < state_->armed_for) {
-      arm(state_);  // (an earlier wait, if any, ends as stale)
-    }
+    std::lock_guard lock(state_->mu);
+    watch_locked(socket, due);
+  }
+  // The same, for a socket whose operations `watcher` starts.
+  void watch(tcp::socket& socket, Clock::time_point due, const net::any_io_executor& watcher) {
+    std::lock_guard lock(state_->mu);
+    state_->watcher = watcher;
+    watch_locked(socket, due);
   }
   // Nothing to cut until the next watch(): time spent meanwhile does not count.
-  void pause() { state_->socket = nullptr; }
-  // pause(), and no pending wait either (the next watch() sets the timer again): for a pooled
-  // socket, so that nothing holds the event loop while it idles. Its next user may run on
-  // another thread (threads > 1) while the cancelled wait's handler runs: that handler keeps the
-  // old state, and the deadline starts a new one.
-  void disarm() {
-    pause();
-    if (state_->armed) {
-      ++state_->wait;  // the cancelled wait ends as stale
-      timer_.cancel();
-      state_ = std::make_shared<State>();
-      state_->timer = &timer_;
-    }
+  void pause() {
+    std::lock_guard lock(state_->mu);
+    state_->socket = nullptr;
   }
-  bool expired() const { return state_->expired; }
+  bool expired() const {
+    std::lock_guard lock(state_->mu);
+    return state_->expired;
+  }
 
  private:
   struct State {
-    net::steady_timer* timer = nullptr;
+    State(net::steady_timer* t, const net::any_io_executor& ex) : timer(t), watcher(ex) {}
+    std::mutex mu;  // guards everything below
+    net::steady_timer* timer;
+    net::any_io_executor watcher;   // where the socket's operations are started
     tcp::socket* socket = nullptr;  // while watched
     Clock::time_point due;
     Clock::time_point armed_for;  // the timer's expiry, while armed
@@ -67,24 +70,44 @@ class MovingDeadline {
     bool expired = false;
   };
 
+  void watch_locked(tcp::socket& socket, Clock::time_point due) {
+    state_->socket = &socket;
+    state_->due = due;
+    state_->expired = false;
+    if (!state_->armed || due < state_->armed_for) {
+      arm(state_);  // (an earlier wait, if any, ends as stale)
+    }
+  }
+
   static void arm(const std::shared_ptr<State>& s) {
     s->armed = true;
     s->armed_for = s->due;
     s->timer->expires_at(s->due);  // cancels a pending wait
-    s->timer->async_wait([s, wait = ++s->wait](error_code ec) {
-      if (wait != s->wait) {
-        return;  // stale: a newer wait is pending
+    s->timer->async_wait([s, wait = ++s->wait](error_code ec) { fired(s, wait, ec); });
+  }
+
+  static void fired(const std::shared_ptr<State>& s, std::uint64_t wait, error_code ec) {
+    std::unique_lock lock(s->mu);
+    if (wait != s->wait) {
+      return;  // stale: a newer wait is pending
+    }
+    s->armed = false;
+    if (ec || s->socket == nullptr) {
+      return;  // gone, or paused: the next watch() sets it again
+    }
+    if (Clock::now() < s->due) {
+      arm(s);
+      return;
+    }
+    s->expired = true;
+    const auto watcher = s->watcher;
+    lock.unlock();  // (the dispatch may run at once, and locks again)
+    net::dispatch(watcher, [s] {
+      std::lock_guard again(s->mu);
+      if (s->expired && s->socket != nullptr) {  // not watched again or paused meanwhile
+        error_code ignored;
+        s->socket->cancel(ignored);
       }
-      s->armed = false;
-      if (ec || s->socket == nullptr) {
-        return;  // gone, or paused: the next watch() sets it again
-      }
-      if (Clock::now() < s->due) {
-        arm(s);
-        return;
-      }
-      s->expired = true;
-      s->socket->cancel(ec);
     });
   }
 

@@ -226,9 +226,10 @@ std::string client_head(const http::response_header<>& res, bool switching, bool
 // One request/response exchange with the upstream. Its two blocks: `in` holds upstream bytes as
 // read (room for a whole small response in one read), `out` the body bytes parsed from them.
 struct Exchange {
-  Exchange(Pool& pool, Connection c, http::verb method)
+  Exchange(Pool& pool, Connection c, http::verb method, net::any_io_executor session)
       : pool(pool),
         conn(std::move(c)),
+        session(std::move(session)),
         buf(in.data(), wire::Block::kSize),
         silence(conn.stream->silence) {
     parser.body_limit(boost::none);
@@ -238,9 +239,12 @@ struct Exchange {
   }
   tcp::socket& socket() { return conn.stream->socket(); }
   // The upstream is expected to answer from now on (pause() while it is not our turn to read).
-  void expect_upstream() { silence.watch(socket(), Clock::now() + pool.upstream_timeout()); }
+  void expect_upstream() {
+    silence.watch(socket(), Clock::now() + pool.upstream_timeout(), session);
+  }
   Pool& pool;
   Connection conn;
+  net::any_io_executor session;  // the client's session's, which reads and writes `conn`
   wire::Block in;
   wire::Block out;
   beast::flat_static_buffer_base buf;
@@ -404,7 +408,7 @@ task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamReque
       co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
                               .error = cec.message()};
     }
-    Exchange ex(pool, std::move(conn), up_req.method);
+    Exchange ex(pool, std::move(conn), up_req.method, client.get_executor());
     error_code wec;
     auto send = [&]() -> task<error_code> {
       ex.expect_upstream();
@@ -435,7 +439,8 @@ task<ForwardResult> forward_streamed(tcp::socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions r) {
   auto& in = body.parser;
-  Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method());
+  Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method(),
+              client.get_executor());
   auto& up = ex.socket();
   {
     const auto head = upstream_head(in.get().base(), pool.target(), client_address,

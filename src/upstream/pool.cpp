@@ -40,7 +40,6 @@ task<std::pair<error_code, Connection>> Pool::acquire() {
 }
 
 void Pool::release(Connection c) {
-  c.stream->silence.disarm();  // an idle connection holds no pending wait
   std::lock_guard lock(mu_);
   const auto now = Clock::now();
   // Drop the expired ones from the front (oldest) while we are here.

@@ -24,7 +24,7 @@ struct Target {
 // One connection to the upstream. Held by pointer: moving a beast::tcp_stream allocates a new one
 // (its timers and all), and a connection moves several times between the pool and an exchange.
 // Its `silence` deadline (backends[].upstream_timeout) lives as long as the connection, so that
-// an exchange needs no timer and no shared state of its own; it is disarmed while the connection
+// an exchange needs no timer and no shared state of its own; it is paused while the connection
 // idles in the pool.
 struct Link {
   explicit Link(const net::any_io_executor& ex) : stream(ex), silence(ex) {}
