@@ -272,14 +272,15 @@ task<bool> handle(Connection& c, HeadParser& head) {
   const std::string target(h.target());
   const std::string method(h.method_string());
   const auto path = path_of(target);
-  // A request whose body we do not read cannot be followed by another on this connection.
-  const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
   Proxied p{c, h.version(), h.keep_alive() && !fe.shutting_down, {}, {}};
 
-  p.reply = local_answer(h, path, fe, p.keep_alive && !has_body, p.version);
+  // A request answered here has its body left unread, so no other can follow it.
+  const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
+  const bool answered_keep_alive = p.keep_alive && !has_body;
+  p.reply = local_answer(h, path, fe, answered_keep_alive, p.version);
   if (p.reply) {
     co_await send(socket, c.deadline, std::move(*p.reply));
-    co_return p.keep_alive && !has_body;
+    co_return answered_keep_alive;
   }
   if (beast::iequals(h[http::field::expect], "100-continue")) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
