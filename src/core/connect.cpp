@@ -1,9 +1,17 @@
 #include "core/connect.hpp"
 
+#include <type_traits>
+
 namespace va {
 
-task<error_code> connect_tcp(beast::tcp_stream& stream, const std::string& host,
-                             const std::string& port, std::string* failed_step) {
+namespace {
+tcp::socket& socket_of(beast::tcp_stream& stream) { return stream.socket(); }
+tcp::socket& socket_of(tcp::socket& socket) { return socket; }
+}  // namespace
+
+template <class Stream>
+task<error_code> connect_tcp(Stream& stream, const std::string& host, const std::string& port,
+                             std::string* failed_step) {
   error_code ec;
   if (auto address = net::ip::make_address(host, ec); !ec) {
     std::tie(ec) = co_await stream.async_connect(
@@ -17,15 +25,24 @@ task<error_code> connect_tcp(beast::tcp_stream& stream, const std::string& host,
       }
       co_return rec;
     }
-    std::tie(ec, std::ignore) = co_await stream.async_connect(endpoints, use_nothrow);
+    if constexpr (std::is_same_v<Stream, tcp::socket>) {
+      std::tie(ec, std::ignore) = co_await net::async_connect(stream, endpoints, use_nothrow);
+    } else {
+      std::tie(ec, std::ignore) = co_await stream.async_connect(endpoints, use_nothrow);
+    }
   }
   if (ec && failed_step != nullptr) {
     *failed_step = "connect";
   }
   if (!ec) {
-    stream.socket().set_option(tcp::no_delay(true));
+    socket_of(stream).set_option(tcp::no_delay(true));
   }
   co_return ec;
 }
+
+template task<error_code> connect_tcp(beast::tcp_stream&, const std::string&, const std::string&,
+                                      std::string*);
+template task<error_code> connect_tcp(tcp::socket&, const std::string&, const std::string&,
+                                      std::string*);
 
 }  // namespace va

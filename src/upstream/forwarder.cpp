@@ -237,7 +237,7 @@ struct Exchange {
       parser.skip(true);
     }
   }
-  tcp::socket& socket() { return conn.stream->socket(); }
+  tcp::socket& socket() { return conn.stream->socket; }
   // The upstream is expected to answer from now on (pause() while it is not our turn to read).
   void expect_upstream() {
     silence.watch(socket(), Clock::now() + pool.upstream_timeout(), session);

@@ -6,7 +6,7 @@
 namespace va::upstream {
 namespace {
 // A pooled socket is reusable if the peer has not closed it and sent nothing unasked.
-bool still_open(const Stream& s) { return peek_peer(s->socket().native_handle()) == Peer::quiet; }
+bool still_open(const Stream& s) { return peek_peer(s->socket.native_handle()) == Peer::quiet; }
 }  // namespace
 
 Pool::Pool(Settings settings, net::any_io_executor ex) : settings_(std::move(settings)), ex_(ex) {}
@@ -14,9 +14,12 @@ Pool::Pool(Settings settings, net::any_io_executor ex) : settings_(std::move(set
 task<std::pair<error_code, Stream>> Pool::connect(net::any_io_executor ex, const Target& t,
                                                   std::chrono::milliseconds timeout) {
   auto link = std::make_unique<Link>(ex);
-  link->stream.expires_after(timeout);
-  const error_code ec = co_await connect_tcp(link->stream, t.host, t.port);
-  link->stream.expires_never();
+  link->silence.watch(link->socket, Clock::now() + timeout, co_await net::this_coro::executor);
+  error_code ec = co_await connect_tcp(link->socket, t.host, t.port);
+  link->silence.pause();
+  if (ec && link->silence.expired()) {
+    ec = net::error::timed_out;
+  }
   co_return std::pair{ec, std::move(link)};
 }
 

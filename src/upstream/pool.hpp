@@ -21,15 +21,14 @@ struct Target {
   std::string host_header;  // "host:port" as sent in Host
 };
 
-// One connection to the upstream. Held by pointer: moving a beast::tcp_stream allocates a new one
-// (its timers and all), and a connection moves several times between the pool and an exchange.
-// Its `silence` deadline (backends[].upstream_timeout) lives as long as the connection, so that
-// an exchange needs no timer and no shared state of its own; it is paused while the connection
-// idles in the pool.
+// One connection to the upstream, and the one deadline that bounds its operations: the connect
+// (Pool::Settings::connect_timeout), the health probe's exchange, and the upstream's silence in
+// a forwarded one (backends[].upstream_timeout). The deadline lives as long as the connection,
+// so that an exchange needs no timer and no shared state of its own; it is paused while the
+// connection idles in the pool. Held by pointer: the deadline's state points at its timer.
 struct Link {
-  explicit Link(const net::any_io_executor& ex) : stream(ex), silence(ex) {}
-  tcp::socket& socket() { return stream.socket(); }
-  beast::tcp_stream stream;
+  explicit Link(const net::any_io_executor& ex) : socket(ex), silence(ex) {}
+  tcp::socket socket;
   MovingDeadline silence;
 };
 using Stream = std::unique_ptr<Link>;
@@ -63,7 +62,8 @@ class Pool {
   std::chrono::milliseconds upstream_timeout() const { return settings_.upstream_timeout; }
   net::any_io_executor executor() const { return ex_; }
 
-  // Opens a new connection (also used by the health probe).
+  // Opens a new connection (also used by the health probe), within `timeout`; the calling
+  // coroutine's executor watches it.
   static task<std::pair<error_code, Stream>> connect(net::any_io_executor ex, const Target& t,
                                                      std::chrono::milliseconds timeout);
 

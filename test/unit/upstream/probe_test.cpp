@@ -1,0 +1,89 @@
+#include "upstream/probe.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <optional>
+
+namespace va::upstream {
+namespace {
+
+using namespace std::chrono_literals;
+
+Target target_of(const tcp::acceptor& a) {
+  const auto port = std::to_string(a.local_endpoint().port());
+  return Target{.host = "127.0.0.1", .port = port, .host_header = "127.0.0.1:" + port};
+}
+
+// Runs the probe against `t` to its end; what it returned and how long it took.
+std::pair<ProbeResult, Clock::duration> run_probe(net::io_context& ioc, const Target& t,
+                                                  std::chrono::milliseconds timeout) {
+  std::optional<ProbeResult> got;
+  const auto start = Clock::now();
+  net::co_spawn(ioc, probe(ioc.get_executor(), t, "/health", {}, timeout),
+                [&](std::exception_ptr, ProbeResult r) { got = r; });
+  while (!got && Clock::now() - start < 20s) {
+    ioc.run_for(10ms);
+  }
+  EXPECT_TRUE(got.has_value());
+  return {got.value_or(ProbeResult{}), Clock::now() - start};
+}
+
+TEST(Probe, ReadsTheHealthAnswer) {
+  net::io_context ioc;
+  tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
+  tcp::socket peer(ioc);
+  acceptor.async_accept(peer, [&](error_code ec) {
+    ASSERT_FALSE(ec);
+    static constexpr std::string_view kAnswer =
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    net::async_write(peer, net::buffer(kAnswer), [](error_code, std::size_t) {});
+  });
+  const auto [r, took] = run_probe(ioc, target_of(acceptor), 5000ms);
+  EXPECT_EQ(r.status, 200U);
+  EXPECT_FALSE(r.error);
+}
+
+TEST(Probe, GivesUpOnASilentServerAfterItsTimeout) {
+  // A server that accepts and never answers (vLLM stuck while loading): the probe must end.
+  net::io_context ioc;
+  tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
+  tcp::socket peer(ioc);
+  acceptor.async_accept(peer, [](error_code) {});
+  const auto [r, took] = run_probe(ioc, target_of(acceptor), 200ms);
+  EXPECT_EQ(r.status, 0U);
+  EXPECT_EQ(r.error, net::error::timed_out) << r.error.message();
+  EXPECT_GE(took, 150ms);
+  EXPECT_LT(took, 10s);
+}
+
+TEST(Pool, ConnectGivesUpAfterItsTimeout) {
+  // A listener whose accept queue is full drops the SYN, so the connect hangs.
+  net::io_context ioc;
+  tcp::acceptor acceptor(ioc);
+  acceptor.open(tcp::v4());
+  acceptor.bind({net::ip::make_address("127.0.0.1"), 0});
+  acceptor.listen(0);
+  std::vector<tcp::socket> queued;
+  for (int i = 0; i < 2; ++i) {
+    auto& s = queued.emplace_back(ioc);
+    s.open(tcp::v4());
+    s.non_blocking(true);
+    const auto to = acceptor.local_endpoint();
+    // (Asio's own connect would wait for the result even on a non-blocking socket.)
+    ::connect(s.native_handle(), to.data(), to.size());  // queued, or its SYN dropped
+  }
+  std::optional<error_code> got;
+  const auto start = Clock::now();
+  net::co_spawn(ioc, Pool::connect(ioc.get_executor(), target_of(acceptor), 300ms),
+                [&](std::exception_ptr, std::pair<error_code, Stream> r) { got = r.first; });
+  while (!got && Clock::now() - start < 20s) {
+    ioc.run_for(10ms);
+  }
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(*got, net::error::timed_out) << got->message();
+  EXPECT_GE(Clock::now() - start, 250ms);
+}
+
+}  // namespace
+}  // namespace va::upstream
