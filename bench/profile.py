@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import candidates as cands  # noqa: E402
 import clients  # noqa: E402
+import run as bench  # noqa: E402
 
 DEFAULT = ("vllm-autoscaler", "nginx", *cands.FLOORS)
 
@@ -72,39 +73,31 @@ def main() -> int:
     ap.add_argument("--json", type=pathlib.Path)
     a = ap.parse_args()
     names = a.candidates.split(",")
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
+    L = bench.Layout(pin=True)
+    if L.proxy is None:
         print("profile.py needs two CPUs: the load on one, the candidate on the other")
         return 2
-    load, proxy = {cpus[0]}, {cpus[1]}
-    os.sched_setaffinity(0, load)
     cands.raise_nofile()
     work = pathlib.Path(tempfile.mkdtemp(prefix="va-profile-"))
     script = clients.write_wrk_script(work)
-    backend = cands.start_nginx_backend(load)
     servers: dict[str, cands.Server] = {}
     results: dict[int, dict[str, list]] = {}
-    try:
-        for name in names:
-            servers[name] = cands.start_candidate(name, backend.port, proxy)
-            clients.run_wrk(servers[name].port, 32, 2, script, load)  # warm up
-        for conns in map(int, a.conns.split(",")):
-            results[conns] = {name: [] for name in names}
-            for r in range(a.rounds):
-                for name in names:
-                    m = measure(servers[name], conns, a.seconds, script, load)
-                    results[conns][name].append(m)
-                    print(f"c={conns:<4} round {r + 1}/{a.rounds} {name:<17} {m['rps']:>9,.0f} "
-                          f"req/s  user {m['user_us']:5.1f} µs  kernel {m['kernel_us']:5.1f} µs "
-                          f" errors {m['errors']}", flush=True)
-    finally:
-        for srv in servers.values():
-            srv.stop()
-        backend.stop()
+    with bench.harness_on(L.load):
+        backend = cands.start_nginx_backend(L.load)
+        with bench.started(backend, servers):
+            bench.start_warmed(servers, names, backend, L, script, 32, 2)
+            for conns in map(int, a.conns.split(",")):
+                results[conns] = {name: [] for name in names}
+                for r in range(a.rounds):
+                    for name in names:
+                        m = measure(servers[name], conns, a.seconds, script, L.load)
+                        results[conns][name].append(m)
+                        print(f"c={conns:<4} round {r + 1}/{a.rounds} {name:<17} "
+                              f"{m['rps']:>9,.0f} req/s  user {m['user_us']:5.1f} µs  "
+                              f"kernel {m['kernel_us']:5.1f} µs  errors {m['errors']}", flush=True)
     print(table(results, names))
     if a.json:
-        a.json.write_text(json.dumps({"conns": results, "cpus": {"load": cpus[0], "proxy": cpus[1]}},
-                                     indent=1))
+        a.json.write_text(json.dumps({"conns": results, "layout": L.text}, indent=1))
     errors = sum(m["errors"] for per in results.values() for runs in per.values() for m in runs)
     return 1 if errors else 0
 

@@ -147,17 +147,24 @@ def wrk_with_peak_rss(srv, conns: int, duration: float, script, L: Layout):
 # 1. Steady-state overhead
 
 
+def start_warmed(servers: dict, names, backend, L: Layout, script, conns: int,
+                 seconds: float) -> None:
+    """Starts each named candidate in front of `backend` into `servers` (which the caller stops,
+    see started()), then warms each up with `seconds` of wrk at `conns` connections: connections,
+    pools and allocator caches are made before the first measured round."""
+    for name in names:
+        servers[name] = cands.start_candidate(name, backend.port, L.proxy)
+    if seconds:
+        for name in names:
+            clients.run_wrk(servers[name].port, conns, seconds, script, L.load)
+
+
 def scenario_overhead(P: dict, L: Layout, work: pathlib.Path) -> dict:
     script = clients.write_wrk_script(work)
     backend = cands.start_nginx_backend(L.load)
     servers = {}
     with started(backend, servers):
-        for name in CANDIDATES:
-            servers[name] = cands.start_candidate(name, backend.port, L.proxy)
-        if P["s1_warmup"]:
-            for name in CANDIDATES:
-                clients.run_wrk(servers[name].port, max(P["s1_conns"]), P["s1_warmup"], script,
-                                L.load)
+        start_warmed(servers, CANDIDATES, backend, L, script, max(P["s1_conns"]), P["s1_warmup"])
         runs = {str(c): {name: [] for name in CANDIDATES} for c in P["s1_conns"]}
         for conns in P["s1_conns"]:
             for r in range(P["s1_rounds"]):
