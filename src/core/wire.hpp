@@ -37,13 +37,16 @@ enum class Until {
 // ends a message that has begun (or is end_of_stream), `buf`'s limit is buffer_overflow.
 //
 // `check_head` sees the raw bytes of the head once it is whole, before they are consumed, and may
-// refuse it with an error.
+// refuse it with an error. `before_read` is called before each read from the socket (one that may
+// wait), never when the bytes are already buffered.
 inline error_code accept_any_head(std::string_view) { return {}; }
+inline void no_action() {}
 
 template <class Stream, class Parser, class DynamicBuffer,
-          class CheckHead = decltype(&accept_any_head)>
+          class CheckHead = decltype(&accept_any_head), class BeforeRead = decltype(&no_action)>
 task<error_code> read(Stream& s, DynamicBuffer& buf, Parser& p, Until until,
-                      CheckHead check_head = &accept_any_head) {
+                      CheckHead check_head = &accept_any_head,
+                      BeforeRead before_read = &no_action) {
   for (;;) {
     error_code ec;
     if (buf.size() > 0 && !p.is_done()) {
@@ -78,6 +81,7 @@ task<error_code> read(Stream& s, DynamicBuffer& buf, Parser& p, Until until,
     if (size == 0) {
       co_return http::error::buffer_overflow;
     }
+    before_read();
     auto [rec, n] = co_await s.async_read_some(buf.prepare(size), use_nothrow);
     buf.commit(n);
     if (rec == net::error::eof) {

@@ -29,11 +29,23 @@ bool hop_by_hop(const http::fields::value_type& f, http::token_list& nominated,
 // connection cuts the upstream one, so vLLM aborts the generation, even before it has sent a
 // byte. A plain completion handler rather than a coroutine run beside the exchange: one wait per
 // exchange, no coroutine frames. Bytes from the client (a pipelined request) end the watch, since
-// only a write can tell then. stop() before the upstream stream goes away.
+// only a write can tell then. Started only when the exchange is about to wait for the upstream
+// (start()): an answer that is already there needs no watch, and the watch costs a syscall.
+// stop() before the upstream stream goes away.
 class ClientWatch {
  public:
   ClientWatch(tcp::socket& client, tcp::socket& upstream)
-      : client_(client), state_(std::make_shared<State>(State{&upstream})) {
+      : client_(client), state_(std::make_shared<State>(State{&upstream})) {}
+  ClientWatch(const ClientWatch&) = delete;
+  ClientWatch& operator=(const ClientWatch&) = delete;
+  ~ClientWatch() { stop(); }
+
+  void start() {
+    if (state_->active || started_) {
+      return;
+    }
+    started_ = true;
+    state_->active = true;
     // A peek, not async_wait: a wait always re-registers the socket with epoll (a syscall per
     // exchange); a read is first tried at once and then queued without one.
     client_.async_receive(
@@ -49,10 +61,6 @@ class ClientWatch {
           s->upstream->cancel(ignored);
         });
   }
-  ClientWatch(const ClientWatch&) = delete;
-  ClientWatch& operator=(const ClientWatch&) = delete;
-  ~ClientWatch() { stop(); }
-
   void stop() {
     if (state_->active) {
       state_->active = false;
@@ -65,12 +73,13 @@ class ClientWatch {
  private:
   struct State {
     tcp::socket* upstream;
-    bool active = true;
+    bool active = false;
     bool gone = false;
     char byte = 0;  // the peek's buffer
   };
   tcp::socket& client_;
   std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
+  bool started_ = false;          // (once: stopped, it stays stopped)
 };
 
 task<void> pipe_bytes(tcp::socket& from, tcp::socket& to) {
@@ -242,6 +251,17 @@ struct Exchange {
   void expect_upstream() {
     silence.watch(socket(), Clock::now() + pool.upstream_timeout(), session);
   }
+  // Takes what the upstream has sent so far into `buf`, without waiting: false when it has sent
+  // nothing yet (an error or its close counts as an answer; the read that follows reports it).
+  bool take_ready() {
+    error_code ec;
+    if (!socket().non_blocking()) {
+      socket().non_blocking(true, ec);
+    }
+    const auto n = socket().read_some(buf.prepare(buf.max_size() - buf.size()), ec);
+    buf.commit(n);
+    return n > 0 || (ec && ec != net::error::would_block && ec != net::error::try_again);
+  }
   Pool& pool;
   Connection conn;
   net::any_io_executor session;  // the client's session's, which reads and writes `conn`
@@ -267,8 +287,16 @@ ForwardResult head_failure(const Exchange& ex, error_code read_ec, error_code wr
           .error = read_ec.message()};
 }
 
-// Reads the response head into `ex.parser`.
-task<error_code> read_head(Exchange& ex) {
+// Reads the response head into `ex.parser`, once the request went out. First it lets the other
+// connections run: by then a fast upstream has answered, and its answer is read at once; read right
+// after the write, it is not there yet, and that costs a futile read (Asio 1.26 tries every read at
+// once after any readiness event). Only an upstream that has not answered yet makes the client
+// watched.
+task<error_code> read_head(Exchange& ex, ClientWatch& watch) {
+  co_await net::post(net::use_awaitable);
+  if (!ex.take_ready()) {
+    watch.start();
+  }
   ex.expect_upstream();
   auto ec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
   ex.silence.pause();
@@ -325,11 +353,15 @@ task<ForwardResult> relay_response(tcp::socket& client, Exchange& ex, const Forw
   }
 
   bool write_failed = false;
+  // The rest of the body may be long coming (a generation): the client is watched from the first
+  // read that goes to the socket.
+  auto start_watch = [&watch] { watch.start(); };
   while (!p.is_done()) {
     res.body().data = ex.out.data();
     res.body().size = wire::Block::kSize;
     ex.expect_upstream();
-    auto ec = co_await wire::read(up, ex.buf, p, wire::Until::some);
+    auto ec =
+        co_await wire::read(up, ex.buf, p, wire::Until::some, &wire::accept_any_head, start_watch);
     ex.silence.pause();
     if (ec == http::error::need_buffer) {
       ec = {};
@@ -410,15 +442,15 @@ task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamReque
     }
     Exchange ex(pool, std::move(conn), up_req.method, client.get_executor());
     error_code wec;
+    ClientWatch watch(client, ex.socket());
     auto send = [&]() -> task<error_code> {
       ex.expect_upstream();
       wec = co_await wire::write(ex.socket(), request);
       if (wec) {
         co_return wec;
       }
-      co_return co_await read_head(ex);
+      co_return co_await read_head(ex, watch);
     };
-    ClientWatch watch(client, ex.socket());
     const error_code hec = co_await send();
     if (watch.gone()) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
@@ -478,7 +510,7 @@ task<ForwardResult> forward_streamed(tcp::socket& client, StreamedBody body,
     }
   }
   ClientWatch watch(client, up);
-  const error_code hec = co_await read_head(ex);
+  const error_code hec = co_await read_head(ex, watch);
   if (watch.gone()) {
     co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
   }
