@@ -55,6 +55,10 @@ class MovingDeadline {
     std::lock_guard lock(state_->mu);
     return state_->expired;
   }
+  // The error an operation on the watched socket ended with, as timed_out when the deadline cut it.
+  error_code explain(error_code ec) const {
+    return ec && expired() ? error_code(net::error::timed_out) : ec;
+  }
 
  private:
   struct State {

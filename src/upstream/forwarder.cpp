@@ -41,7 +41,7 @@ class ClientWatch {
   ~ClientWatch() { stop(); }
 
   void start() {
-    if (state_->active || started_) {
+    if (started_) {
       return;
     }
     started_ = true;

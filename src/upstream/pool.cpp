@@ -15,12 +15,9 @@ task<std::pair<error_code, Stream>> Pool::connect(net::any_io_executor ex, const
                                                   std::chrono::milliseconds timeout) {
   auto link = std::make_unique<Link>(ex);
   link->silence.watch(link->socket, Clock::now() + timeout, co_await net::this_coro::executor);
-  error_code ec = co_await connect_tcp(link->socket, t.host, t.port);
+  const error_code ec = co_await connect_tcp(link->socket, t.host, t.port);
   link->silence.pause();
-  if (ec && link->silence.expired()) {
-    ec = net::error::timed_out;
-  }
-  co_return std::pair{ec, std::move(link)};
+  co_return std::pair{link->silence.explain(ec), std::move(link)};
 }
 
 task<std::pair<error_code, Connection>> Pool::acquire() {

@@ -19,18 +19,15 @@ task<ProbeResult> probe(net::any_io_executor ex, const Target& target, const std
   auto& socket = up->socket;
   auto& deadline = up->silence;
   deadline.watch(socket, Clock::now() + timeout, co_await net::this_coro::executor);
-  auto failed = [&](error_code ec) {
-    return ProbeResult{0, deadline.expired() ? error_code(net::error::timed_out) : ec};
-  };
   auto [wec, wn] = co_await http::async_write(socket, req, use_nothrow);
   if (wec) {
-    co_return failed(wec);
+    co_return ProbeResult{0, deadline.explain(wec)};
   }
   beast::flat_buffer buf;
   http::response<http::string_body> res;
   auto [rec, rn] = co_await http::async_read(socket, buf, res, use_nothrow);
   if (rec) {
-    co_return failed(rec);
+    co_return ProbeResult{0, deadline.explain(rec)};
   }
   co_return ProbeResult{res.result_int(), {}};
 }
