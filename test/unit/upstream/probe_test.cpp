@@ -20,7 +20,10 @@ std::pair<ProbeResult, Clock::duration> run_probe(net::io_context& ioc, const Ta
                                                   std::chrono::milliseconds timeout) {
   std::optional<ProbeResult> got;
   const auto start = Clock::now();
-  net::co_spawn(ioc, probe(ioc.get_executor(), t, "/health", {}, timeout),
+  // (The probe keeps references to its arguments: they must outlive it.)
+  const std::string path = "/health";
+  const std::map<std::string, std::string> headers;
+  net::co_spawn(ioc, probe(ioc.get_executor(), t, path, headers, timeout),
                 [&](std::exception_ptr, ProbeResult r) { got = r; });
   while (!got && Clock::now() - start < 20s) {
     ioc.run_for(10ms);
@@ -75,7 +78,8 @@ TEST(Pool, ConnectGivesUpAfterItsTimeout) {
   }
   std::optional<error_code> got;
   const auto start = Clock::now();
-  net::co_spawn(ioc, Pool::connect(ioc.get_executor(), target_of(acceptor), 300ms),
+  const auto target = target_of(acceptor);  // (it must outlive the connect)
+  net::co_spawn(ioc, Pool::connect(ioc.get_executor(), target, 300ms),
                 [&](std::exception_ptr, std::pair<error_code, Stream> r) { got = r.first; });
   while (!got && Clock::now() - start < 20s) {
     ioc.run_for(10ms);
