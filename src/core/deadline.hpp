@@ -43,7 +43,9 @@ class MovingDeadline {
   // The same, for a socket whose operations `watcher` starts.
   void watch(tcp::socket& socket, Clock::time_point due, const net::any_io_executor& watcher) {
     std::lock_guard lock(state_->mu);
-    state_->watcher = watcher;
+    if (state_->watcher != watcher) {  // (a copy costs more than the check; it rarely changes)
+      state_->watcher = watcher;
+    }
     watch_locked(socket, due);
   }
   // Nothing to cut until the next watch(): time spent meanwhile does not count.

@@ -64,9 +64,7 @@ void append_head(std::string& out, const http::response_header<>& h) {
 
 task<error_code> write(tcp::socket& to, std::span<const net::const_buffer> pieces) {
   error_code ec;
-  if (!to.non_blocking()) {
-    to.non_blocking(true, ec);
-  }
+  make_non_blocking(to, ec);
   std::size_t written = 0;
   if (!ec) {
     written = to.write_some(pieces, ec);

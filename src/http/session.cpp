@@ -357,11 +357,8 @@ task<void> serve_public(tcp::socket socket, Frontend& fe) {
       co_return;
     }
     if (buf.size() == 0) {
-      buf.shrink_to_fit();  // an idle keep-alive connection holds no buffer
-      // The other connections run first: a client that sends its next request at once has sent
-      // it by then. Read right after our answer went out, it is not there yet, and that costs a
-      // futile read (Asio 1.26 tries every read at once after any readiness event).
-      co_await net::post(net::use_awaitable);
+      buf.shrink_to_fit();              // an idle keep-alive connection holds no buffer
+      co_await wire::let_others_run();  // the client's next request answers ours
     }
   }
 }

@@ -255,9 +255,7 @@ struct Exchange {
   // nothing yet (an error or its close counts as an answer; the read that follows reports it).
   bool take_ready() {
     error_code ec;
-    if (!socket().non_blocking()) {
-      socket().non_blocking(true, ec);
-    }
+    wire::make_non_blocking(socket(), ec);
     const auto n = socket().read_some(buf.prepare(buf.max_size() - buf.size()), ec);
     buf.commit(n);
     return n > 0 || (ec && ec != net::error::would_block && ec != net::error::try_again);
@@ -287,13 +285,10 @@ ForwardResult head_failure(const Exchange& ex, error_code read_ec, error_code wr
           .error = read_ec.message()};
 }
 
-// Reads the response head into `ex.parser`, once the request went out. First it lets the other
-// connections run: by then a fast upstream has answered, and its answer is read at once; read right
-// after the write, it is not there yet, and that costs a futile read (Asio 1.26 tries every read at
-// once after any readiness event). Only an upstream that has not answered yet makes the client
-// watched.
+// Reads the response head into `ex.parser`, once the request went out (after the others ran, see
+// wire::let_others_run). Only an upstream that has not answered yet makes the client watched.
 task<error_code> read_head(Exchange& ex, ClientWatch& watch) {
-  co_await net::post(net::use_awaitable);
+  co_await wire::let_others_run();
   if (!ex.take_ready()) {
     watch.start();
   }
