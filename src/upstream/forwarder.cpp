@@ -34,18 +34,17 @@ bool hop_by_hop(const http::fields::value_type& f, http::token_list& nominated,
 // stop() before the upstream stream goes away.
 class ClientWatch {
  public:
-  ClientWatch(tcp::socket& client, tcp::socket& upstream)
-      : client_(client), state_(std::make_shared<State>(State{&upstream})) {}
+  ClientWatch(tcp::socket& client, tcp::socket& upstream) : client_(client), upstream_(upstream) {}
   ClientWatch(const ClientWatch&) = delete;
   ClientWatch& operator=(const ClientWatch&) = delete;
   ~ClientWatch() { stop(); }
 
+  // Once: a watch that was stopped stays stopped. Its state exists only once it starts.
   void start() {
-    if (started_) {
+    if (state_) {
       return;
     }
-    started_ = true;
-    state_->active = true;
+    state_ = std::make_shared<State>(State{&upstream_});
     // A peek, not async_wait: a wait always re-registers the socket with epoll (a syscall per
     // exchange); a read is first tried at once and then queued without one.
     client_.async_receive(
@@ -62,24 +61,24 @@ class ClientWatch {
         });
   }
   void stop() {
-    if (state_->active) {
+    if (state_ && state_->active) {
       state_->active = false;
       error_code ignored;
       client_.cancel(ignored);  // the handler runs later, sees inactive, does nothing
     }
   }
-  bool gone() const { return state_->gone; }
+  bool gone() const { return state_ && state_->gone; }
 
  private:
   struct State {
     tcp::socket* upstream;
-    bool active = false;
+    bool active = true;
     bool gone = false;
     char byte = 0;  // the peek's buffer
   };
   tcp::socket& client_;
+  tcp::socket& upstream_;
   std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
-  bool started_ = false;          // (once: stopped, it stays stopped)
 };
 
 task<void> pipe_bytes(tcp::socket& from, tcp::socket& to) {
