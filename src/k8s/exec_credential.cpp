@@ -365,15 +365,34 @@ outcome<ExecCredential> parse_exec_credential(std::string_view text, std::string
   if (root == nullptr) {
     return bad("its output is not a JSON object");
   }
+  // An error quotes what the plugin said in kind, apiVersion and expirationTimestamp; never a value
+  // that carries the token (as it is, or as JSON writes it), wherever the plugin put it.
+  std::string token_text;
+  std::string token_json;
+  if (const auto* s = root->if_contains("status"); s != nullptr && s->is_object()) {
+    if (const auto* t = string_at(s->get_object(), "token"); t != nullptr && !t->empty()) {
+      token_text = *t;
+      token_json = json::serialize(*t);
+      token_json = token_json.substr(1, token_json.size() - 2);
+    }
+  }
+  const auto quoted = [&](std::string said) {
+    if (!token_text.empty() && (said.find(token_text) != std::string::npos ||
+                                said.find(token_json) != std::string::npos)) {
+      return std::string("(not quoted: it holds the token)");
+    }
+    return said;
+  };
   const auto* kind = string_at(*root, "kind");
   if (kind == nullptr || *kind != "ExecCredential") {
-    return bad("its output is not an ExecCredential (kind \"" +
-               (kind ? std::string(*kind) : std::string()) + "\")");
+    return bad("its output is not an ExecCredential (kind " +
+               quoted("\"" + (kind ? std::string(*kind) : std::string()) + "\"") + ")");
   }
   const auto* version = string_at(*root, "apiVersion");
   if (version == nullptr || *version != api_version) {
-    return bad("it answered with apiVersion \"" + (version ? std::string(*version) : "") +
-               "\", but the kubeconfig asks for \"" + std::string(api_version) + "\"");
+    return bad("it answered with apiVersion " +
+               quoted("\"" + (version ? std::string(*version) : std::string()) + "\"") +
+               ", but the kubeconfig asks for \"" + std::string(api_version) + "\"");
   }
   const auto* status_value = root->if_contains("status");
   if (status_value == nullptr || !status_value->is_object()) {
@@ -401,7 +420,7 @@ outcome<ExecCredential> parse_exec_credential(std::string_view text, std::string
     const auto* s = exp->if_string();
     c.expires = s ? parse_rfc3339(*s) : std::nullopt;
     if (!c.expires) {
-      return bad("its status.expirationTimestamp " + json::serialize(*exp) +
+      return bad("its status.expirationTimestamp " + quoted(json::serialize(*exp)) +
                  " is not an RFC 3339 time");
     }
   }

@@ -28,7 +28,8 @@ struct ExecCredential {
 std::string exec_info(const ExecConfig& exec, const ClusterConfig& cluster);
 
 // The plugin's stdout as an ExecCredential of `api_version`. errc::scaler_error saying what is
-// wrong, prefixed by `who`; the output itself is never quoted (it may hold a token).
+// wrong, prefixed by `who`. Of the output it quotes only kind, apiVersion and
+// status.expirationTimestamp, and none of them when it holds the token.
 outcome<ExecCredential> parse_exec_credential(std::string_view json, std::string_view api_version,
                                               std::string_view who);
 

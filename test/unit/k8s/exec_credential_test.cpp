@@ -117,6 +117,33 @@ TEST(ExecCredentialTest, UnusableAnswersSayWhyWithoutQuotingThem) {
               HasSubstr("status.expirationTimestamp \"tomorrow\" is not an RFC 3339 time"));
 }
 
+TEST(ExecCredentialTest, AnErrorNeverQuotesTheTokenWhereverThePluginPutIt) {
+  const auto error = [](const std::string& text) {
+    auto c = parse_exec_credential(text, kExecApiV1, "plugin");
+    EXPECT_FALSE(c) << text;
+    return c ? std::string() : c.error().message;
+  };
+  const std::string status = R"("status":{"token":"s3cr\"et-tok"})";
+  // In kind, in apiVersion, as it is and as JSON writes it.
+  for (const auto* kind : {R"(s3cr\"et-tok)", R"(x-s3cr\u0022et-tok-x)"}) {
+    const auto m = error(std::string(R"({"kind":")") + kind + R"(",)" + status + "}");
+    EXPECT_THAT(m, HasSubstr("not an ExecCredential (kind (not quoted: it holds the token))"));
+    EXPECT_THAT(m, Not(HasSubstr("et-tok")));
+  }
+  const auto m =
+      error(R"({"kind":"ExecCredential","apiVersion":"v1/s3cr\"et-tok",)" + status + "}");
+  EXPECT_THAT(m, HasSubstr("it answered with apiVersion (not quoted: it holds the token), but the "
+                           "kubeconfig asks for \"client.authentication.k8s.io/v1\""));
+  EXPECT_THAT(m, Not(HasSubstr("et-tok")));
+  const auto t =
+      error(R"({"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1",)"
+            R"("status":{"token":"s3cr\"et-tok","expirationTimestamp":["s3cr\"et-tok"]}})");
+  EXPECT_THAT(t, HasSubstr("status.expirationTimestamp (not quoted: it holds the token) is not"));
+  EXPECT_THAT(t, Not(HasSubstr("et-tok")));
+  // A value that does not hold it is still quoted.
+  EXPECT_THAT(error(R"({"kind":"Secret",)" + status + "}"), HasSubstr("(kind \"Secret\")"));
+}
+
 TEST(ExecCredentialTest, ExecInfo) {
   ExecConfig e;
   e.api_version = kExecApiV1;
