@@ -68,23 +68,23 @@ Lease::~Lease() {
 }
 
 struct Backend::Waiter {
-  explicit Waiter(net::any_io_executor ex) : timer(ex) {}
-  net::steady_timer timer;  // cancelled (on its own executor) when `done` is set
-  bool done = false;        // guarded by Backend::mu_
+  explicit Waiter(Executor ex) : timer(ex) {}
+  Timer timer;        // cancelled (on its own executor) when `done` is set
+  bool done = false;  // guarded by Backend::mu_
   bool granted = false;
   Failure failure;
 };
 
-Backend::Backend(Settings settings, net::any_io_executor ex, const ScalerFactory& make_scaler,
+Backend::Backend(Settings settings, Executor ex, const ScalerFactory& make_scaler,
                  upstream::Pool& pool, metrics::Metrics& metrics, PendingBudget& budget)
     : settings_(std::move(settings)),
-      strand_(net::make_strand(ex)),
-      scaler_(make_scaler(strand_)),
+      control_(ex),
+      scaler_(make_scaler(control_)),
       pool_(pool),
       metrics_(metrics),
       budget_(budget),
-      signal_(strand_),
-      done_(strand_),
+      signal_(control_),
+      done_(control_),
       in_flight_gauge_(&metrics.in_flight_requests.with({settings_.name})),
       pending_gauge_(&metrics.pending_requests.with({settings_.name})) {
   scaler_->on_change([this] { poke(); });
@@ -100,11 +100,11 @@ Backend::Backend(Settings settings, net::any_io_executor ex, const ScalerFactory
 
 Backend::~Backend() = default;
 
-void Backend::start() { spawn(strand_, run(), "backend controller"); }
+void Backend::start() { spawn(control_, run(), "backend controller"); }
 
 void Backend::poke() {
   poked_ = true;
-  net::post(strand_, [this] { signal_.cancel(); });
+  net::post(control_, [this] { signal_.cancel(); });
 }
 
 task<void> Backend::wait_poke(std::chrono::milliseconds d) {
@@ -118,7 +118,7 @@ task<void> Backend::wait_poke(std::chrono::milliseconds d) {
 
 // --- the request side -------------------------------------------------------------------------
 
-task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, tcp::socket& client) {
+task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, Socket& client) {
   auto ex = co_await net::this_coro::executor;
   std::shared_ptr<Waiter> w;
   {
@@ -165,7 +165,7 @@ task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, tcp::socket& cl
     }
     if (watch_client) {
       auto r = co_await (w->timer.async_wait(use_nothrow) ||
-                         client.async_wait(tcp::socket::wait_read, use_nothrow));
+                         client.async_wait(Socket::wait_read, use_nothrow));
       if (r.index() == 1) {
         if (peek_peer(client.native_handle()) == Peer::closed) {
           client_left = true;
@@ -270,7 +270,7 @@ void Backend::begin_shutdown() {
 
 task<void> Backend::shutdown() {
   co_await net::co_spawn(
-      strand_,
+      control_,
       [this]() -> task<void> {
         stop_requested_ = true;
         signal_.cancel();
@@ -279,7 +279,7 @@ task<void> Backend::shutdown() {
         }
         co_await scaler_->shutdown();
       },
-      net::use_awaitable);
+      use_task);
   pool_.clear();  // idle upstream connections, and their deadlines' waits, end with the proxy
 }
 
@@ -333,7 +333,7 @@ task<void> Backend::control() {
 
 task<bool> Backend::healthy() {
   const auto timeout = std::clamp<std::chrono::milliseconds>(settings_.health.interval * 2, 1s, 5s);
-  auto r = co_await upstream::probe(strand_, pool_.target(), settings_.health.path,
+  auto r = co_await upstream::probe(control_, pool_.target(), settings_.health.path,
                                     settings_.health.headers, timeout);
   if (r.status != 200 && r.status != 0) {
     std::lock_guard lock(mu_);

@@ -7,7 +7,8 @@
 //                    failed ──next request──► waking
 //
 // Threading: the state below is guarded by `mu_` and may be read or changed from any session.
-// The controller coroutine (the only one that talks to the Scaler) runs on `strand_`.
+// The controller coroutine (the only one that talks to the Scaler) runs on `control_`, the first
+// I/O thread's executor: one thread runs it, so the controller never runs in parallel with itself.
 // Sessions are woken through a timer on their own executor.
 #include <boost/json/object.hpp>
 #include <deque>
@@ -74,11 +75,11 @@ class Backend {
     int replicas;
   };
 
-  // Builds the backend's scaler on the backend's own strand (see scaler.hpp's threading note).
-  using ScalerFactory = std::function<std::unique_ptr<scaler::Scaler>(net::any_io_executor)>;
+  // Builds the backend's scaler on the controller's executor (see scaler.hpp's threading note).
+  using ScalerFactory = std::function<std::unique_ptr<scaler::Scaler>(Executor)>;
 
-  Backend(Settings settings, net::any_io_executor ex, const ScalerFactory& make_scaler,
-          upstream::Pool& pool, metrics::Metrics& metrics, PendingBudget& budget);
+  Backend(Settings settings, Executor ex, const ScalerFactory& make_scaler, upstream::Pool& pool,
+          metrics::Metrics& metrics, PendingBudget& budget);
   ~Backend();
 
   const std::string& name() const { return settings_.name; }
@@ -94,7 +95,7 @@ class Backend {
 
   // Returns at once when ready; otherwise holds the request (waking the backend once) until it
   // is ready, fails, `wake_timeout` passes, or the client disconnects (watched on `client`).
-  task<outcome<Acquired>> acquire(std::size_t body_bytes, tcp::socket& client);
+  task<outcome<Acquired>> acquire(std::size_t body_bytes, Socket& client);
 
   // A lease if the backend is ready right now; never holds or wakes.
   std::optional<Lease> try_acquire();
@@ -143,12 +144,12 @@ class Backend {
   void account_awake_locked(Clock::time_point now);
 
   Settings settings_;
-  net::strand<net::any_io_executor> strand_;
+  Executor control_;  // one thread runs it: the controller never runs in parallel with itself
   std::unique_ptr<scaler::Scaler> scaler_;
   upstream::Pool& pool_;
   metrics::Metrics& metrics_;
   PendingBudget& budget_;
-  net::steady_timer signal_;
+  Timer signal_;
   std::atomic<bool> poked_{false};
 
   mutable std::mutex mu_;
@@ -159,19 +160,19 @@ class Backend {
   std::deque<std::shared_ptr<Waiter>> pending_;
   Clock::time_point last_activity_ = Clock::now();
   // When run_ready() wakes next by itself: a request that ends pokes it only if the idle
-  // deadline comes sooner (a poke per request would cost a trip through the strand each).
+  // deadline comes sooner (a poke per request would cost a trip to the controller each).
   Clock::time_point ready_wakes_at_ = Clock::time_point::min();
   Clock::time_point wake_started_{};
   Clock::time_point awake_accounted_{};
   std::optional<double> last_wake_seconds_;
   unsigned long wakes_ = 0;
   int failed_wakes_ = 0;   // consecutive; drives the backoff before the next wake
-  int stop_attempts_ = 0;  // strand_ only: failed scale-downs in a row
+  int stop_attempts_ = 0;  // control_ only: failed scale-downs in a row
   std::string last_error_;
   std::string cause_;            // of the last state change
-  bool stop_requested_ = false;  // strand_ only
-  bool stopped_ = false;         // strand_ only
-  net::steady_timer done_;       // cancelled when the controller has ended
+  bool stop_requested_ = false;  // control_ only
+  bool stopped_ = false;         // control_ only
+  Timer done_;                   // cancelled when the controller has ended
   metrics::Gauge* in_flight_gauge_;
   metrics::Gauge* pending_gauge_;
   std::optional<State> state_gauges_shown_;  // mu_: the state the state gauges show

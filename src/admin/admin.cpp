@@ -83,8 +83,8 @@ Response handle(const http::request<http::string_body>& req, Admin& admin) {
 
 }  // namespace
 
-task<void> serve_admin(tcp::socket socket, Admin& admin) {
-  beast::tcp_stream stream(std::move(socket));
+task<void> serve_admin(Socket socket, Admin& admin) {
+  TcpStream stream(std::move(socket));
   front::Registered registered(admin.connections, stream.socket());
   beast::flat_buffer buf;
   MovingDeadline deadline(stream.get_executor());  // for the answers

@@ -19,6 +19,6 @@ struct Admin {
   front::Connections connections{};
 };
 
-task<void> serve_admin(tcp::socket socket, Admin& admin);
+task<void> serve_admin(Socket socket, Admin& admin);
 
 }  // namespace va::admin

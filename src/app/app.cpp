@@ -1,5 +1,6 @@
 #include "app/app.hpp"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -29,8 +30,19 @@ struct App::Impl {
         admin{.metrics = metrics, .backends = {}} {}
 
   config::Config cfg;
-  // The hint lets Asio skip waking other threads when there are none.
-  net::io_context ioc{cfg.threads};
+  // One io_context per I/O thread, each run by that thread alone (core/net.hpp); the hint lets
+  // Asio skip locking. The first also runs the accept loops, the backends' controllers and the
+  // shutdown. The others are kept running by `keep` until the shutdown ends.
+  std::vector<std::unique_ptr<net::io_context>> contexts = [n = cfg.threads] {
+    std::vector<std::unique_ptr<net::io_context>> v;
+    for (int i = 0; i < n; ++i) {
+      v.push_back(std::make_unique<net::io_context>(1));
+    }
+    return v;
+  }();
+  net::io_context& ioc = *contexts.front();
+  std::vector<Executor> workers;
+  std::vector<net::executor_work_guard<Executor>> keep;
   metrics::Metrics metrics;
   activator::PendingBudget budget;
   std::vector<std::unique_ptr<upstream::Pool>> pools;
@@ -38,10 +50,9 @@ struct App::Impl {
   std::unique_ptr<front::Router> router;
   std::unique_ptr<front::Frontend> frontend;
   admin::Admin admin;
-  std::optional<tcp::acceptor> public_acceptor;
-  std::optional<tcp::acceptor> admin_acceptor;
+  std::optional<Acceptor> public_acceptor;
+  std::optional<Acceptor> admin_acceptor;
   std::optional<net::signal_set> signals;
-  net::strand<net::io_context::executor_type> control{net::make_strand(ioc)};
 
   void build();
   void listen();
@@ -59,8 +70,7 @@ void App::Impl::build() {
         .port = std::to_string(up->port),
         .host_header = (v6 ? "[" + up->host + "]" : up->host) + ":" + std::to_string(up->port)};
     pools.push_back(std::make_unique<upstream::Pool>(
-        upstream::Pool::Settings{.target = target, .upstream_timeout = b.upstream_timeout},
-        ioc.get_executor()));
+        upstream::Pool::Settings{.target = target, .upstream_timeout = b.upstream_timeout}));
     auto backend = std::make_unique<activator::Backend>(
         activator::Backend::Settings{.name = b.name,
                                      .idle_timeout = b.idle_timeout,
@@ -68,8 +78,7 @@ void App::Impl::build() {
                                      .max_pending = b.max_pending,
                                      .health = b.health,
                                      .replicas = b.scaler.replicas},
-        ioc.get_executor(),
-        [&b](net::any_io_executor ex) { return scaler::make_scaler(b, std::move(ex)); },
+        ioc.get_executor(), [&b](Executor ex) { return scaler::make_scaler(b, std::move(ex)); },
         *pools.back(), metrics, budget);
     backends.push_back(std::move(backend));
     entries.push_back({backends.back().get(), b.models, b.default_});
@@ -106,7 +115,7 @@ task<void> App::Impl::shutdown() {
   }
   // Let in-flight requests (streams included) finish, up to shutdown_timeout.
   const auto deadline = Clock::now() + cfg.limits.shutdown_timeout;
-  net::steady_timer t(ioc);
+  Timer t(ioc);
   for (;;) {
     std::size_t busy = frontend->requests_active;
     if (busy == 0 || Clock::now() >= deadline) {
@@ -127,6 +136,7 @@ task<void> App::Impl::shutdown() {
   signals->cancel(ec);
   frontend->connections.shutdown_all();
   admin.connections.shutdown_all();
+  keep.clear();  // the other I/O threads return once their sessions have ended
   log::info("stopped", {});
   // Should anything still hold the loop (a bug), do not hang the pod's termination on it.
   std::thread([] {
@@ -162,23 +172,27 @@ int App::run() {
     }
     stopping = true;
     log::info("signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-    spawn(s.control, s.shutdown(), "shutdown");
+    spawn(s.ioc.get_executor(), s.shutdown(), "shutdown");
   });
 
-  // The accept loops and the shutdown share one strand: an acceptor is never closed while another
+  // The accept loops and the shutdown share one thread: an acceptor is never closed while another
   // thread is inside its async_accept.
-  auto public_handler = [&s](tcp::socket sock) {
+  auto public_handler = [&s](Socket sock) {
     return front::serve_public(std::move(sock), *s.frontend);
   };
-  auto admin_handler = [&s](tcp::socket sock) {
-    return admin::serve_admin(std::move(sock), s.admin);
-  };
-  spawn(s.control,
-        front::accept_loop(s.ioc, s.cfg.threads, *s.public_acceptor, public_handler,
-                           &s.frontend->connections, s.cfg.limits.max_connections),
+  auto admin_handler = [&s](Socket sock) { return admin::serve_admin(std::move(sock), s.admin); };
+  for (auto& c : s.contexts) {
+    s.workers.push_back(c->get_executor());
+  }
+  for (std::size_t i = 1; i < s.contexts.size(); ++i) {
+    s.keep.push_back(net::make_work_guard(*s.contexts[i]));
+  }
+  spawn(s.ioc.get_executor(),
+        front::accept_loop(s.workers, *s.public_acceptor, public_handler, &s.frontend->connections,
+                           s.cfg.limits.max_connections),
         "public accept");
-  spawn(s.control,
-        front::accept_loop(s.ioc, s.cfg.threads, *s.admin_acceptor, admin_handler, nullptr, 0),
+  spawn(s.ioc.get_executor(),
+        front::accept_loop(s.workers, *s.admin_acceptor, admin_handler, nullptr, 0),
         "admin accept");
   for (auto& b : s.backends) {
     b->start();
@@ -186,8 +200,12 @@ int App::run() {
   s.admin.ready = true;
 
   std::vector<std::thread> threads;
-  for (int i = 1; i < s.cfg.threads; ++i) {
-    threads.emplace_back([&s] { s.ioc.run(); });
+  for (std::size_t i = 1; i < s.contexts.size(); ++i) {
+    threads.emplace_back([&c = *s.contexts[i], i] {
+      // Named for ps and top (and test_threads.py): io-1, io-2, ...; the first is the main thread.
+      ::pthread_setname_np(::pthread_self(), ("io-" + std::to_string(i)).c_str());
+      c.run();
+    });
   }
   s.ioc.run();
   for (auto& t : threads) {

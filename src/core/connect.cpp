@@ -5,8 +5,8 @@
 namespace va {
 
 namespace {
-tcp::socket& socket_of(beast::tcp_stream& stream) { return stream.socket(); }
-tcp::socket& socket_of(tcp::socket& socket) { return socket; }
+TcpStream::socket_type& socket_of(TcpStream& stream) { return stream.socket(); }
+Socket& socket_of(Socket& socket) { return socket; }
 }  // namespace
 
 template <class Stream>
@@ -25,7 +25,7 @@ task<error_code> connect_tcp(Stream& stream, const std::string& host, const std:
       }
       co_return rec;
     }
-    if constexpr (std::is_same_v<Stream, tcp::socket>) {
+    if constexpr (std::is_same_v<Stream, Socket>) {
       std::tie(ec, std::ignore) = co_await net::async_connect(stream, endpoints, use_nothrow);
     } else {
       std::tie(ec, std::ignore) = co_await stream.async_connect(endpoints, use_nothrow);
@@ -40,9 +40,9 @@ task<error_code> connect_tcp(Stream& stream, const std::string& host, const std:
   co_return ec;
 }
 
-template task<error_code> connect_tcp(beast::tcp_stream&, const std::string&, const std::string&,
+template task<error_code> connect_tcp(TcpStream&, const std::string&, const std::string&,
                                       std::string*);
-template task<error_code> connect_tcp(tcp::socket&, const std::string&, const std::string&,
+template task<error_code> connect_tcp(Socket&, const std::string&, const std::string&,
                                       std::string*);
 
 }  // namespace va

@@ -1,5 +1,5 @@
 #pragma once
-// Opens a TCP connection to host:port: on a beast::tcp_stream within its current expiry, on a
+// Opens a TCP connection to host:port: on a TcpStream within its current expiry, on a
 // plain socket within the deadline its caller watches it with.
 #include <string>
 

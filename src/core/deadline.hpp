@@ -8,12 +8,13 @@
 //
 // Threads. The timer's handler runs on the executor the deadline was made with; the socket's
 // operations are cancelled on the watcher's executor, the one that starts them, so that a cancel
-// can never fall between a watch() and the read it guards. A client socket's deadline is made
-// with the session's executor (its strand when threads > 1), which is also the watcher's. A
-// pooled upstream connection's is made with the pool's, and each exchange that uses it names its
-// session's executor in watch(): with threads > 1 the handler then runs beside the watcher, so
-// the state is locked. A paused deadline keeps its pending wait (at most until the due time, when
-// it ends without being set again): a connection back in the pool costs no timer operation.
+// can never fall between a watch() and the read it guards. A deadline is made with the executor
+// of the io_context its socket belongs to, and a socket is used only there (core/net.hpp), so the
+// watcher is that executor too. With threads > 1 the state is still locked: a pooled connection
+// may be dropped, and its deadline destroyed, by another thread's session (Pool::release) or by
+// the shutdown (Pool::clear) while its timer's handler runs. A paused deadline keeps its pending
+// wait (at most until the due time, when it ends without being set again): a connection back in
+// the pool costs no timer operation.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -24,7 +25,7 @@ namespace va {
 
 class MovingDeadline {
  public:
-  explicit MovingDeadline(const net::any_io_executor& ex)
+  explicit MovingDeadline(const Executor& ex)
       : timer_(ex), state_(std::make_shared<State>(&timer_, ex)) {}
   ~MovingDeadline() {
     std::lock_guard lock(state_->mu);
@@ -36,12 +37,12 @@ class MovingDeadline {
 
   // Watches `socket` until `due` (a later call moves it, later or earlier); its operations are
   // started on the deadline's own executor.
-  void watch(tcp::socket& socket, Clock::time_point due) {
+  void watch(Socket& socket, Clock::time_point due) {
     std::lock_guard lock(state_->mu);
     watch_locked(socket, due);
   }
   // The same, for a socket whose operations `watcher` starts.
-  void watch(tcp::socket& socket, Clock::time_point due, const net::any_io_executor& watcher) {
+  void watch(Socket& socket, Clock::time_point due, const Executor& watcher) {
     std::lock_guard lock(state_->mu);
     if (state_->watcher != watcher) {  // (a copy costs more than the check; it rarely changes)
       state_->watcher = watcher;
@@ -64,11 +65,11 @@ class MovingDeadline {
 
  private:
   struct State {
-    State(net::steady_timer* t, const net::any_io_executor& ex) : timer(t), watcher(ex) {}
+    State(Timer* t, const Executor& ex) : timer(t), watcher(ex) {}
     std::mutex mu;  // guards everything below
-    net::steady_timer* timer;
-    net::any_io_executor watcher;   // where the socket's operations are started
-    tcp::socket* socket = nullptr;  // while watched
+    Timer* timer;
+    Executor watcher;          // where the socket's operations are started
+    Socket* socket = nullptr;  // while watched
     Clock::time_point due;
     Clock::time_point armed_for;  // the timer's expiry, while armed
     std::uint64_t wait = 0;       // the current wait; earlier ones are stale
@@ -76,7 +77,7 @@ class MovingDeadline {
     bool expired = false;
   };
 
-  void watch_locked(tcp::socket& socket, Clock::time_point due) {
+  void watch_locked(Socket& socket, Clock::time_point due) {
     state_->socket = &socket;
     state_->due = due;
     state_->expired = false;
@@ -117,7 +118,7 @@ class MovingDeadline {
     });
   }
 
-  net::steady_timer timer_;
+  Timer timer_;
   std::shared_ptr<State> state_;
 };
 

@@ -16,9 +16,21 @@ using boost::system::error_code;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-// Completion token for coroutines: errors come back as values, never as exceptions.
-inline constexpr auto use_nothrow = net::as_tuple(net::use_awaitable);
+// Everything runs on an io_context's own executor, never a type-erased one or a strand: each
+// I/O thread has its own io_context (app.cpp), so what runs on one executor never runs in
+// parallel. Asio then calls completion handlers directly instead of through a polymorphic
+// executor (bench/README.md, "Sixth round": 2–3 µs per request).
+using Executor = net::io_context::executor_type;
+using Socket = net::basic_stream_socket<tcp, Executor>;
+using Acceptor = net::basic_socket_acceptor<tcp, Executor>;
+using Timer = net::basic_waitable_timer<Clock, net::wait_traits<Clock>, Executor>;
+using TcpStream = beast::basic_stream<tcp, Executor>;  // a socket with Beast's own timeouts
+
+// Completion tokens for coroutines: errors as exceptions (use_task), or as values (use_nothrow,
+// the one the proxy's own code uses).
+inline constexpr net::use_awaitable_t<Executor> use_task{};
+inline constexpr auto use_nothrow = net::as_tuple(use_task);
 
 template <class T>
-using task = net::awaitable<T>;
+using task = net::awaitable<T, Executor>;
 }  // namespace va

@@ -14,9 +14,8 @@ extern std::atomic<unsigned long> g_coroutine_failures;
 
 void log_coroutine_failure(std::string_view what, std::exception_ptr e);
 
-template <class Executor>
-void spawn(Executor ex, task<void> t, std::string_view what) {
-  net::co_spawn(std::move(ex), std::move(t), [what](std::exception_ptr e) {
+inline void spawn(const Executor& ex, task<void> t, std::string_view what) {
+  net::co_spawn(ex, std::move(t), [what](std::exception_ptr e) {
     if (e) {
       log_coroutine_failure(what, e);
     }

@@ -62,7 +62,7 @@ void append_head(std::string& out, const http::response_header<>& h) {
   append_fields(out, h);
 }
 
-task<error_code> write(tcp::socket& to, std::span<const net::const_buffer> pieces) {
+task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces) {
   error_code ec;
   make_non_blocking(to, ec);
   std::size_t written = 0;

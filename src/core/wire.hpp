@@ -20,7 +20,7 @@ void append_status_line(std::string& out, const http::response_header<>& h);
 void append_field(std::string& out, std::string_view name, std::string_view value);
 
 // Puts `s` in non-blocking mode (once), for the reads and writes tried without waiting.
-inline void make_non_blocking(tcp::socket& s, error_code& ec) {
+inline void make_non_blocking(Socket& s, error_code& ec) {
   if (!s.non_blocking()) {
     s.non_blocking(true, ec);
   }
@@ -29,13 +29,13 @@ inline void make_non_blocking(tcp::socket& s, error_code& ec) {
 // Writes all of `pieces`: first at once, without waiting (the common case, when the socket's
 // buffer has room, costs one sendmsg and no trip through the event loop), then the rest
 // asynchronously. Puts the socket in non-blocking mode.
-task<error_code> write(tcp::socket& to, std::span<const net::const_buffer> pieces);
+task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces);
 
 // Lets the other connections run first: for a read of what the peer cannot have sent yet (the
 // answer to what was just written). Read at once, it would fail, and that costs a syscall: Asio
 // 1.26 marks a socket drained only after a 0-byte read, so it tries every read at once after any
 // readiness event. By the time the others have run, a peer that answers at once has answered.
-inline task<void> let_others_run() { return net::post(net::use_awaitable); }
+inline task<void> let_others_run() { return net::post(use_task); }
 
 // What read() reads up to.
 enum class Until {

@@ -12,11 +12,11 @@ namespace va::front {
 
 class Connections {
  public:
-  void add(tcp::socket& s) {
+  void add(Socket& s) {
     std::lock_guard lock(mu_);
     open_.insert(&s);
   }
-  void remove(tcp::socket& s) {
+  void remove(Socket& s) {
     std::lock_guard lock(mu_);
     open_.erase(&s);
   }
@@ -25,7 +25,7 @@ class Connections {
     return open_.size();
   }
   // Shuts every connection down at the socket level: pending reads see EOF, writes fail, and each
-  // session ends on its own strand. (A socket leaves the set before it is closed, under the same
+  // session ends on its own thread. (A socket leaves the set before it is closed, under the same
   // lock, so the descriptor is valid here.)
   void shutdown_all() {
     std::lock_guard lock(mu_);
@@ -36,20 +36,20 @@ class Connections {
 
  private:
   mutable std::mutex mu_;
-  std::unordered_set<tcp::socket*> open_;
+  std::unordered_set<Socket*> open_;
 };
 
 // Registers a session's socket for its lifetime.
 class Registered {
  public:
-  Registered(Connections& c, tcp::socket& s) : c_(c), s_(s) { c_.add(s_); }
+  Registered(Connections& c, Socket& s) : c_(c), s_(s) { c_.add(s_); }
   ~Registered() { c_.remove(s_); }
   Registered(const Registered&) = delete;
   Registered& operator=(const Registered&) = delete;
 
  private:
   Connections& c_;
-  tcp::socket& s_;
+  Socket& s_;
 };
 
 }  // namespace va::front

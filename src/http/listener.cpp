@@ -5,9 +5,9 @@
 
 namespace va::front {
 
-tcp::acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsigned short port) {
+Acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsigned short port) {
   tcp::endpoint ep{net::ip::make_address(host), port};
-  tcp::acceptor acc(ioc);
+  Acceptor acc(ioc);
   acc.open(ep.protocol());
   acc.set_option(net::socket_base::reuse_address(true));
   if (ep.address().is_v6()) {
@@ -18,7 +18,7 @@ tcp::acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsig
   return acc;
 }
 
-task<void> accept_loop(net::io_context& ioc, int threads, tcp::acceptor& acceptor, Handler handler,
+task<void> accept_loop(std::span<const Executor> workers, Acceptor& acceptor, Handler handler,
                        const Connections* open, std::size_t max_connections) {
   static const std::string kBusy = [] {
     const std::string body =
@@ -28,9 +28,8 @@ task<void> accept_loop(net::io_context& ioc, int threads, tcp::acceptor& accepto
            "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
            std::to_string(body.size()) + "\r\n\r\n" + body;
   }();
-  for (;;) {
-    const net::any_io_executor ex =
-        threads > 1 ? net::any_io_executor(net::make_strand(ioc)) : ioc.get_executor();
+  for (std::size_t next = 0;; next = (next + 1) % workers.size()) {
+    const Executor ex = workers[next];
     auto [ec, socket] = co_await acceptor.async_accept(ex, use_nothrow);
     if (ec == net::error::operation_aborted || !acceptor.is_open()) {
       co_return;
@@ -38,7 +37,7 @@ task<void> accept_loop(net::io_context& ioc, int threads, tcp::acceptor& accepto
     if (ec) {
       // Out of file descriptors and the like: wait a little instead of spinning.
       log::warn("accept failed", {{"error", ec.message()}});
-      net::steady_timer t(ioc, 100ms);
+      Timer t(acceptor.get_executor(), 100ms);
       co_await t.async_wait(use_nothrow);
       continue;
     }
@@ -46,7 +45,7 @@ task<void> accept_loop(net::io_context& ioc, int threads, tcp::acceptor& accepto
       error_code ignored;
       socket.non_blocking(true, ignored);
       socket.write_some(net::buffer(kBusy), ignored);
-      socket.shutdown(tcp::socket::shutdown_both, ignored);
+      socket.shutdown(Socket::shutdown_both, ignored);
       continue;
     }
     spawn(ex, handler(std::move(socket)), "session");

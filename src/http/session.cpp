@@ -20,7 +20,7 @@ double ms_since(Clock::time_point t) {
 // Registers a connection (limits.max_connections, shutdown) and counts it in the gauge.
 class ConnectionCount {
  public:
-  ConnectionCount(Frontend& fe, tcp::socket& s) : fe_(fe), registered_(fe.connections, s) {
+  ConnectionCount(Frontend& fe, Socket& s) : fe_(fe), registered_(fe.connections, s) {
     fe_.metrics.open_connections.with({}).add(1);
   }
   ~ConnectionCount() { fe_.metrics.open_connections.with({}).add(-1); }
@@ -50,8 +50,7 @@ struct Outcome {
 
 }  // namespace
 
-task<void> send(tcp::socket& socket, MovingDeadline& deadline,
-                http::response<http::string_body> res) {
+task<void> send(Socket& socket, MovingDeadline& deadline, http::response<http::string_body> res) {
   const bool close = !res.keep_alive();
   std::string head;
   wire::append_head(head, res.base());
@@ -61,7 +60,7 @@ task<void> send(tcp::socket& socket, MovingDeadline& deadline,
   if (close) {
     // Half-close and drain briefly, so the client reads the answer instead of a reset.
     error_code ec;
-    socket.shutdown(tcp::socket::shutdown_send, ec);
+    socket.shutdown(Socket::shutdown_send, ec);
     std::array<char, 4096> sink;
     deadline.watch(socket, Clock::now() + 1s);
     for (int i = 0; i < 64; ++i) {
@@ -76,13 +75,13 @@ task<void> send(tcp::socket& socket, MovingDeadline& deadline,
 
 // A coroutine of its own, so that the session's frame (alive as long as the connection) does not
 // carry the answer.
-task<void> refuse(tcp::socket& socket, MovingDeadline& deadline, Refusal r, unsigned version = 11) {
+task<void> refuse(Socket& socket, MovingDeadline& deadline, Refusal r, unsigned version = 11) {
   co_await send(socket, deadline, error_response(r.status, r.message, false, version));
 }
 
 // What a request needs of its connection.
 struct Connection {
-  tcp::socket& socket;
+  Socket& socket;
   beast::flat_buffer& buf;
   Frontend& fe;
   const std::string& client_address;
@@ -182,8 +181,8 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   if (!lease) {
     co_return false;
   }
-  auto [cec, upstream_stream] =
-      co_await upstream::Pool::connect(only->pool().executor(), only->pool().target(), 5s);
+  const Executor here = co_await net::this_coro::executor;
+  auto [cec, upstream_stream] = co_await upstream::Pool::connect(here, only->pool().target(), 5s);
   if (cec) {
     only->suspect();  // then the buffered path holds the request while it is re-checked
     co_return false;
@@ -313,13 +312,13 @@ task<bool> handle(Connection& c, HeadParser& head) {
   }
   if (!p.keep_alive) {
     error_code ec;
-    socket.shutdown(tcp::socket::shutdown_send, ec);
+    socket.shutdown(Socket::shutdown_send, ec);
     co_return false;
   }
   co_return true;
 }
 
-task<void> serve_public(tcp::socket socket, Frontend& fe) {
+task<void> serve_public(Socket socket, Frontend& fe) {
   std::string client_address;
   {
     error_code ec;

@@ -25,11 +25,10 @@ struct Frontend {
   std::atomic<std::size_t> requests_active{0};  // requests between head and last byte
 };
 
-task<void> serve_public(tcp::socket socket, Frontend& fe);
+task<void> serve_public(Socket socket, Frontend& fe);
 
 // Writes `res` (within 30 s, by the connection's `deadline`) and, when it says close, shuts the
 // connection down gracefully.
-task<void> send(tcp::socket& socket, MovingDeadline& deadline,
-                http::response<http::string_body> res);
+task<void> send(Socket& socket, MovingDeadline& deadline, http::response<http::string_body> res);
 
 }  // namespace va::front

@@ -16,7 +16,7 @@ namespace va::k8s {
 namespace {
 
 namespace ssl = net::ssl;
-using Stream = beast::ssl_stream<beast::tcp_stream>;
+using Stream = beast::ssl_stream<TcpStream>;
 
 bool is_ip(const std::string& host) {
   error_code ec;
@@ -82,7 +82,7 @@ bool stale_connection(const error_code& ec) {
 }  // namespace
 
 struct Client::Connection {
-  explicit Connection(net::any_io_executor ex, ssl::context& ctx) : stream(ex, ctx) {}
+  explicit Connection(Executor ex, ssl::context& ctx) : stream(ex, ctx) {}
   Stream stream;
   beast::flat_buffer buffer;
   Clock::time_point idle_since{};
@@ -110,10 +110,9 @@ Failure api_failure(http::verb verb, std::string_view target, const Response& r)
   return Failure{errc::scaler_error, std::move(msg)};
 }
 
-Client::Client(ClusterConfig cluster, net::any_io_executor ex)
-    : Client(std::move(cluster), ex, Settings{}) {}
+Client::Client(ClusterConfig cluster, Executor ex) : Client(std::move(cluster), ex, Settings{}) {}
 
-Client::Client(ClusterConfig cluster, net::any_io_executor ex, Settings settings)
+Client::Client(ClusterConfig cluster, Executor ex, Settings settings)
     : cluster_(std::move(cluster)),
       ex_(ex),
       settings_(std::move(settings)),

@@ -59,8 +59,8 @@ class Client {
   };
 
   // Throws config::ConfigError if the CA, client certificate or key is not usable PEM.
-  Client(ClusterConfig cluster, net::any_io_executor ex);
-  Client(ClusterConfig cluster, net::any_io_executor ex, Settings settings);
+  Client(ClusterConfig cluster, Executor ex);
+  Client(ClusterConfig cluster, Executor ex, Settings settings);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -104,7 +104,7 @@ class Client {
   bool token_rejected(const std::string& token);
 
   ClusterConfig cluster_;
-  net::any_io_executor ex_;
+  Executor ex_;
   Settings settings_;
   TokenSource tokens_;
   std::unique_ptr<ExecTokenSource> exec_;  // set when cluster_.exec is

@@ -230,7 +230,7 @@ task<void> wait_exit(Child& child, net::posix::stream_descriptor* pidfd) {
     co_return;
   }
   // Kernels before 5.3 have no pidfd: poll.
-  net::steady_timer t(co_await net::this_coro::executor);
+  Timer t(co_await net::this_coro::executor);
   for (;;) {
     reap(child, WNOHANG);
     if (child.reaped) {
@@ -449,7 +449,7 @@ task<outcome<ExecCredential>> run_exec_plugin(ExecConfig exec, std::string info,
   std::string output;
   std::string last_stderr;
   bool too_long = false;
-  net::steady_timer deadline(ex, timeout);
+  Timer deadline(ex, timeout);
   auto finished = read_stdout(out, output, too_long) &&
                   read_stderr(err, exec.command, last_stderr) && wait_exit(child, pidfd_ptr);
   const auto done = co_await (std::move(finished) || deadline.async_wait(use_nothrow));
@@ -485,8 +485,9 @@ task<outcome<ExecCredential>> run_exec_plugin(ExecConfig exec, std::string info,
 using Waiter = net::experimental::concurrent_channel<void(error_code, outcome<std::string>)>;
 
 struct ExecTokenSource::State {
+  State(Settings s, Executor e) : settings(std::move(s)), ex(std::move(e)) {}
   Settings settings;
-  net::any_io_executor ex;
+  Executor ex;
   std::mutex mu;
   // Guarded by mu:
   std::optional<ExecCredential> cached;
@@ -498,11 +499,8 @@ struct ExecTokenSource::State {
   }
 };
 
-ExecTokenSource::ExecTokenSource(Settings settings, net::any_io_executor ex)
-    : state_(std::make_shared<State>()) {
-  state_->settings = std::move(settings);
-  state_->ex = std::move(ex);
-}
+ExecTokenSource::ExecTokenSource(Settings settings, Executor ex)
+    : state_(std::make_shared<State>(std::move(settings), std::move(ex))) {}
 
 ExecTokenSource::~ExecTokenSource() = default;
 

@@ -59,7 +59,7 @@ class ExecTokenSource {
     std::chrono::milliseconds timeout = std::chrono::seconds(30);
     std::chrono::seconds expiry_margin = std::chrono::seconds(10);
   };
-  ExecTokenSource(Settings settings, net::any_io_executor ex);
+  ExecTokenSource(Settings settings, Executor ex);
   ~ExecTokenSource();
   ExecTokenSource(const ExecTokenSource&) = delete;
   ExecTokenSource& operator=(const ExecTokenSource&) = delete;

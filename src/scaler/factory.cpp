@@ -34,7 +34,7 @@ k8s::ClusterConfig cluster_config(const config::Backend& backend) {
 
 }  // namespace
 
-std::unique_ptr<Scaler> make_scaler(const config::Backend& backend, net::any_io_executor ex) {
+std::unique_ptr<Scaler> make_scaler(const config::Backend& backend, Executor ex) {
   const auto& s = backend.scaler;
   if (s.type == "kubernetes") {
     auto cluster = cluster_config(backend);

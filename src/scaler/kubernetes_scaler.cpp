@@ -78,7 +78,7 @@ bool retryable(const outcome<k8s::Response>& r) {
 
 }  // namespace
 
-KubernetesScaler::KubernetesScaler(Settings settings, net::any_io_executor ex)
+KubernetesScaler::KubernetesScaler(Settings settings, Executor ex)
     : settings_(std::move(settings)),
       ex_(ex),
       client_(settings_.cluster, ex, settings_.client),
@@ -121,7 +121,7 @@ void KubernetesScaler::loop_done() {
 }
 
 task<void> KubernetesScaler::pause(std::chrono::milliseconds d) {
-  net::steady_timer t(ex_, d);
+  Timer t(ex_, d);
   co_await (t.async_wait(use_nothrow) || stop_.async_wait(use_nothrow));
 }
 

@@ -1,8 +1,8 @@
 #pragma once
 // Scales a Deployment between 0 and N through its Scale subresource (DESIGN.md §3 `kubernetes`).
 //
-// What it knows comes from two list-then-watch loops on the backend's strand, as client-go's
-// reflector does (../shared/reference/kubernetes-api.md §5): the Deployment
+// What it knows comes from two list-then-watch loops on the backend's controller's executor, as
+// client-go's reflector does (../shared/reference/kubernetes-api.md §5): the Deployment
 // (fieldSelector=metadata.name=NAME, the only form RBAC resourceNames allows) and the pods of the
 // Scale's status.selector. A watch that ends is resumed from the last resourceVersion; an expired
 // one (HTTP 410, an ERROR event 410/Expired/Gone, 1.20's 500 "compacted") lists again. An API that
@@ -23,7 +23,8 @@
 // `kubectl describe deployment` shows. shutdown() stops the watches and leaves the Deployment as it
 // is, for the next proxy to adopt.
 //
-// Threading: every member runs on the executor given to the constructor (the Backend's strand).
+// Threading: every member runs on the executor given to the constructor (the Backend's
+// controller's).
 #include <boost/json/object.hpp>
 #include <deque>
 #include <map>
@@ -58,7 +59,7 @@ class KubernetesScaler final : public Scaler {
     std::chrono::milliseconds watch_backoff_max = std::chrono::seconds(10);
   };
 
-  KubernetesScaler(Settings settings, net::any_io_executor ex);
+  KubernetesScaler(Settings settings, Executor ex);
   ~KubernetesScaler() override;
 
   task<outcome<void>> scale_to(int replicas, std::string cause) override;
@@ -96,16 +97,16 @@ class KubernetesScaler final : public Scaler {
   task<void> record_event(int from, int to, const std::string& cause);
 
   Settings settings_;
-  net::any_io_executor ex_;
+  Executor ex_;
   k8s::Client client_;
   std::string scale_path_;
   Reflector deployment_;
   Reflector pods_;
   bool started_ = false;
   bool stopping_ = false;
-  int running_ = 0;         // loops not yet ended
-  net::steady_timer stop_;  // expires at min() on shutdown: every pause() ends at once
-  net::steady_timer idle_;  // expires at min() when the last loop ended
+  int running_ = 0;  // loops not yet ended
+  Timer stop_;       // expires at min() on shutdown: every pause() ends at once
+  Timer idle_;       // expires at min() when the last loop ended
   std::mt19937 rng_;
 
   // After our PATCH: the Deployment's resourceVersion it produced, until the watch delivers it.

@@ -31,7 +31,7 @@ std::string join(const std::vector<std::string>& v) {
 
 }  // namespace
 
-ProcessScaler::ProcessScaler(Settings settings, net::any_io_executor ex)
+ProcessScaler::ProcessScaler(Settings settings, Executor ex)
     : settings_(std::move(settings)), ex_(ex), exited_(ex) {}
 
 ProcessScaler::~ProcessScaler() {
@@ -179,7 +179,7 @@ task<void> ProcessScaler::wait_exit(pid_t pid, int pidfd) {
     ::waitpid(pid, &status, 0);
   } else {
     // Kernels before 5.3 have no pidfd: poll.
-    net::steady_timer t(ex_);
+    Timer t(ex_);
     while (::waitpid(pid, &status, WNOHANG) == 0) {
       t.expires_after(50ms);
       co_await t.async_wait(use_nothrow);

@@ -3,7 +3,8 @@
 // group when woken, stopped with SIGTERM then SIGKILL after `stop_timeout`, its exit noticed at
 // once (pidfd), its stdout/stderr logged line by line with the backend's name.
 //
-// Threading: all members are used on the executor given to the constructor (the Backend's strand).
+// Threading: all members are used on the executor given to the constructor (the Backend's
+// controller's).
 #include <sys/types.h>
 
 #include <deque>
@@ -25,7 +26,7 @@ class ProcessScaler final : public Scaler {
     config::Duration stop_timeout = std::chrono::seconds(30);
   };
 
-  ProcessScaler(Settings settings, net::any_io_executor ex);
+  ProcessScaler(Settings settings, Executor ex);
   ~ProcessScaler() override;
 
   task<outcome<void>> scale_to(int replicas, std::string cause) override;
@@ -40,12 +41,12 @@ class ProcessScaler final : public Scaler {
   void on_exit(pid_t pid, int status);
 
   Settings settings_;
-  net::any_io_executor ex_;
+  Executor ex_;
   int desired_ = 0;
   pid_t pid_ = -1;           // the running child, or -1
   std::string exit_reason_;  // set when the child exited while desired
   std::string last_stderr_;
-  net::steady_timer exited_;  // cancelled when the child exits
+  Timer exited_;  // cancelled when the child exits
 };
 
 }  // namespace va::scaler

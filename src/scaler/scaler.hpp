@@ -52,6 +52,6 @@ class Scaler {
 
 // Builds the scaler that `backend.scaler.type` names. Throws config::ConfigError for a scaler
 // that cannot be set up.
-std::unique_ptr<Scaler> make_scaler(const config::Backend& backend, net::any_io_executor ex);
+std::unique_ptr<Scaler> make_scaler(const config::Backend& backend, Executor ex);
 
 }  // namespace va::scaler

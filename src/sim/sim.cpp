@@ -183,7 +183,7 @@ class Server {
 
   int run() {
     net::signal_set signals(ioc_, SIGINT, SIGTERM);
-    net::steady_timer drain(ioc_);
+    Timer drain(ioc_);
     signals.async_wait([this, &signals, &drain](error_code ec, int sig) {
       if (ec) {
         return;
@@ -283,15 +283,15 @@ class Server {
     if (d <= std::chrono::nanoseconds::zero()) {
       co_return;
     }
-    net::steady_timer timer(co_await net::this_coro::executor, d);
+    Timer timer(co_await net::this_coro::executor, d);
     co_await timer.async_wait(use_nothrow);
   }
 
   // Completes when the peer has closed or reset the connection; runs beside a generation, as
   // vLLM's listen_for_disconnect() does.
-  static task<void> watch_disconnect(tcp::socket& socket) {
+  static task<void> watch_disconnect(Socket& socket) {
     for (;;) {
-      auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, use_nothrow);
+      auto [ec] = co_await socket.async_wait(Socket::wait_read, use_nothrow);
       if (ec) {
         co_return;
       }
@@ -301,22 +301,21 @@ class Server {
       }
       if (peer == Peer::sent_data) {
         // A pipelined request, not a disconnect: stop watching until the generation ends.
-        net::steady_timer forever(co_await net::this_coro::executor,
-                                  net::steady_timer::time_point::max());
+        Timer forever(co_await net::this_coro::executor, Timer::time_point::max());
         co_await forever.async_wait(use_nothrow);
         co_return;
       }
     }
   }
 
-  task<void> session(tcp::socket socket) {
+  task<void> session(Socket socket) {
     std::string peer;
     {
       error_code ec;
       const auto ep = socket.remote_endpoint(ec);
       peer = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
     }
-    beast::tcp_stream stream(std::move(socket));
+    TcpStream stream(std::move(socket));
     beast::flat_buffer buffer;
     for (bool first = true;; first = false) {
       http::request_parser<http::string_body> parser;
@@ -360,11 +359,11 @@ class Server {
       }
     }
     error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream.socket().shutdown(Socket::shutdown_send, ec);
     stream.close();
   }
 
-  static task<void> reply_bad_http(beast::tcp_stream& stream) {
+  static task<void> reply_bad_http(TcpStream& stream) {
     Response res{http::status::bad_request, 11};
     res.set(http::field::content_type, "text/plain; charset=utf-8");
     res.set(http::field::connection, "close");
@@ -392,7 +391,7 @@ class Server {
   }
 
   // Writes a complete response; returns whether the connection stays open.
-  static task<bool> send(beast::tcp_stream& stream, Response res) {
+  static task<bool> send(TcpStream& stream, Response res) {
     res.prepare_payload();
     auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
     co_return !ec && res.keep_alive();
@@ -442,7 +441,7 @@ class Server {
   }
 
   // Routes one request and writes its response; returns whether the connection stays open.
-  task<bool> handle(beast::tcp_stream& stream, Request& req, const std::string& peer) {
+  task<bool> handle(TcpStream& stream, Request& req, const std::string& peer) {
     ++requests_total_;
     const std::string_view target = req.target();
     const std::string_view path = target.substr(0, target.find('?'));
@@ -660,8 +659,7 @@ class Server {
                         {"completion_tokens", completion_tokens}};
   }
 
-  task<bool> complete(beast::tcp_stream& stream, const Request& req, const std::string& peer,
-                      bool chat) {
+  task<bool> complete(TcpStream& stream, const Request& req, const std::string& peer, bool chat) {
     auto validated = validate(req, chat);
     if (auto* rejected = std::get_if<Response>(&validated)) {
       access_log(peer, req, rejected->result_int());
@@ -684,7 +682,7 @@ class Server {
     co_return co_await complete_json(stream, req, peer, g);
   }
 
-  task<bool> complete_json(beast::tcp_stream& stream, const Request& req, const std::string& peer,
+  task<bool> complete_json(TcpStream& stream, const Request& req, const std::string& peer,
                            const Generation& g) {
     const auto duration = settings_.ttft + settings_.itl * (g.max_tokens - 1);
     const auto raced = co_await (sleep_for(duration) || watch_disconnect(stream.socket()));
@@ -722,7 +720,7 @@ class Server {
     co_return keep;
   }
 
-  task<bool> complete_stream(beast::tcp_stream& stream, const Request& req, const std::string& peer,
+  task<bool> complete_stream(TcpStream& stream, const Request& req, const std::string& peer,
                              const Generation& g) {
     http::response<http::empty_body> res{http::status::ok, req.version()};
     res.set(http::field::content_type, "text/event-stream; charset=utf-8");
@@ -753,7 +751,7 @@ class Server {
   // Writes one chunk of the chunked body by itself, so each event leaves when it is generated.
   // The framing is done here and the bytes go straight to the socket: beast's chunk buffers
   // through basic_stream cost several times more CPU per event, which a benchmark would see.
-  static task<bool> write_chunk(beast::tcp_stream& stream, std::string_view data) {
+  static task<bool> write_chunk(TcpStream& stream, std::string_view data) {
     char size[20];
     const auto len = std::to_chars(size, size + sizeof size, data.size(), 16).ptr - size;
     std::string framed;
@@ -765,8 +763,7 @@ class Server {
 
   // Writes `data: {<prefix>,<rest>}\n\n`, where `prefix` holds the fields every chunk of a
   // generation shares and `rest` the JSON members of this one.
-  task<bool> write_event(beast::tcp_stream& stream, const std::string& prefix,
-                         std::string_view rest) {
+  task<bool> write_event(TcpStream& stream, const std::string& prefix, std::string_view rest) {
     std::string event = "data: {";
     event.append(prefix).append(",").append(rest);
     if (settings_.event_timestamps) {
@@ -787,7 +784,7 @@ class Server {
   }
 
   // The SSE body after the header: returns false when the client went away mid-stream.
-  task<bool> stream_events(beast::tcp_stream& stream, const Generation& g, bool& finished) {
+  task<bool> stream_events(TcpStream& stream, const Generation& g, bool& finished) {
     const auto prefix = chunk_prefix(g);
     co_await sleep_for(settings_.ttft);
     if (g.chat &&
@@ -828,7 +825,7 @@ class Server {
     co_return co_await write_chunk_last(stream);
   }
 
-  static task<bool> write_chunk_last(beast::tcp_stream& stream) {
+  static task<bool> write_chunk_last(TcpStream& stream) {
     auto [ec, n] =
         co_await net::async_write(stream.socket(), net::buffer("0\r\n\r\n", 5), use_nothrow);
     co_return !ec;
@@ -848,7 +845,7 @@ class Server {
   json::value last_request_;
   int exit_code_ = 0;
   net::io_context ioc_{1};
-  tcp::acceptor acceptor_{ioc_};
+  Acceptor acceptor_{ioc_};
 };
 
 }  // namespace

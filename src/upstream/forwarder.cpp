@@ -34,7 +34,7 @@ bool hop_by_hop(const http::fields::value_type& f, http::token_list& nominated,
 // stop() before the upstream stream goes away.
 class ClientWatch {
  public:
-  ClientWatch(tcp::socket& client, tcp::socket& upstream) : client_(client), upstream_(upstream) {}
+  ClientWatch(Socket& client, Socket& upstream) : client_(client), upstream_(upstream) {}
   ClientWatch(const ClientWatch&) = delete;
   ClientWatch& operator=(const ClientWatch&) = delete;
   ~ClientWatch() { stop(); }
@@ -48,7 +48,7 @@ class ClientWatch {
     // A peek, not async_wait: a wait always re-registers the socket with epoll (a syscall per
     // exchange); a read is first tried at once and then queued without one.
     client_.async_receive(
-        net::buffer(&state_->byte, 1), tcp::socket::message_peek,
+        net::buffer(&state_->byte, 1), Socket::message_peek,
         [s = state_](error_code ec, std::size_t n) {
           if (!s->active || ec == net::error::operation_aborted || (!ec && n > 0)) {
             return;  // stopped, or pipelined bytes: only a write can tell now
@@ -56,7 +56,7 @@ class ClientWatch {
           // End of stream (the client's FIN) or an error (a reset): the client left.
           s->gone = true;
           error_code ignored;
-          s->upstream->shutdown(tcp::socket::shutdown_both, ignored);
+          s->upstream->shutdown(Socket::shutdown_both, ignored);
           s->upstream->cancel(ignored);
         });
   }
@@ -71,17 +71,17 @@ class ClientWatch {
 
  private:
   struct State {
-    tcp::socket* upstream;
+    Socket* upstream;
     bool active = true;
     bool gone = false;
     char byte = 0;  // the peek's buffer
   };
-  tcp::socket& client_;
-  tcp::socket& upstream_;
+  Socket& client_;
+  Socket& upstream_;
   std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
 };
 
-task<void> pipe_bytes(tcp::socket& from, tcp::socket& to) {
+task<void> pipe_bytes(Socket& from, Socket& to) {
   wire::Block buf;
   for (;;) {
     auto [ec, n] = co_await from.async_read_some(buf.buffer(), use_nothrow);
@@ -96,11 +96,11 @@ task<void> pipe_bytes(tcp::socket& from, tcp::socket& to) {
     }
   }
   error_code ignored;
-  to.shutdown(tcp::socket::shutdown_send, ignored);
+  to.shutdown(Socket::shutdown_send, ignored);
 }
 
 // Writes the error event vLLM itself sends when a stream breaks, then ends the chunked body.
-task<void> end_broken_stream(tcp::socket& client) {
+task<void> end_broken_stream(Socket& client) {
   static constexpr std::string_view kTail =
       "data: {\"error\":{\"message\":\"upstream connection lost mid-stream\",\"type\":"
       "\"BadGatewayError\",\"param\":null,\"code\":502}}\n\ndata: [DONE]\n\n";
@@ -234,7 +234,7 @@ std::string client_head(const http::response_header<>& res, bool switching, bool
 // One request/response exchange with the upstream. Its two blocks: `in` holds upstream bytes as
 // read (room for a whole small response in one read), `out` the body bytes parsed from them.
 struct Exchange {
-  Exchange(Pool& pool, Connection c, http::verb method, net::any_io_executor session)
+  Exchange(Pool& pool, Connection c, http::verb method, Executor session)
       : pool(pool),
         conn(std::move(c)),
         session(std::move(session)),
@@ -245,7 +245,7 @@ struct Exchange {
       parser.skip(true);
     }
   }
-  tcp::socket& socket() { return conn.stream->socket; }
+  Socket& socket() { return conn.stream->socket; }
   // The upstream is expected to answer from now on (pause() while it is not our turn to read).
   void expect_upstream() {
     silence.watch(socket(), Clock::now() + pool.upstream_timeout(), session);
@@ -261,7 +261,7 @@ struct Exchange {
   }
   Pool& pool;
   Connection conn;
-  net::any_io_executor session;  // the client's session's, which reads and writes `conn`
+  Executor session;  // the client's session's, which reads and writes `conn`
   wire::Block in;
   wire::Block out;
   beast::flat_static_buffer_base buf;
@@ -300,7 +300,7 @@ task<error_code> read_head(Exchange& ex, ClientWatch& watch) {
 // The request went out and the response head is in `ex.parser`: relay the response to the client,
 // piece by piece as it is read, while `watch` (started before the request went out: one wait per
 // exchange) looks for the client to leave.
-task<ForwardResult> relay_response(tcp::socket& client, Exchange& ex, const ForwardOptions& r,
+task<ForwardResult> relay_response(Socket& client, Exchange& ex, const ForwardOptions& r,
                                    ClientWatch& watch) {
   ForwardResult result;
   auto& up = ex.socket();
@@ -421,7 +421,7 @@ task<ForwardResult> relay_response(tcp::socket& client, Exchange& ex, const Forw
 
 }  // namespace
 
-task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamRequest& up_req,
+task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& up_req,
                             ForwardOptions r) {
   const std::array<net::const_buffer, 2> request = {net::buffer(up_req.head),
                                                     net::buffer(up_req.body)};
@@ -461,7 +461,7 @@ task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamReque
   }
 }
 
-task<ForwardResult> forward_streamed(tcp::socket& client, StreamedBody body,
+task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions r) {
   auto& in = body.parser;

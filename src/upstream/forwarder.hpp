@@ -51,7 +51,7 @@ struct ForwardResult {
 };
 
 // Sends a request whose body is in memory (retried once on a stale pooled connection).
-task<ForwardResult> forward(tcp::socket& client, Pool& pool, const UpstreamRequest& req,
+task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& req,
                             ForwardOptions o);
 
 // The client's side of a body still arriving: the connection's buffer and deadline, the parser
@@ -68,7 +68,7 @@ struct StreamedBody {
 // Content-Length (a chunked one is read whole first, so a malformed chunk never reaches the
 // upstream). `upstream` is a fresh connection (Pool::connect): a streamed body cannot be sent
 // twice, so a stale pooled connection must not get the chance to fail mid-body.
-task<ForwardResult> forward_streamed(tcp::socket& client, StreamedBody body,
+task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions o);
 

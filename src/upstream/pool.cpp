@@ -9,9 +9,9 @@ namespace {
 bool still_open(const Stream& s) { return peek_peer(s->socket.native_handle()) == Peer::quiet; }
 }  // namespace
 
-Pool::Pool(Settings settings, net::any_io_executor ex) : settings_(std::move(settings)), ex_(ex) {}
+Pool::Pool(Settings settings) : settings_(std::move(settings)) {}
 
-task<std::pair<error_code, Stream>> Pool::connect(net::any_io_executor ex, const Target& t,
+task<std::pair<error_code, Stream>> Pool::connect(Executor ex, const Target& t,
                                                   std::chrono::milliseconds timeout) {
   auto link = std::make_unique<Link>(ex);
   link->silence.watch(link->socket, Clock::now() + timeout, co_await net::this_coro::executor);
@@ -21,12 +21,16 @@ task<std::pair<error_code, Stream>> Pool::connect(net::any_io_executor ex, const
 }
 
 task<std::pair<error_code, Connection>> Pool::acquire() {
+  const Executor here = co_await net::this_coro::executor;
   {
     std::lock_guard lock(mu_);
     const auto now = Clock::now();
-    while (!idle_.empty()) {
-      Idle idle = std::move(idle_.back());
-      idle_.pop_back();
+    for (std::size_t i = idle_.size(); i-- > 0;) {
+      if (&idle_[i].stream->socket.get_executor().context() != &here.context()) {
+        continue;  // another I/O thread's
+      }
+      Idle idle = std::move(idle_[i]);
+      idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
       // A connection back in the pool for less than a second is taken without a look (a syscall
       // per request); one that the server closed meanwhile is retried by forward().
       const auto idle_for = now - idle.since;
@@ -35,7 +39,7 @@ task<std::pair<error_code, Connection>> Pool::acquire() {
       }
     }
   }
-  auto [ec, stream] = co_await connect(ex_, settings_.target, settings_.connect_timeout);
+  auto [ec, stream] = co_await connect(here, settings_.target, settings_.connect_timeout);
   co_return std::pair{ec, Connection{std::move(stream), false}};
 }
 

@@ -4,7 +4,8 @@
 // anyway is detected by the forwarder and the request retried on a fresh connection.
 //
 // Thread-safety: acquire/release/clear may be called from any thread (mutex). A connection is
-// used by one coroutine at a time.
+// used by one coroutine at a time, and only on the io_context it was opened on: acquire() takes
+// the newest idle connection of the calling coroutine's own io_context (core/net.hpp).
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -27,8 +28,8 @@ struct Target {
 // so that an exchange needs no timer and no shared state of its own; it is paused while the
 // connection idles in the pool. Held by pointer: the deadline's state points at its timer.
 struct Link {
-  explicit Link(const net::any_io_executor& ex) : socket(ex), silence(ex) {}
-  tcp::socket socket;
+  explicit Link(const Executor& ex) : socket(ex), silence(ex) {}
+  Socket socket;
   MovingDeadline silence;
 };
 using Stream = std::unique_ptr<Link>;
@@ -50,7 +51,7 @@ class Pool {
     std::chrono::milliseconds upstream_timeout = std::chrono::minutes(10);
   };
 
-  Pool(Settings settings, net::any_io_executor ex);
+  explicit Pool(Settings settings);
 
   // A pooled idle connection (reused = true) or a new one.
   task<std::pair<error_code, Connection>> acquire();
@@ -60,11 +61,10 @@ class Pool {
   void clear();
   const Target& target() const { return settings_.target; }
   std::chrono::milliseconds upstream_timeout() const { return settings_.upstream_timeout; }
-  net::any_io_executor executor() const { return ex_; }
 
   // Opens a new connection (also used by the health probe), within `timeout`; the calling
   // coroutine's executor watches it.
-  static task<std::pair<error_code, Stream>> connect(net::any_io_executor ex, const Target& t,
+  static task<std::pair<error_code, Stream>> connect(Executor ex, const Target& t,
                                                      std::chrono::milliseconds timeout);
 
  private:
@@ -73,7 +73,6 @@ class Pool {
     Clock::time_point since;
   };
   Settings settings_;
-  net::any_io_executor ex_;
   std::mutex mu_;
   std::deque<Idle> idle_;
 };

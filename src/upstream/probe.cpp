@@ -2,7 +2,7 @@
 
 namespace va::upstream {
 
-task<ProbeResult> probe(net::any_io_executor ex, const Target& target, const std::string& path,
+task<ProbeResult> probe(Executor ex, const Target& target, const std::string& path,
                         const std::map<std::string, std::string>& headers,
                         std::chrono::milliseconds timeout) {
   auto [ec, up] = co_await Pool::connect(ex, target, timeout);

@@ -12,7 +12,7 @@ struct ProbeResult {
   error_code error;     // connection refused while vLLM loads, timeouts, …
 };
 
-task<ProbeResult> probe(net::any_io_executor ex, const Target& target, const std::string& path,
+task<ProbeResult> probe(Executor ex, const Target& target, const std::string& path,
                         const std::map<std::string, std::string>& headers,
                         std::chrono::milliseconds timeout);
 

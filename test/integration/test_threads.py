@@ -1,7 +1,9 @@
 """`threads: 2`: the core scenarios hold when sessions and the controller run on two threads."""
 
 import concurrent.futures as cf
+import http.client as httpclient
 import json
+import os
 import time
 
 from proxy import sim_config
@@ -29,6 +31,46 @@ def test_two_threads_hold_100_concurrent_requests_through_one_wake(proxy):
     assert m['vllm_autoscaler_requests_total{backend="sim",code="200"}'] == n
     b = p.backend()
     assert b["state"] == "ready" and b["in_flight"] == 0 and b["pending"] == 0
+
+
+def cpu_ticks(pid: int) -> dict[str, int]:
+    """User + system clock ticks of the main thread ("main") and of the threads named io-N."""
+    ticks = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            stat = f.read()
+        name = "main" if int(tid) == pid else stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on
+        if name == "main" or name.startswith("io-"):
+            ticks[name] = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks
+
+
+def test_two_threads_each_serve_connections(proxy):
+    # Connections go to the two I/O threads in turn: under load from 4 keep-alive clients, the
+    # second thread (io-1) works as well as the first (the main thread).
+    p = proxy(config(free_port()))
+    before = cpu_ticks(p.pid)
+    assert sorted(before) == ["io-1", "main"], before
+    host, port = p.url.removeprefix("http://").rsplit(":", 1)
+
+    def client(_):
+        conn = httpclient.HTTPConnection(host, int(port), timeout=10)
+        answered = 0
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            conn.request("GET", "/health")
+            r = conn.getresponse()
+            r.read()
+            answered += r.status == 200
+        conn.close()
+        return answered
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        answered = list(pool.map(client, range(4)))
+    assert all(n > 100 for n in answered), answered
+    after = cpu_ticks(p.pid)
+    assert after["io-1"] > before["io-1"] and after["main"] > before["main"], (before, after)
 
 
 def test_two_threads_relay_concurrent_streams_event_by_event(proxy):

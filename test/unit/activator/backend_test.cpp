@@ -46,7 +46,7 @@ class FakeScaler final : public scaler::Scaler {
 };
 
 // Answers every connection with 200 and closes it: the health probe's upstream.
-task<void> health_server(tcp::acceptor& acceptor) {
+task<void> health_server(Acceptor& acceptor) {
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
     if (ec) {
@@ -63,7 +63,7 @@ task<void> health_server(tcp::acceptor& acceptor) {
 
 // A request: its outcome lands in `out`. A plain function, not a capturing lambda: a coroutine
 // lambda's captures live in the closure object, which would be gone before the first resume.
-task<void> acquire_into(Backend& b, tcp::socket& s, std::optional<outcome<Acquired>>& out) {
+task<void> acquire_into(Backend& b, Socket& s, std::optional<outcome<Acquired>>& out) {
   out.emplace(co_await b.acquire(10, s));
 }
 
@@ -72,11 +72,10 @@ class BackendTest : public ::testing::Test {
   BackendTest()
       : health_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)),
         client_side_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)),
-        pool_(upstream::Pool::Settings{.target = {.host = "127.0.0.1",
-                                                  .port = std::to_string(
-                                                      health_.local_endpoint().port()),
-                                                  .host_header = "test"}},
-              ioc_.get_executor()),
+        pool_(upstream::Pool::Settings{
+            .target = {.host = "127.0.0.1",
+                       .port = std::to_string(health_.local_endpoint().port()),
+                       .host_header = "test"}}),
         budget_(1 << 20) {
     spawn(ioc_.get_executor(), health_server(health_), "health server");
   }
@@ -91,7 +90,7 @@ class BackendTest : public ::testing::Test {
             .health = config::Health{.path = "/health", .interval = 20ms, .headers = {}},
             .replicas = 1},
         ioc_.get_executor(),
-        [this](net::any_io_executor) {
+        [this](Executor) {
           auto s = std::make_unique<FakeScaler>();
           scaler_ = s.get();
           return s;
@@ -102,8 +101,8 @@ class BackendTest : public ::testing::Test {
   }
 
   // A connected socket standing for a client that stays.
-  tcp::socket client() {
-    tcp::socket c(ioc_);
+  Socket client() {
+    Socket c(ioc_);
     c.connect(client_side_.local_endpoint());
     clients_.push_back(std::move(c));
     return client_side_.accept();
@@ -131,9 +130,9 @@ class BackendTest : public ::testing::Test {
   }
 
   net::io_context ioc_;
-  tcp::acceptor health_;
-  tcp::acceptor client_side_;
-  std::vector<tcp::socket> clients_;
+  Acceptor health_;
+  Acceptor client_side_;
+  std::vector<Socket> clients_;
   metrics::Metrics metrics_;
   upstream::Pool pool_;
   PendingBudget budget_;
@@ -144,7 +143,7 @@ class BackendTest : public ::testing::Test {
 TEST_F(BackendTest, ManyHeldRequestsCauseExactlyOneScaleUp) {
   auto& b = make(10s);
   constexpr int kRequests = 50;
-  std::vector<tcp::socket> sockets;
+  std::vector<Socket> sockets;
   for (int i = 0; i < kRequests; ++i) {
     sockets.push_back(client());
   }
@@ -208,7 +207,7 @@ TEST_F(BackendTest, AHeldRequestTimesOutAfterWakeTimeout) {
 TEST_F(BackendTest, AFullQueueRefusesAtOnce) {
   auto& b = make(10s, 2s);
   scaler_->never_ready = true;
-  std::vector<tcp::socket> sockets;
+  std::vector<Socket> sockets;
   for (int i = 0; i < 1001; ++i) {
     sockets.push_back(client());
   }

@@ -7,10 +7,10 @@ namespace va {
 
 struct LoopbackPair {
   net::io_context ioc;
-  tcp::socket ours{ioc};
-  tcp::socket peer{ioc};
+  Socket ours{ioc};
+  Socket peer{ioc};
   LoopbackPair() {
-    tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
+    Acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
     ours.connect(acceptor.local_endpoint());
     acceptor.accept(peer);
   }

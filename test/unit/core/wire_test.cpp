@@ -115,7 +115,7 @@ TEST(Read, ReadsAWholeChunkedMessageThatIsAlreadyBufferedWithoutWaiting) {
   pair.send(
       "POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
       "3;x=1\r\nabc\r\n2\r\nde\r\n1\r\nf\r\n0\r\nX-T: 1\r\n\r\nGET");
-  pair.peer.shutdown(tcp::socket::shutdown_send);
+  pair.peer.shutdown(Socket::shutdown_send);
   beast::flat_buffer buf;
   http::request_parser<http::string_body> p;
   ASSERT_FALSE(pair.run(wire::read(pair.ours, buf, p, Until::message)));
@@ -127,7 +127,7 @@ TEST(Read, ReadsAWholeChunkedMessageThatIsAlreadyBufferedWithoutWaiting) {
 TEST(Read, AnEndOfStreamMidBodyIsAPartialMessage) {
   Pair pair;
   pair.send("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel");
-  pair.peer.shutdown(tcp::socket::shutdown_send);
+  pair.peer.shutdown(Socket::shutdown_send);
   beast::flat_buffer buf;
   http::response_parser<http::string_body> p;
   ASSERT_FALSE(pair.run(wire::read(pair.ours, buf, p, Until::header)));
@@ -140,7 +140,7 @@ TEST(Read, AnEndOfStreamMidBodyIsAPartialMessage) {
 
 TEST(Read, AnEndOfStreamBeforeAnyByteIsEndOfStream) {
   Pair pair;
-  pair.peer.shutdown(tcp::socket::shutdown_send);
+  pair.peer.shutdown(Socket::shutdown_send);
   beast::flat_buffer buf;
   http::request_parser<http::empty_body> p;
   EXPECT_EQ(pair.run(wire::read(pair.ours, buf, p, Until::header)), http::error::end_of_stream);

@@ -264,7 +264,7 @@ TEST_F(ClientTest, TimeoutAndConnectErrors) {
   EXPECT_THAT(r.error().message, HasSubstr(": GET /api: timed out"));
 
   // Nothing listens on the port of a closed acceptor.
-  tcp::acceptor closed(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  Acceptor closed(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
   auto c = cluster(server);
   c.port = std::to_string(closed.local_endpoint().port());
   closed.close();

@@ -414,7 +414,7 @@ TEST_F(ExecPluginTest, ACancelledCallerLeavesTheRunToTheOthers) {
                 ioc_.get_executor());
   auto race = [](Client& client, net::io_context& ioc) -> task<outcome<Response>> {
     using namespace net::experimental::awaitable_operators;
-    net::steady_timer timer(ioc, std::chrono::milliseconds(20));
+    Timer timer(ioc, std::chrono::milliseconds(20));
     auto r = co_await (client.request(http::verb::get, "/api") || timer.async_wait(use_nothrow));
     if (r.index() == 0) {
       co_return std::get<0>(std::move(r));

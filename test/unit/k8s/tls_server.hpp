@@ -117,7 +117,7 @@ class TlsServer {
   // Close each connection after one response, without saying so (a server-side idle timeout).
   void close_after_each_response() { close_after_each_ = true; }
 
-  using Stream = beast::ssl_stream<beast::tcp_stream>;
+  using Stream = beast::ssl_stream<TcpStream>;
   // Answers every request with `streamer` instead of the handler: it writes the raw response
   // itself (see chunk()); the connection is closed when it returns.
   using Streamer = std::function<task<void>(const Request&, Stream&)>;
@@ -140,12 +140,12 @@ class TlsServer {
     }
   }
 
-  task<void> session(tcp::socket socket) {
+  task<void> session(Socket socket) {
     // Asio's TLS stream writes a response's header and body as two records: without this, Nagle
     // holds the second until the client's delayed ACK (40 ms per response).
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), ctx_);
+    beast::ssl_stream<TcpStream> stream(std::move(socket), ctx_);
     const int id = ++connections;
     auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_nothrow);
     if (hec) {
@@ -174,7 +174,7 @@ class TlsServer {
       }
       auto reply = handler_(req);
       if (!reply) {
-        net::steady_timer forever(stream.get_executor(), std::chrono::hours(1));
+        Timer forever(stream.get_executor(), std::chrono::hours(1));
         co_await forever.async_wait(use_nothrow);
         co_return;
       }
@@ -190,7 +190,7 @@ class TlsServer {
   }
 
   net::ssl::context ctx_;
-  tcp::acceptor acceptor_;
+  Acceptor acceptor_;
   Handler handler_;
   Streamer streamer_;
   bool close_after_each_ = false;

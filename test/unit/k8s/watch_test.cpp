@@ -198,7 +198,7 @@ class WatchClientTest : public testing::TlsApiTest {
     co_await net::async_write(s, net::buffer(bytes), use_nothrow);
   }
   static task<void> sleep(TlsServer::Stream& s, std::chrono::milliseconds d) {
-    net::steady_timer t(s.get_executor(), d);
+    Timer t(s.get_executor(), d);
     co_await t.async_wait(use_nothrow);
   }
 
@@ -323,11 +323,11 @@ TEST_F(WatchClientTest, CancellationEndsTheWatch) {
   int events = 0;
   auto race = [&]() -> task<outcome<Response>> {
     using namespace net::experimental::awaitable_operators;
-    net::steady_timer timer(ioc_, std::chrono::milliseconds(300));
+    Timer timer(ioc_, std::chrono::milliseconds(300));
     auto r = co_await (client.watch("/w", [&](WatchEvent&&) {
       ++events;
       return true;
-    }) || timer.async_wait(net::use_awaitable));
+    }) || timer.async_wait(use_task));
     if (r.index() == 0) {
       co_return std::get<0>(std::move(r));
     }

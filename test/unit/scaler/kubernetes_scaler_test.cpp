@@ -182,7 +182,7 @@ TEST_F(KubernetesScalerTest, AForbiddenPatchFailsAtOnceNamingTheApiError) {
 TEST_F(KubernetesScalerTest, AnApiThatIsDownIsUnavailableAtOnce) {
   std::string port;
   {
-    tcp::acceptor gone(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    Acceptor gone(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
     port = std::to_string(gone.local_endpoint().port());
   }  // nothing listens there any more
   k8s::ClusterConfig c;

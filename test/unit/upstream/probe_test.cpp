@@ -3,14 +3,18 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <functional>
+#include <list>
 #include <optional>
+
+#include "upstream/pool.hpp"
 
 namespace va::upstream {
 namespace {
 
 using namespace std::chrono_literals;
 
-Target target_of(const tcp::acceptor& a) {
+Target target_of(const Acceptor& a) {
   const auto port = std::to_string(a.local_endpoint().port());
   return Target{.host = "127.0.0.1", .port = port, .host_header = "127.0.0.1:" + port};
 }
@@ -34,8 +38,8 @@ std::pair<ProbeResult, Clock::duration> run_probe(net::io_context& ioc, const Ta
 
 TEST(Probe, ReadsTheHealthAnswer) {
   net::io_context ioc;
-  tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
-  tcp::socket peer(ioc);
+  Acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
+  Socket peer(ioc);
   acceptor.async_accept(peer, [&](error_code ec) {
     ASSERT_FALSE(ec);
     static constexpr std::string_view kAnswer =
@@ -50,8 +54,8 @@ TEST(Probe, ReadsTheHealthAnswer) {
 TEST(Probe, GivesUpOnASilentServerAfterItsTimeout) {
   // A server that accepts and never answers (vLLM stuck while loading): the probe must end.
   net::io_context ioc;
-  tcp::acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
-  tcp::socket peer(ioc);
+  Acceptor acceptor(ioc, {net::ip::make_address("127.0.0.1"), 0});
+  Socket peer(ioc);
   acceptor.async_accept(peer, [](error_code) {});
   const auto [r, took] = run_probe(ioc, target_of(acceptor), 200ms);
   EXPECT_EQ(r.status, 0U);
@@ -63,11 +67,11 @@ TEST(Probe, GivesUpOnASilentServerAfterItsTimeout) {
 TEST(Pool, ConnectGivesUpAfterItsTimeout) {
   // A listener whose accept queue is full drops the SYN, so the connect hangs.
   net::io_context ioc;
-  tcp::acceptor acceptor(ioc);
+  Acceptor acceptor(ioc);
   acceptor.open(tcp::v4());
   acceptor.bind({net::ip::make_address("127.0.0.1"), 0});
   acceptor.listen(0);
-  std::vector<tcp::socket> queued;
+  std::vector<Socket> queued;
   for (int i = 0; i < 2; ++i) {
     auto& s = queued.emplace_back(ioc);
     s.open(tcp::v4());
@@ -87,6 +91,65 @@ TEST(Pool, ConnectGivesUpAfterItsTimeout) {
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(*got, net::error::timed_out) << got->message();
   EXPECT_GE(Clock::now() - start, 250ms);
+}
+
+// Accepts every connection to `acceptor` and keeps it open.
+void accept_all(Acceptor& acceptor, std::list<Socket>& peers) {
+  acceptor.async_accept([&](error_code ec, Socket s) {
+    if (!ec) {
+      peers.push_back(std::move(s));
+      accept_all(acceptor, peers);
+    }
+  });
+}
+
+TEST(Pool, AConnectionIsReusedOnlyOnTheIoContextItWasOpenedOn) {
+  // Two I/O threads' io_contexts (run here in turn by one thread): a connection released by a
+  // session of one is never handed to a session of the other, whose operations would then
+  // complete on the wrong thread.
+  net::io_context one;
+  net::io_context two;
+  Acceptor acceptor(one, {net::ip::make_address("127.0.0.1"), 0});
+  std::list<Socket> peers;
+  accept_all(acceptor, peers);
+  Pool pool(Pool::Settings{.target = target_of(acceptor)});
+  const auto acquire_on = [&](net::io_context& on) {
+    std::optional<std::pair<error_code, Connection>> got;
+    net::co_spawn(on, pool.acquire(), [&](std::exception_ptr, std::pair<error_code, Connection> r) {
+      got = std::move(r);
+    });
+    for (const auto start = Clock::now(); !got && Clock::now() - start < 20s;) {
+      for (auto* c : {&one, &two}) {
+        c->restart();
+        c->poll();
+      }
+    }
+    EXPECT_TRUE(got.has_value());
+    EXPECT_FALSE(got && got->first) << got->first.message();
+    return got ? std::move(got->second) : Connection{};
+  };
+  const auto context_of = [](const Connection& c) {
+    return &c.stream->socket.get_executor().context();
+  };
+
+  auto first = acquire_on(one);
+  ASSERT_TRUE(first.stream);
+  EXPECT_FALSE(first.reused);
+  EXPECT_EQ(context_of(first), &one);
+  pool.release(std::move(first));
+
+  auto second = acquire_on(two);  // the idle connection is one's: a new one
+  ASSERT_TRUE(second.stream);
+  EXPECT_FALSE(second.reused);
+  EXPECT_EQ(context_of(second), &two);
+  pool.release(std::move(second));
+
+  for (auto* on : {&one, &two}) {  // each now takes its own idle connection
+    auto again = acquire_on(*on);
+    ASSERT_TRUE(again.stream);
+    EXPECT_TRUE(again.reused);
+    EXPECT_EQ(context_of(again), on);
+  }
 }
 
 }  // namespace
