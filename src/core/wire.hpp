@@ -35,7 +35,24 @@ task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces);
 // answer to what was just written). Read at once, it would fail, and that costs a syscall: Asio
 // 1.26 marks a socket drained only after a 0-byte read, so it tries every read at once after any
 // readiness event. By the time the others have run, a peer that answers at once has answered.
+// Only worth it when there are others (InProgress): alone, the yield costs an epoll_wait, and the
+// peer has not answered after it either.
 inline task<void> let_others_run() { return net::post(use_task); }
+
+// Counts the requests in progress on this thread, whose io_context runs nothing else: whether a
+// yield (let_others_run) has anything to let run.
+class InProgress {
+ public:
+  InProgress() { ++count_; }
+  ~InProgress() { --count_; }
+  InProgress(const InProgress&) = delete;
+  InProgress& operator=(const InProgress&) = delete;
+  // Whether requests other than the caller's own (`own`: it holds an InProgress) are in progress.
+  static bool others(bool own) { return count_ > (own ? 1 : 0); }
+
+ private:
+  static inline thread_local int count_ = 0;
+};
 
 // What read() reads up to.
 enum class Until {

@@ -351,13 +351,19 @@ task<void> serve_public(Socket socket, Frontend& fe) {
       co_return;
     }
     Connection c{socket, buf, fe, client_address, deadline};
-    const bool more = co_await handle(c, head);
+    bool more = false;
+    {
+      const wire::InProgress counted;
+      more = co_await handle(c, head);
+    }
     if (!more) {
       co_return;
     }
     if (buf.size() == 0) {
-      buf.shrink_to_fit();              // an idle keep-alive connection holds no buffer
-      co_await wire::let_others_run();  // the client's next request answers ours
+      buf.shrink_to_fit();  // an idle keep-alive connection holds no buffer
+      if (wire::InProgress::others(false)) {
+        co_await wire::let_others_run();  // the client's next request answers ours
+      }
     }
   }
 }

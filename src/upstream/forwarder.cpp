@@ -287,9 +287,13 @@ ForwardResult head_failure(const Exchange& ex, error_code read_ec, error_code wr
 // Reads the response head into `ex.parser`, once the request went out (after the others ran, see
 // wire::let_others_run). Only an upstream that has not answered yet makes the client watched.
 task<error_code> read_head(Exchange& ex, ClientWatch& watch) {
-  co_await wire::let_others_run();
-  if (!ex.take_ready()) {
-    watch.start();
+  if (wire::InProgress::others(true)) {
+    co_await wire::let_others_run();
+    if (!ex.take_ready()) {
+      watch.start();
+    }
+  } else {
+    watch.start();  // alone on this thread: the upstream cannot have answered yet
   }
   ex.expect_upstream();
   auto ec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
