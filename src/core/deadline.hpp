@@ -6,15 +6,14 @@
 // would cost a timerfd_settime each. When it passes, the socket's pending operations
 // are cancelled (they end with operation_aborted) and expired() says why.
 //
-// Threads. The timer's handler runs on the executor the deadline was made with; the socket's
-// operations are cancelled on the watcher's executor, the one that starts them, so that a cancel
-// can never fall between a watch() and the read it guards. A deadline is made with the executor
-// of the io_context its socket belongs to, and a socket is used only there (core/net.hpp), so the
-// watcher is that executor too. With threads > 1 the state is still locked: a pooled connection
-// may be dropped, and its deadline destroyed, by another thread's session (Pool::release) or by
-// the shutdown (Pool::clear) while its timer's handler runs. A paused deadline keeps its pending
-// wait (at most until the due time, when it ends without being set again): a connection back in
-// the pool costs no timer operation.
+// Threads. A deadline is made with the executor of the io_context its socket belongs to, and a
+// socket's operations are started only there (core/net.hpp): the timer's handler, which cuts them,
+// runs on the thread that starts them, so a cut can never fall between a watch() and the read it
+// guards. With threads > 1 the state is still locked: a pooled connection may be dropped, and its
+// deadline destroyed, by another thread's session (Pool::release) or by the shutdown
+// (Pool::clear) while its timer's handler runs. A paused deadline keeps its pending wait (at most
+// until the due time, when it ends without being set again): a connection back in the pool costs
+// no timer operation.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -26,7 +25,7 @@ namespace va {
 class MovingDeadline {
  public:
   explicit MovingDeadline(const Executor& ex)
-      : timer_(ex), state_(std::make_shared<State>(&timer_, ex)) {}
+      : timer_(ex), state_(std::make_shared<State>(&timer_)) {}
   ~MovingDeadline() {
     std::lock_guard lock(state_->mu);
     state_->socket = nullptr;
@@ -39,15 +38,12 @@ class MovingDeadline {
   // started on the deadline's own executor.
   void watch(Socket& socket, Clock::time_point due) {
     std::lock_guard lock(state_->mu);
-    watch_locked(socket, due);
-  }
-  // The same, for a socket whose operations `watcher` starts.
-  void watch(Socket& socket, Clock::time_point due, const Executor& watcher) {
-    std::lock_guard lock(state_->mu);
-    if (state_->watcher != watcher) {  // (a copy costs more than the check; it rarely changes)
-      state_->watcher = watcher;
+    state_->socket = &socket;
+    state_->due = due;
+    state_->expired = false;
+    if (!state_->armed || due < state_->armed_for) {
+      arm(state_);  // (an earlier wait, if any, ends as stale)
     }
-    watch_locked(socket, due);
   }
   // Nothing to cut until the next watch(): time spent meanwhile does not count.
   void pause() {
@@ -65,10 +61,9 @@ class MovingDeadline {
 
  private:
   struct State {
-    State(Timer* t, const Executor& ex) : timer(t), watcher(ex) {}
+    explicit State(Timer* t) : timer(t) {}
     std::mutex mu;  // guards everything below
     Timer* timer;
-    Executor watcher;          // where the socket's operations are started
     Socket* socket = nullptr;  // while watched
     Clock::time_point due;
     Clock::time_point armed_for;  // the timer's expiry, while armed
@@ -76,15 +71,6 @@ class MovingDeadline {
     bool armed = false;
     bool expired = false;
   };
-
-  void watch_locked(Socket& socket, Clock::time_point due) {
-    state_->socket = &socket;
-    state_->due = due;
-    state_->expired = false;
-    if (!state_->armed || due < state_->armed_for) {
-      arm(state_);  // (an earlier wait, if any, ends as stale)
-    }
-  }
 
   static void arm(const std::shared_ptr<State>& s) {
     s->armed = true;
@@ -94,7 +80,7 @@ class MovingDeadline {
   }
 
   static void fired(const std::shared_ptr<State>& s, std::uint64_t wait, error_code ec) {
-    std::unique_lock lock(s->mu);
+    std::lock_guard lock(s->mu);
     if (wait != s->wait) {
       return;  // stale: a newer wait is pending
     }
@@ -107,15 +93,8 @@ class MovingDeadline {
       return;
     }
     s->expired = true;
-    const auto watcher = s->watcher;
-    lock.unlock();  // (the dispatch may run at once, and locks again)
-    net::dispatch(watcher, [s] {
-      std::lock_guard again(s->mu);
-      if (s->expired && s->socket != nullptr) {  // not watched again or paused meanwhile
-        error_code ignored;
-        s->socket->cancel(ignored);
-      }
-    });
+    error_code ignored;
+    s->socket->cancel(ignored);  // (its operations end through the event loop, not in here)
   }
 
   Timer timer_;

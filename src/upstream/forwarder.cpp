@@ -234,10 +234,9 @@ std::string client_head(const http::response_header<>& res, bool switching, bool
 // One request/response exchange with the upstream. Its two blocks: `in` holds upstream bytes as
 // read (room for a whole small response in one read), `out` the body bytes parsed from them.
 struct Exchange {
-  Exchange(Pool& pool, Connection c, http::verb method, Executor session)
+  Exchange(Pool& pool, Connection c, http::verb method)
       : pool(pool),
         conn(std::move(c)),
-        session(std::move(session)),
         buf(in.data(), wire::Block::kSize),
         silence(conn.stream->silence) {
     parser.body_limit(boost::none);
@@ -247,9 +246,7 @@ struct Exchange {
   }
   Socket& socket() { return conn.stream->socket; }
   // The upstream is expected to answer from now on (pause() while it is not our turn to read).
-  void expect_upstream() {
-    silence.watch(socket(), Clock::now() + pool.upstream_timeout(), session);
-  }
+  void expect_upstream() { silence.watch(socket(), Clock::now() + pool.upstream_timeout()); }
   // Takes what the upstream has sent so far into `buf`, without waiting: false when it has sent
   // nothing yet (an error or its close counts as an answer; the read that follows reports it).
   bool take_ready() {
@@ -261,7 +258,6 @@ struct Exchange {
   }
   Pool& pool;
   Connection conn;
-  Executor session;  // the client's session's, which reads and writes `conn`
   wire::Block in;
   wire::Block out;
   beast::flat_static_buffer_base buf;
@@ -438,7 +434,7 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
       co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
                               .error = cec.message()};
     }
-    Exchange ex(pool, std::move(conn), up_req.method, client.get_executor());
+    Exchange ex(pool, std::move(conn), up_req.method);
     error_code wec;
     ClientWatch watch(client, ex.socket());
     auto send = [&]() -> task<error_code> {
@@ -469,8 +465,7 @@ task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions r) {
   auto& in = body.parser;
-  Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method(),
-              client.get_executor());
+  Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method());
   auto& up = ex.socket();
   {
     const auto head = upstream_head(in.get().base(), pool.target(), client_address,

@@ -14,7 +14,7 @@ Pool::Pool(Settings settings) : settings_(std::move(settings)) {}
 task<std::pair<error_code, Stream>> Pool::connect(Executor ex, const Target& t,
                                                   std::chrono::milliseconds timeout) {
   auto link = std::make_unique<Link>(ex);
-  link->silence.watch(link->socket, Clock::now() + timeout, co_await net::this_coro::executor);
+  link->silence.watch(link->socket, Clock::now() + timeout);
   const error_code ec = co_await connect_tcp(link->socket, t.host, t.port);
   link->silence.pause();
   co_return std::pair{link->silence.explain(ec), std::move(link)};

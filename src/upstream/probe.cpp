@@ -18,7 +18,7 @@ task<ProbeResult> probe(Executor ex, const Target& target, const std::string& pa
   }
   auto& socket = up->socket;
   auto& deadline = up->silence;
-  deadline.watch(socket, Clock::now() + timeout, co_await net::this_coro::executor);
+  deadline.watch(socket, Clock::now() + timeout);
   auto [wec, wn] = co_await http::async_write(socket, req, use_nothrow);
   if (wec) {
     co_return ProbeResult{0, deadline.explain(wec)};

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <thread>
+
 #include "unit/core/loopback.hpp"
 
 namespace va {
@@ -70,61 +73,28 @@ TEST(MovingDeadline, PausedItCutsNothingAndItsWaitEnds) {
   EXPECT_TRUE(d.expired());
 }
 
-TEST(MovingDeadline, CutsOnTheWatchersExecutor) {
-  // A pooled upstream connection's deadline runs on the pool's executor; the exchange that
-  // watches it runs on its session's. The cut must happen there, never beside the session.
+TEST(MovingDeadline, DestroyedOnAnotherThreadWhileItsTimerFires) {
+  // With threads > 1 a pooled connection may be dropped by another thread's session
+  // (Pool::release) or by the shutdown (Pool::clear) just as its deadline's timer fires on its own
+  // thread: the handler must then touch nothing of it (ASan checks this in CI).
   Quiet q;
-  net::io_context session;
-  MovingDeadline d(q.ioc.get_executor());
-  d.watch(q.ours, Clock::now() + std::chrono::milliseconds(20), session.get_executor());
-  error_code got;
-  bool done = false;
-  char byte = 0;
-  q.ours.async_read_some(net::buffer(&byte, 1), [&](error_code ec, std::size_t) {
-    got = ec;
-    done = true;
-  });
-  // The timer passes on the deadline's executor: expired, but nothing cut yet.
-  const auto until = Clock::now() + std::chrono::seconds(10);
-  while (!d.expired() && Clock::now() < until) {
-    q.ioc.run_for(std::chrono::milliseconds(10));
+  auto busy = net::make_work_guard(q.ioc);
+  std::thread own([&] { q.ioc.run(); });
+  int expired = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto d = std::make_unique<MovingDeadline>(q.ioc.get_executor());
+    d->watch(q.ours, Clock::now() + std::chrono::microseconds(100 * (i % 20)));
+    if (i % 4 == 0) {
+      d->pause();  // as in the pool
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50 * (i % 40)));
+    expired += d->expired();
+    d.reset();
   }
-  ASSERT_TRUE(d.expired());
-  q.ioc.restart();
-  q.ioc.poll();
-  EXPECT_FALSE(done);
-  // The session's executor cuts the read.
-  EXPECT_EQ(session.poll(), 1U);
-  q.ioc.restart();
-  q.ioc.run_for(std::chrono::seconds(5));
-  EXPECT_TRUE(done);
-  EXPECT_EQ(got, net::error::operation_aborted);
-}
-
-TEST(MovingDeadline, AWatchBeforeTheCutLandsKeepsTheSocket) {
-  // The exchange read something and watches again before the session runs the expiry's cut:
-  // the cut is stale and must not land.
-  Quiet q;
-  net::io_context session;
-  MovingDeadline d(q.ioc.get_executor());
-  d.watch(q.ours, Clock::now() + std::chrono::milliseconds(20), session.get_executor());
-  bool done = false;
-  char byte = 0;
-  q.ours.async_read_some(net::buffer(&byte, 1), [&](error_code, std::size_t) { done = true; });
-  const auto until = Clock::now() + std::chrono::seconds(10);
-  while (!d.expired() && Clock::now() < until) {
-    q.ioc.run_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(d.expired());
-  d.watch(q.ours, Clock::now() + std::chrono::seconds(60), session.get_executor());
-  session.poll();
-  q.ioc.restart();
-  q.ioc.run_for(std::chrono::milliseconds(100));
-  EXPECT_FALSE(done);
-  EXPECT_FALSE(d.expired());
-  q.ours.cancel();
-  q.ioc.run_one_for(std::chrono::seconds(5));  // (the 60 s wait is still pending)
-  EXPECT_TRUE(done);
+  busy.reset();
+  own.join();
+  EXPECT_GT(expired, 0);
+  EXPECT_LT(expired, 200);
 }
 
 }  // namespace
