@@ -181,8 +181,7 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   if (!lease) {
     co_return false;
   }
-  const Executor here = co_await net::this_coro::executor;
-  auto [cec, upstream_stream] = co_await upstream::Pool::connect(here, only->pool().target(), 5s);
+  auto [cec, upstream_stream] = co_await only->pool().open();
   if (cec) {
     only->suspect();  // then the buffered path holds the request while it is re-checked
     co_return false;

@@ -39,8 +39,13 @@ task<std::pair<error_code, Connection>> Pool::acquire() {
       }
     }
   }
-  auto [ec, stream] = co_await connect(here, settings_.target, settings_.connect_timeout);
+  auto [ec, stream] = co_await open();
   co_return std::pair{ec, Connection{std::move(stream), false}};
+}
+
+task<std::pair<error_code, Stream>> Pool::open() {
+  const Executor here = co_await net::this_coro::executor;
+  co_return co_await connect(here, settings_.target, settings_.connect_timeout);
 }
 
 void Pool::release(Connection c) {

@@ -62,8 +62,9 @@ class Pool {
   const Target& target() const { return settings_.target; }
   std::chrono::milliseconds upstream_timeout() const { return settings_.upstream_timeout; }
 
-  // Opens a new connection (also used by the health probe), within `timeout`; the calling
-  // coroutine's executor watches it.
+  // A new connection on the calling coroutine's io_context, within Settings::connect_timeout.
+  task<std::pair<error_code, Stream>> open();
+  // Opens a new connection on `ex` (also used by the health probe), within `timeout`.
   static task<std::pair<error_code, Stream>> connect(Executor ex, const Target& t,
                                                      std::chrono::milliseconds timeout);
 
