@@ -197,16 +197,14 @@ int App::run() {
   for (auto& b : s.backends) {
     b->start();
   }
-  s.admin.ready = true;
-
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < s.contexts.size(); ++i) {
-    threads.emplace_back([&c = *s.contexts[i], i] {
-      // Named for ps and top (and test_threads.py): io-1, io-2, ...; the first is the main thread.
-      ::pthread_setname_np(::pthread_self(), ("io-" + std::to_string(i)).c_str());
-      c.run();
-    });
+    threads.emplace_back([&c = *s.contexts[i]] { c.run(); });
+    // Named for ps and top (and test_threads.py): io-1, io-2, ...; the first is the main thread.
+    // Named here, not by the thread itself, so the name is there before the main thread answers.
+    ::pthread_setname_np(threads.back().native_handle(), ("io-" + std::to_string(i)).c_str());
   }
+  s.admin.ready = true;
   s.ioc.run();
   for (auto& t : threads) {
     t.join();
