@@ -1,65 +1,50 @@
 #include "core/wire.hpp"
 
 #include <charconv>
+#include <cstdint>
 #include <vector>
 
 namespace va::wire {
 namespace {
 
-void append_fields(std::string& out, const http::fields& h) {
+// Chunks of `Size` bytes from a per-thread list that keeps at most `Keep` of them; more than
+// that many in use at once are allocated and freed.
+template <std::size_t Size, std::size_t Keep>
+class Chunks {
+ public:
+  static std::unique_ptr<char[]> take() {
+    auto& l = list();
+    if (l.empty()) {
+      return std::make_unique_for_overwrite<char[]>(Size);
+    }
+    auto p = std::move(l.back());
+    l.pop_back();
+    return p;
+  }
+  static void give(std::unique_ptr<char[]> p) {
+    auto& l = list();
+    if (p && l.size() < Keep) {
+      l.push_back(std::move(p));
+    }
+  }
+
+ private:
+  static std::vector<std::unique_ptr<char[]>>& list() {
+    thread_local std::vector<std::unique_ptr<char[]>> chunks;
+    return chunks;
+  }
+};
+using BlockChunks = Chunks<Block::kSize, 64>;
+using ScratchChunks = Chunks<Scratch::kSize, 256>;
+
+}  // namespace
+
+void append_head(std::string& out, const http::response_header<>& h) {
+  append_status_line(out, h);
   for (const auto& f : h) {
     append_field(out, f.name_string(), f.value());
   }
   out += "\r\n";
-}
-
-void append_version(std::string& out, unsigned version) {
-  out += "HTTP/";
-  out += static_cast<char>('0' + version / 10);
-  out += '.';
-  out += static_cast<char>('0' + version % 10);
-}
-
-// Blocks kept per thread; more than this many in use at once are allocated and freed.
-constexpr std::size_t kKeep = 64;
-
-std::vector<std::unique_ptr<char[]>>& free_blocks() {
-  thread_local std::vector<std::unique_ptr<char[]>> blocks;
-  return blocks;
-}
-
-}  // namespace
-
-void append_field(std::string& out, std::string_view name, std::string_view value) {
-  out += name;
-  out += ": ";
-  out += value;
-  out += "\r\n";
-}
-
-void append_request_line(std::string& out, const http::request_header<>& h, unsigned version) {
-  out += h.method_string();
-  out += ' ';
-  out += h.target();
-  out += ' ';
-  append_version(out, version);
-  out += "\r\n";
-}
-
-void append_status_line(std::string& out, const http::response_header<>& h) {
-  append_version(out, h.version());
-  const auto status = h.result_int();
-  const char digits[] = {' ', static_cast<char>('0' + status / 100 % 10),
-                         static_cast<char>('0' + status / 10 % 10),
-                         static_cast<char>('0' + status % 10), ' '};
-  out.append(digits, sizeof digits);
-  out += h.reason();
-  out += "\r\n";
-}
-
-void append_head(std::string& out, const http::response_header<>& h) {
-  append_status_line(out, h);
-  append_fields(out, h);
 }
 
 task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces) {
@@ -88,21 +73,32 @@ ChunkFrame::ChunkFrame(std::size_t n) {
   size_line_length = static_cast<std::size_t>(end - size_line.data());
 }
 
-Block::Block() {
-  auto& blocks = free_blocks();
-  if (blocks.empty()) {
-    p_ = std::make_unique_for_overwrite<char[]>(kSize);
-  } else {
-    p_ = std::move(blocks.back());
-    blocks.pop_back();
+Block::Block() : p_(BlockChunks::take()) {}
+
+Block::~Block() { BlockChunks::give(std::move(p_)); }
+
+Scratch::~Scratch() { ScratchChunks::give(std::move(chunk_)); }
+
+void* Scratch::do_allocate(std::size_t bytes, std::size_t align) {
+  if (!chunk_) {
+    chunk_ = ScratchChunks::take();
   }
+  const std::size_t at = (used_ + align - 1) & ~(align - 1);
+  // A chunk begins at new[]'s alignment; a stricter one goes to the heap.
+  if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ && at + bytes <= kSize) {
+    used_ = at + bytes;
+    return chunk_.get() + at;
+  }
+  return std::pmr::new_delete_resource()->allocate(bytes, align);
 }
 
-Block::~Block() {
-  auto& blocks = free_blocks();
-  if (p_ && blocks.size() < kKeep) {
-    blocks.push_back(std::move(p_));
+void Scratch::do_deallocate(void* p, std::size_t bytes, std::size_t align) {
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  const auto begin = reinterpret_cast<std::uintptr_t>(chunk_.get());
+  if (chunk_ && at >= begin && at < begin + kSize) {
+    return;  // given back with the chunk
   }
+  std::pmr::new_delete_resource()->deallocate(p, bytes, align);
 }
 
 }  // namespace va::wire

@@ -306,7 +306,7 @@ config::Duration body_timeout(const config::Limits& limits) {
   return std::max<config::Duration>(limits.header_timeout, std::chrono::seconds(60));
 }
 
-std::optional<std::uint64_t> upstream_length(const http::request<http::string_body>& req) {
+std::optional<std::uint64_t> upstream_length(const Request& req) {
   const auto m = req.method();
   if (!req.body().empty() || m == http::verb::post || m == http::verb::put ||
       m == http::verb::options || m == http::verb::patch) {

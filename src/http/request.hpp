@@ -17,8 +17,13 @@
 
 namespace va::front {
 
-using HeadParser = http::request_parser<http::empty_body>;
-using BodyParser = http::request_parser<http::string_body>;
+// A request in the memory of its wire::Scratch (the allocator its head parser is made with): its
+// fields and its body.
+using HeadParser = http::request_parser<http::empty_body, wire::Alloc>;
+using Body = http::basic_string_body<char, std::char_traits<char>, wire::Alloc>;
+using BodyParser = http::request_parser<Body, wire::Alloc>;
+using Request = BodyParser::value_type;
+using RequestHeader = http::request_header<wire::Fields>;
 
 // A request the proxy answers with an error, and closes the connection.
 struct Refusal {
@@ -78,7 +83,7 @@ config::Duration body_timeout(const config::Limits& limits);
 // The Content-Length the request goes upstream with, as Beast's prepare_payload() would set it:
 // for any body, and for the methods that expect one. A chunked body goes with its length too: the
 // backend sees one framing only.
-std::optional<std::uint64_t> upstream_length(const http::request<http::string_body>& req);
+std::optional<std::uint64_t> upstream_length(const Request& req);
 
 // Only these path prefixes are forwarded; vLLM's control plane (/sleep, /wake_up, /pause,
 // /collective_rpc, /metrics, profiling, …) is never reachable through the public port.

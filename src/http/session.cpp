@@ -91,8 +91,8 @@ struct Connection {
 // What the proxy answers itself, before any backend (never activity, never a wake): /health,
 // /v1/models, 404 for a path not exposed, 401 without a valid API key. `reusable`: the
 // connection may go on after it (any body is left unread).
-std::optional<Response> local_answer(const http::request_header<>& h, std::string_view path,
-                                     Frontend& fe, bool reusable, unsigned version) {
+std::optional<Response> local_answer(const RequestHeader& h, std::string_view path, Frontend& fe,
+                                     bool reusable, unsigned version) {
   if (path == "/health" && (h.method() == http::verb::get || h.method() == http::verb::head)) {
     auto res = json_response(200, "", reusable, version);
     res.erase(http::field::content_type);
@@ -188,7 +188,7 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   }
   p.out.backend = only->name();
   const auto& limits = p.c.fe.limits;
-  http::request_parser<http::buffer_body> in(std::move(head));
+  http::request_parser<http::buffer_body, wire::Alloc> in(std::move(head));
   in.body_limit(limits.max_body_bytes);
   p.settle(co_await upstream::forward_streamed(
       p.c.socket, upstream::StreamedBody{p.c.buf, in, p.c.deadline, body_timeout(limits)},
@@ -203,7 +203,8 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
 task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
   auto& c = p.c;
   const auto& limits = c.fe.limits;
-  BodyParser full(std::move(head));
+  const auto alloc = head.get().get_allocator();
+  BodyParser full(std::move(head), alloc);  // the body in the request's memory too
   prepare_body(full, limits);
   c.deadline.watch(c.socket, Clock::now() + body_timeout(limits));
   const auto bec = co_await read_body(c.socket, c.buf, full);
@@ -267,7 +268,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
   ActiveRequest active(fe);
   const auto started = Clock::now();
   auto& h = head.get();
-  const std::string target(h.target());
+  const std::pmr::string target(h.target(), h.get_allocator());
   const std::string method(h.method_string());
   const auto path = path_of(target);
   Proxied p{c, h.version(), h.keep_alive() && !fe.shutting_down, {}, {}};
@@ -334,7 +335,9 @@ task<void> serve_public(Socket socket, Frontend& fe) {
   MovingDeadline deadline(socket.get_executor());
 
   for (;;) {
-    HeadParser head;
+    wire::Scratch scratch;  // the request's memory; none taken until its head begins
+    HeadParser head(std::piecewise_construct, std::make_tuple(),
+                    std::make_tuple(wire::Alloc(&scratch)));
     prepare_head(head, limits);
     deadline.watch(socket, Clock::now() + limits.header_timeout);
     bool folded = false;

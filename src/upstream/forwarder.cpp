@@ -19,8 +19,8 @@ using namespace net::experimental::awaitable_operators;
 // message's own Connection header names. A Connection header may not nominate the message's
 // framing or Host away: that would let a client make the upstream read its body as further
 // requests (callers handle those three before asking).
-bool hop_by_hop(const http::fields::value_type& f, http::token_list& nominated,
-                bool has_connection) {
+template <class Field>
+bool hop_by_hop(const Field& f, http::token_list& nominated, bool has_connection) {
   return is_hop_by_hop(f.name(), f.name_string()) ||
          (has_connection && nominated.exists(f.name_string()));
 }
@@ -113,17 +113,17 @@ task<void> end_broken_stream(Socket& client) {
 
 }  // namespace
 
-std::string upstream_head(const http::request_header<>& req, const Target& t,
-                          std::string_view client_address,
-                          std::optional<std::uint64_t> content_length) {
-  std::string out;
+std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, const Target& t,
+                               std::string_view client_address,
+                               std::optional<std::uint64_t> content_length) {
+  std::pmr::string out(req.get_allocator());
   out.reserve(512);
   wire::append_request_line(out, req, 11);
   const auto connection = req[http::field::connection];
   http::token_list nominated(connection);
   const bool upgrade = req.count(http::field::upgrade) > 0;
   std::optional<std::string_view> host;
-  std::string xff;
+  std::pmr::string xff(out.get_allocator());
   for (const auto& f : req) {
     const auto name = f.name_string();
     switch (f.name()) {
@@ -191,10 +191,10 @@ namespace {
 
 // The response head for the client: the upstream's, with its hop-by-hop fields out (a 101 keeps
 // its Connection: upgrade and Upgrade: the client needs them), the client connection's own
-// framing and keep-alive, and Server-Timing after a wake.
-std::string client_head(const http::response_header<>& res, bool switching, bool chunked,
-                        bool keep_alive, std::optional<double> wake_ms) {
-  std::string out;
+// framing and keep-alive, and Server-Timing after a wake. In the request's memory.
+std::pmr::string client_head(const http::response_header<wire::Fields>& res, bool switching,
+                             bool chunked, bool keep_alive, std::optional<double> wake_ms) {
+  std::pmr::string out(res.get_allocator());
   out.reserve(512);
   wire::append_status_line(out, res);
   const auto connection = res[http::field::connection];
@@ -232,12 +232,14 @@ std::string client_head(const http::response_header<>& res, bool switching, bool
 }
 
 // One request/response exchange with the upstream. Its two blocks: `in` holds upstream bytes as
-// read (room for a whole small response in one read), `out` the body bytes parsed from them.
+// read (room for a whole small response in one read), `out` the body bytes parsed from them. The
+// response's fields go in the request's memory (`alloc`).
 struct Exchange {
-  Exchange(Pool& pool, Connection c, http::verb method)
+  Exchange(Pool& pool, Connection c, http::verb method, wire::Alloc alloc)
       : pool(pool),
         conn(std::move(c)),
         buf(in.data(), wire::Block::kSize),
+        parser(std::piecewise_construct, std::make_tuple(), std::make_tuple(alloc)),
         silence(conn.stream->silence) {
     parser.body_limit(boost::none);
     if (method == http::verb::head) {
@@ -261,7 +263,7 @@ struct Exchange {
   wire::Block in;
   wire::Block out;
   beast::flat_static_buffer_base buf;
-  http::response_parser<http::buffer_body> parser;
+  http::response_parser<http::buffer_body, wire::Alloc> parser;
   MovingDeadline& silence;  // the connection's
 };
 
@@ -320,7 +322,7 @@ task<ForwardResult> relay_response(Socket& client, Exchange& ex, const ForwardOp
       result.keep_alive = false;  // the upstream's body ends with its close; so must ours
     }
   }
-  const std::string head = client_head(res, switching, chunked, result.keep_alive, r.wake_ms);
+  const auto head = client_head(res, switching, chunked, result.keep_alive, r.wake_ms);
 
   // When body bytes came with the head, head and body go out in one write (the relay's first);
   // otherwise the head goes at once, so that a client sees it before a slow first token.
@@ -434,7 +436,7 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
       co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
                               .error = cec.message()};
     }
-    Exchange ex(pool, std::move(conn), up_req.method);
+    Exchange ex(pool, std::move(conn), up_req.method, up_req.head.get_allocator());
     error_code wec;
     ClientWatch watch(client, ex.socket());
     auto send = [&]() -> task<error_code> {
@@ -465,7 +467,8 @@ task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      ForwardOptions r) {
   auto& in = body.parser;
-  Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method());
+  Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method(),
+              in.get().get_allocator());
   auto& up = ex.socket();
   {
     const auto head = upstream_head(in.get().base(), pool.target(), client_address,

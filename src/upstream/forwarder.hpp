@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/deadline.hpp"
+#include "core/wire.hpp"
 #include "upstream/pool.hpp"
 
 namespace va::upstream {
@@ -20,14 +21,15 @@ struct ForwardOptions {
 // The client's request head as the upstream gets it, written once (a retry sends it again):
 // HTTP/1.1, hop-by-hop fields out (Upgrade kept for tunnels), Host and X-Forwarded-* in, and
 // `Content-Length: content_length` (when set) in place of the client's Content-Length and
-// Transfer-Encoding: the upstream never gets a chunked request body.
-std::string upstream_head(const http::request_header<>& req, const Target& t,
-                          std::string_view client_address,
-                          std::optional<std::uint64_t> content_length);
+// Transfer-Encoding: the upstream never gets a chunked request body. In the request's memory.
+std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, const Target& t,
+                               std::string_view client_address,
+                               std::optional<std::uint64_t> content_length);
 
 // A request whose body is in memory, ready to send.
 struct UpstreamRequest {
-  std::string head;  // upstream_head()
+  std::pmr::string
+      head;  // upstream_head(), in the request's memory (the response's goes there too)
   std::string_view body;
   http::verb method;
 };
@@ -58,7 +60,7 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& r
 // that has its head, and how long each read may wait (an idle limit, not a total one).
 struct StreamedBody {
   beast::flat_buffer& buf;
-  http::request_parser<http::buffer_body>& parser;
+  http::request_parser<http::buffer_body, wire::Alloc>& parser;
   MovingDeadline& deadline;
   Clock::duration idle;
 };

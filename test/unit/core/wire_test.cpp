@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+
 #include "unit/core/loopback.hpp"
 
 namespace va::wire {
@@ -47,6 +49,64 @@ TEST(Block, ReusesFreedBlocksOnTheSameThread) {
   EXPECT_EQ(again.data(), first);
   Block other;
   EXPECT_NE(other.data(), first);
+}
+
+bool within(const void* p, const void* begin, std::size_t size) {
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  const auto b = reinterpret_cast<std::uintptr_t>(begin);
+  return at >= b && at < b + size;
+}
+
+TEST(Scratch, AllocatesOneRequestFromOneChunkAlignedAndThePastFromTheHeap) {
+  Scratch s;
+  auto* first = static_cast<char*>(s.allocate(1, 1));
+  auto* second = s.allocate(24, 8);
+  auto* third = s.allocate(100, 16);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(second) % 8, 0U);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(third) % 16, 0U);
+  EXPECT_TRUE(within(second, first, Scratch::kSize));
+  EXPECT_TRUE(within(third, first, Scratch::kSize));
+  // What does not fit comes from the heap and goes back to it (ASan checks both ways).
+  auto* big = static_cast<char*>(s.allocate(Scratch::kSize, 8));
+  EXPECT_FALSE(within(big, first, Scratch::kSize));
+  big[Scratch::kSize - 1] = 'x';
+  s.deallocate(big, Scratch::kSize, 8);
+  s.deallocate(third, 100, 16);  // inside the chunk: given back with it
+}
+
+TEST(Scratch, TakesAChunkOnlyAtItsFirstAllocationAndGivesItBackOnTheSameThread) {
+  void* first = nullptr;
+  {
+    Scratch s;
+    first = s.allocate(8, 8);
+  }
+  const Scratch idle;  // never allocates: takes no chunk
+  Scratch again;
+  EXPECT_EQ(again.allocate(8, 8), first);
+}
+
+TEST(Scratch, HoldsAParsedHeadAndAStringInItsChunk) {
+  Scratch s;
+  const Alloc alloc(&s);
+  http::request_parser<http::empty_body, Alloc> p(std::piecewise_construct, std::make_tuple(),
+                                                  std::make_tuple(alloc));
+  const std::string_view head =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+      "X-Request-Id: 0123456789abcdef\r\nContent-Length: 2\r\n\r\n";
+  error_code ec;
+  p.put(net::buffer(head), ec);
+  ASSERT_FALSE(ec);
+  ASSERT_TRUE(p.is_header_done());
+  const auto& h = p.get();
+  const auto* base = h.target().data();  // the first allocation: where the chunk begins
+  std::pmr::string out(h.get_allocator());
+  append_request_line(out, h, 11);
+  for (const auto& f : h) {
+    EXPECT_TRUE(within(f.value().data(), base, Scratch::kSize)) << f.name_string();
+    append_field(out, f.name_string(), f.value());
+  }
+  EXPECT_TRUE(within(out.data(), base, Scratch::kSize));
+  EXPECT_EQ(out.substr(0, 36), "POST /v1/chat/completions HTTP/1.1\r\n");
 }
 
 // `peer` is written to by the test, `ours` is read by wire::read.
