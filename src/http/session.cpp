@@ -171,12 +171,14 @@ struct Proxied {
 // held, so nothing needs to be in memory. Only a body with a Content-Length: a chunked one is
 // read whole first, so that a malformed chunk is refused with 400 before any byte of the
 // request reaches the backend. False when it did not stream (the caller reads the body whole).
+// Only for a request that may_stream(): most do not, and need no coroutine frame to say so.
+bool may_stream(const Proxied& p, const HeadParser& head) {
+  return p.c.fe.router.only_backend() != nullptr && !head.get().chunked() &&
+         head.content_length().value_or(0) > kStreamBodyThreshold;
+}
+
 task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   auto* only = p.c.fe.router.only_backend();
-  const auto& h = head.get();
-  if (only == nullptr || h.chunked() || head.content_length().value_or(0) <= kStreamBodyThreshold) {
-    co_return false;
-  }
   auto lease = only->try_acquire();
   if (!lease) {
     co_return false;
@@ -229,16 +231,22 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
                               upstream_length(req)),
       req.body(), req.method()};
   for (int attempt = 0;; ++attempt) {
-    auto acquired = co_await backend->acquire(req.body().size(), c.socket);
-    if (!acquired) {
-      if (acquired.error().code == errc::client_gone) {
-        p.keep_alive = false;
+    // A ready backend leases at once; only one that is not needs the coroutine that holds the
+    // request through a wake.
+    auto lease = backend->try_acquire();
+    if (!lease) {
+      auto acquired = co_await backend->acquire(req.body().size(), c.socket);
+      if (!acquired) {
+        if (acquired.error().code == errc::client_gone) {
+          p.keep_alive = false;
+        }
+        p.fail(acquired.error());
+        co_return true;
       }
-      p.fail(acquired.error());
-      co_return true;
-    }
-    if (acquired->waited_ms) {
-      p.out.wait_ms = p.out.wait_ms.value_or(0) + *acquired->waited_ms;
+      if (acquired->waited_ms) {
+        p.out.wait_ms = p.out.wait_ms.value_or(0) + *acquired->waited_ms;
+      }
+      lease.emplace(std::move(acquired->lease));
     }
     auto fwd =
         co_await upstream::forward(c.socket, backend->pool(), up,
@@ -286,10 +294,12 @@ task<bool> handle(Connection& c, HeadParser& head) {
     const std::array<net::const_buffer, 1> pieces = {net::buffer(kContinue)};
     co_await wire::write(socket, pieces);
   }
-  if (!co_await proxy_streamed(p, head)) {
-    if (!co_await proxy_buffered(p, head)) {
-      co_return false;  // the body could not be read: answered, and the connection ends
-    }
+  bool streamed = false;
+  if (may_stream(p, head)) {
+    streamed = co_await proxy_streamed(p, head);
+  }
+  if (!streamed && !co_await proxy_buffered(p, head)) {
+    co_return false;  // the body could not be read: answered, and the connection ends
   }
   if (p.reply) {
     co_await send(socket, c.deadline, std::move(*p.reply));

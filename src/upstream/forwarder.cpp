@@ -431,12 +431,18 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
   // response byte, the request goes again on a fresh connection (it cannot have been processed:
   // a keep-alive server closes only between requests).
   for (int attempt = 0;; ++attempt) {
-    auto [cec, conn] = co_await pool.acquire();
-    if (cec) {
-      co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
-                              .error = cec.message()};
+    // An idle connection is taken without the coroutine frame of acquire().
+    std::pair<error_code, Connection> got;
+    if (auto idle = pool.take_idle(client.get_executor())) {
+      got.second = std::move(*idle);
+    } else {
+      got = co_await pool.acquire();
     }
-    Exchange ex(pool, std::move(conn), up_req.method, up_req.head.get_allocator());
+    if (got.first) {
+      co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
+                              .error = got.first.message()};
+    }
+    Exchange ex(pool, std::move(got.second), up_req.method, up_req.head.get_allocator());
     error_code wec;
     ClientWatch watch(client, ex.socket());
     auto send = [&]() -> task<error_code> {

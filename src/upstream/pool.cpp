@@ -20,24 +20,28 @@ task<std::pair<error_code, Stream>> Pool::connect(Executor ex, const Target& t,
   co_return std::pair{link->silence.explain(ec), std::move(link)};
 }
 
-task<std::pair<error_code, Connection>> Pool::acquire() {
-  const Executor here = co_await net::this_coro::executor;
-  {
-    std::lock_guard lock(mu_);
-    const auto now = Clock::now();
-    for (std::size_t i = idle_.size(); i-- > 0;) {
-      if (&idle_[i].stream->socket.get_executor().context() != &here.context()) {
-        continue;  // another I/O thread's
-      }
-      Idle idle = std::move(idle_[i]);
-      idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
-      // A connection back in the pool for less than a second is taken without a look (a syscall
-      // per request); one that the server closed meanwhile is retried by forward().
-      const auto idle_for = now - idle.since;
-      if (idle_for < settings_.max_idle && (idle_for < 1s || still_open(idle.stream))) {
-        co_return std::pair{error_code{}, Connection{std::move(idle.stream), true}};
-      }
+std::optional<Connection> Pool::take_idle(const Executor& here) {
+  std::lock_guard lock(mu_);
+  const auto now = Clock::now();
+  for (std::size_t i = idle_.size(); i-- > 0;) {
+    if (&idle_[i].stream->socket.get_executor().context() != &here.context()) {
+      continue;  // another I/O thread's
     }
+    Idle idle = std::move(idle_[i]);
+    idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
+    // A connection back in the pool for less than a second is taken without a look (a syscall
+    // per request); one that the server closed meanwhile is retried by forward().
+    const auto idle_for = now - idle.since;
+    if (idle_for < settings_.max_idle && (idle_for < 1s || still_open(idle.stream))) {
+      return Connection{std::move(idle.stream), true};
+    }
+  }
+  return std::nullopt;
+}
+
+task<std::pair<error_code, Connection>> Pool::acquire() {
+  if (auto idle = take_idle(co_await net::this_coro::executor)) {
+    co_return std::pair{error_code{}, std::move(*idle)};
   }
   auto [ec, stream] = co_await open();
   co_return std::pair{ec, Connection{std::move(stream), false}};

@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "core/deadline.hpp"
@@ -55,6 +56,9 @@ class Pool {
 
   // A pooled idle connection (reused = true) or a new one.
   task<std::pair<error_code, Connection>> acquire();
+  // A pooled idle connection opened on `here`'s io_context, if there is one: what acquire() tries
+  // first, without a coroutine frame.
+  std::optional<Connection> take_idle(const Executor& here);
   // Returns a connection whose last response was complete and keep-alive.
   void release(Connection c);
   // Drops every idle connection (the backend is stopping or died).
