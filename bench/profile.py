@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/profile.py [--conns 32,256] [--rounds 3] [--seconds 5]
                                       [--candidates vllm-autoscaler,nginx,floor-coro,...]
-                                      [--json out.json]
+                                      [--json out.json] [--mallocs]
 
 Scenario 1's load (wrk, POST /v1/chat/completions, the fixed ~400-byte answer from an nginx
 backend) with each candidate pinned to its own CPU and saturated: its req/s and its user and
@@ -14,17 +14,26 @@ type-erased one, `floor-epoll` bare epoll. `vllm-autoscaler@DIR` adds the proxy 
 (another commit's build: a before/after in one run). bench/README.md ("Fourth round") reads the
 results.
 Uses the release build unless VA_BIN_DIR says otherwise.
+
+--mallocs counts instead how many times each candidate calls glibc's malloc per request, and with
+which sizes (a uprobe on malloc with its `bytes` argument, through `perf record`; it needs libc's
+debug info, Debian's libc6-dbg, and root). The probe slows the candidate: its rate means nothing
+then.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pathlib
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("VA_BIN_DIR", str(ROOT / "build" / "release" / "bin"))
@@ -46,6 +55,39 @@ def measure(srv: cands.Server, conns: int, seconds: int, script: pathlib.Path, l
     return {"rps": w["rps"], "p50_us": w["p50_us"], "p99_us": w["p99_us"], "errors": w["errors"],
             "user_us": round((user1 - user0) * 1e6 / n, 2),
             "kernel_us": round((sys1 - sys0) * 1e6 / n, 2)}
+
+
+MALLOC_EVENT = "probe_libc:malloc_sz"
+
+
+def add_malloc_probe() -> str | None:
+    """The uprobe --mallocs records; None when it is there, else why it cannot be."""
+    listed = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
+    if MALLOC_EVENT in listed:
+        return None
+    libc = subprocess.run(["gcc", "-print-file-name=libc.so.6"], capture_output=True,
+                          text=True).stdout.strip()
+    add = subprocess.run(["perf", "probe", "-x", os.path.realpath(libc), "--add",
+                          "malloc_sz=malloc bytes"], capture_output=True, text=True)
+    return None if add.returncode == 0 else add.stderr.strip() or "perf probe failed"
+
+
+def count_mallocs(srv: cands.Server, conns: int, seconds: int, script: pathlib.Path, load,
+                  work: pathlib.Path) -> dict:
+    data = work / "mallocs.data"
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", MALLOC_EVENT, "-p",
+                             str(srv.pids()[0]), "-o", str(data)], stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # perf attached
+    w = clients.run_wrk(srv.port, conns, seconds, script, load)
+    perf.send_signal(signal.SIGINT)
+    perf.wait()
+    trace = subprocess.run(["perf", "script", "-i", str(data), "-F", "trace"],
+                           capture_output=True, text=True).stdout
+    sizes = collections.Counter(int(line.split("bytes=")[1].split()[0], 0)
+                                for line in trace.splitlines() if "bytes=" in line)
+    n = max(w["requests"], 1)
+    return {"mallocs": round(sum(sizes.values()) / n, 2), "errors": w["errors"],
+            "sizes": {str(size): round(k / n, 2) for size, k in sizes.most_common(12)}}
 
 
 def table(results: dict, names: list[str]) -> str:
@@ -71,7 +113,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--candidates", default=",".join(DEFAULT))
     ap.add_argument("--json", type=pathlib.Path)
+    ap.add_argument("--mallocs", action="store_true", help="count malloc calls per request")
     a = ap.parse_args()
+    if a.mallocs and (why := add_malloc_probe()):
+        print(f"--mallocs needs a uprobe on malloc: {why}")
+        return 2
     names = a.candidates.split(",")
     L = bench.Layout(pin=True)
     if L.proxy is None:
@@ -90,12 +136,20 @@ def main() -> int:
                 results[conns] = {name: [] for name in names}
                 for r in range(a.rounds):
                     for name in names:
+                        if a.mallocs:
+                            m = count_mallocs(servers[name], conns, a.seconds, script, L.load, work)
+                            results[conns][name].append(m)
+                            sizes = ", ".join(f"{b} B × {k}" for b, k in m["sizes"].items())
+                            print(f"c={conns:<4} round {r + 1}/{a.rounds} {name:<17} "
+                                  f"{m['mallocs']:6.2f} malloc/request ({sizes})", flush=True)
+                            continue
                         m = measure(servers[name], conns, a.seconds, script, L.load)
                         results[conns][name].append(m)
                         print(f"c={conns:<4} round {r + 1}/{a.rounds} {name:<17} "
                               f"{m['rps']:>9,.0f} req/s  user {m['user_us']:5.1f} µs  "
                               f"kernel {m['kernel_us']:5.1f} µs  errors {m['errors']}", flush=True)
-    print(table(results, names))
+    if not a.mallocs:
+        print(table(results, names))
     if a.json:
         a.json.write_text(json.dumps({"conns": results, "layout": L.text}, indent=1))
     errors = sum(m["errors"] for per in results.values() for runs in per.values() for m in runs)

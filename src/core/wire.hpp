@@ -42,16 +42,16 @@ using Fields = http::basic_fields<Alloc>;
 // Appends "HTTP/<major>.<minor>".
 template <class String>
 void append_version(String& out, unsigned version) {
-  const char text[] = {'H', 'T',
-                       'T', 'P',
-                       '/', static_cast<char>('0' + version / 10),
-                       '.', static_cast<char>('0' + version % 10)};
-  out.append(text, sizeof text);
+  out += "HTTP/";
+  const char digits[] = {static_cast<char>('0' + version / 10), '.',
+                         static_cast<char>('0' + version % 10)};
+  out.append(digits, sizeof digits);
 }
 
-// The pieces, for a head written with changes: the line without its CRLF, then one field.
-template <class String, class Fields>
-void append_request_line(String& out, const http::request_header<Fields>& h, unsigned version) {
+// The pieces of a head written with changes, each with its CRLF: the request line, one field,
+// the status line. For any string and fields types (those of a wire::Scratch included).
+template <class String, class Header>
+void append_request_line(String& out, const Header& h, unsigned version) {
   out += h.method_string();
   out += ' ';
   out += h.target();
@@ -68,8 +68,8 @@ void append_field(String& out, std::string_view name, std::string_view value) {
   out += "\r\n";
 }
 
-template <class String, class Fields>
-void append_status_line(String& out, const http::response_header<Fields>& h) {
+template <class String, class Header>
+void append_status_line(String& out, const Header& h) {
   append_version(out, h.version());
   const auto status = h.result_int();
   const char digits[] = {' ', static_cast<char>('0' + status / 100 % 10),

@@ -28,8 +28,8 @@ std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, co
 
 // A request whose body is in memory, ready to send.
 struct UpstreamRequest {
-  std::pmr::string
-      head;  // upstream_head(), in the request's memory (the response's goes there too)
+  // upstream_head(), in the request's memory (wire::Scratch), where the response's fields go too.
+  std::pmr::string head;
   std::string_view body;
   http::verb method;
 };

@@ -149,7 +149,18 @@ TEST(Pool, AConnectionIsReusedOnlyOnTheIoContextItWasOpenedOn) {
     ASSERT_TRUE(again.stream);
     EXPECT_TRUE(again.reused);
     EXPECT_EQ(context_of(again), on);
+    pool.release(std::move(again));
   }
+
+  // take_idle(), the lookup forward() makes without a coroutine, follows the same rule.
+  auto ones = pool.take_idle(one.get_executor());
+  ASSERT_TRUE(ones.has_value());
+  EXPECT_TRUE(ones->reused);
+  EXPECT_EQ(context_of(*ones), &one);
+  EXPECT_FALSE(pool.take_idle(one.get_executor()).has_value());  // one had one idle connection
+  auto twos = pool.take_idle(two.get_executor());
+  ASSERT_TRUE(twos.has_value());
+  EXPECT_EQ(context_of(*twos), &two);
 }
 
 }  // namespace
