@@ -411,7 +411,7 @@ def start_sim_backend(cpus, *args) -> Server:
 # The floors of bench/profile.py (bench/floor/): minimal proxies with none of our features
 
 
-FLOORS = ("floor-coro", "floor-coro-typed", "floor-epoll")
+FLOORS = ("floor-coro", "floor-coro-typed", "floor-asio", "floor-epoll")
 
 
 def start_floor(name: str, upstream_port: int, cpus) -> Server:

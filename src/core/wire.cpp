@@ -47,23 +47,31 @@ void append_head(std::string& out, const http::response_header<>& h) {
   out += "\r\n";
 }
 
-task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces) {
-  error_code ec;
-  make_non_blocking(to, ec);
-  std::size_t written = 0;
-  if (!ec) {
-    written = to.write_some(pieces, ec);
+AtOnce write_at_once(Socket& to, std::span<const net::const_buffer> pieces) {
+  AtOnce w;
+  make_non_blocking(to, w.ec);
+  if (!w.ec) {
+    w.written = to.write_some(pieces, w.ec);
   }
-  if (!ec && written == net::buffer_size(pieces)) {
-    co_return ec;
-  }
-  if (ec && ec != net::error::would_block && ec != net::error::try_again) {
-    co_return ec;
-  }
+  w.done = w.ec ? w.ec != net::error::would_block && w.ec != net::error::try_again
+                : w.written == net::buffer_size(pieces);
+  return w;
+}
+
+task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> pieces,
+                            std::size_t written) {
   beast::buffers_suffix<std::span<const net::const_buffer>> rest(pieces);
   rest.consume(written);
-  std::tie(ec, std::ignore) = co_await net::async_write(to, rest, use_nothrow);
+  auto [ec, n] = co_await net::async_write(to, rest, use_nothrow);
   co_return ec;
+}
+
+task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces) {
+  const auto w = write_at_once(to, pieces);
+  if (w.done) {
+    co_return w.ec;
+  }
+  co_return co_await write_rest(to, pieces, w.written);
 }
 
 ChunkFrame::ChunkFrame(std::size_t n) {

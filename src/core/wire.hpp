@@ -90,9 +90,21 @@ inline void make_non_blocking(Socket& s, error_code& ec) {
   }
 }
 
-// Writes all of `pieces`: first at once, without waiting (the common case, when the socket's
-// buffer has room, costs one sendmsg and no trip through the event loop), then the rest
-// asynchronously. Puts the socket in non-blocking mode.
+// A write tried at once, without waiting: `done` when nothing is left to wait for (all of it went,
+// or `ec` ended it); otherwise `written` bytes went and write_rest() sends the others.
+struct AtOnce {
+  error_code ec;
+  std::size_t written = 0;
+  bool done = false;
+};
+// Puts the socket in non-blocking mode. The common case, when the socket's buffer has room, costs
+// one sendmsg, no trip through the event loop and no coroutine frame: the hot path tries this
+// first, then `if (!w.done) w.ec = co_await write_rest(...)`.
+AtOnce write_at_once(Socket& to, std::span<const net::const_buffer> pieces);
+task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> pieces,
+                            std::size_t written);
+
+// Writes all of `pieces`: write_at_once(), then write_rest().
 task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces);
 
 // Lets the other connections run first: for a read of what the peer cannot have sent yet (the
@@ -125,17 +137,60 @@ enum class Until {
   message,  // the end of the message
 };
 
+inline error_code accept_any_head(std::string_view) { return {}; }
+inline void no_action() {}
+
+// Parses what `buf` holds into `p`, without reading: true when the read is over (`until` reached,
+// or `ec` ended it), false when it needs more bytes from the socket. read() does this before each
+// read; a caller that does it first needs no coroutine frame when the bytes are already here (a
+// body that came with its head, an answer read with take_ready()).
+//
+// `check_head` sees the raw bytes of the head once it is whole, before they are consumed, and may
+// refuse it with an error.
+template <class Parser, class DynamicBuffer, class CheckHead = decltype(&accept_any_head)>
+bool parse_buffered(DynamicBuffer& buf, Parser& p, Until until, error_code& ec,
+                    CheckHead check_head = &accept_any_head) {
+  ec = {};
+  for (;;) {
+    if (buf.size() == 0 || p.is_done()) {
+      return p.is_done() || (until == Until::header && p.is_header_done());
+    }
+    const bool had_head = p.is_header_done();
+    const auto n = p.put(buf.data(), ec);
+    if (!had_head && p.is_header_done()) {
+      // Beast parses a head only once it is all in the buffer: these n bytes are the head.
+      // (The flat buffers used here hold their bytes in one piece.)
+      const auto bytes = buf.data();
+      const net::const_buffer first = *net::buffer_sequence_begin(bytes);
+      if (auto refused = check_head(std::string_view(static_cast<const char*>(first.data()),
+                                                     std::min(n, first.size())))) {
+        ec = refused;
+        return true;
+      }
+    }
+    buf.consume(n);
+    if (ec && ec != http::error::need_more) {
+      return true;  // need_buffer included: the caller makes room
+    }
+    ec = {};
+    if (p.is_done() || (until == Until::header && p.is_header_done()) ||
+        (until == Until::some && n > 0)) {
+      return true;
+    }
+    if (n == 0) {
+      return false;
+    }
+    // more of the message may be buffered already (the next chunk)
+  }
+}
+
 // Beast's asynchronous HTTP reads, without their three layers of composed operations per read
 // (and the completion they post when the bytes were already buffered): parse what `buf` holds,
 // read from the socket only for more. The same rules: at most 64 KiB per read, an end of stream
 // ends a message that has begun (or is end_of_stream), `buf`'s limit is buffer_overflow.
 //
-// `check_head` sees the raw bytes of the head once it is whole, before they are consumed, and may
-// refuse it with an error. `before_read` is called before each read from the socket (one that may
-// wait), never when the bytes are already buffered.
-inline error_code accept_any_head(std::string_view) { return {}; }
-inline void no_action() {}
-
+// `check_head` as for parse_buffered(). `before_read` is called before each read from the socket
+// (one that may wait), never when the bytes are already buffered.
 template <class Stream, class Parser, class DynamicBuffer,
           class CheckHead = decltype(&accept_any_head), class BeforeRead = decltype(&no_action)>
 task<error_code> read(Stream& s, DynamicBuffer& buf, Parser& p, Until until,
@@ -143,32 +198,8 @@ task<error_code> read(Stream& s, DynamicBuffer& buf, Parser& p, Until until,
                       BeforeRead before_read = &no_action) {
   for (;;) {
     error_code ec;
-    if (buf.size() > 0 && !p.is_done()) {
-      const bool had_head = p.is_header_done();
-      const auto n = p.put(buf.data(), ec);
-      if (!had_head && p.is_header_done()) {
-        // Beast parses a head only once it is all in the buffer: these n bytes are the head.
-        // (The flat buffers used here hold their bytes in one piece.)
-        const auto bytes = buf.data();
-        const net::const_buffer first = *net::buffer_sequence_begin(bytes);
-        if (auto refused = check_head(std::string_view(static_cast<const char*>(first.data()),
-                                                       std::min(n, first.size())))) {
-          co_return refused;
-        }
-      }
-      buf.consume(n);
-      if (ec && ec != http::error::need_more) {
-        co_return ec;  // need_buffer included: the caller makes room
-      }
-      if (p.is_done() || (until == Until::header && p.is_header_done()) ||
-          (until == Until::some && n > 0)) {
-        co_return error_code{};
-      }
-      if (n > 0) {
-        continue;  // more of the message may be buffered already (the next chunk)
-      }
-    } else if (p.is_done() || (until == Until::header && p.is_header_done())) {
-      co_return error_code{};
+    if (parse_buffered(buf, p, until, ec, check_head)) {
+      co_return ec;
     }
     const auto room = std::min(buf.max_size() - buf.size(), std::size_t{65536});
     const auto size = std::min(std::max<std::size_t>(512, buf.capacity() - buf.size()), room);

@@ -209,7 +209,10 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
   BodyParser full(std::move(head), alloc);  // the body in the request's memory too
   prepare_body(full, limits);
   c.deadline.watch(c.socket, Clock::now() + body_timeout(limits));
-  const auto bec = co_await read_body(c.socket, c.buf, full);
+  error_code bec;  // a body that came with its head needs no read's coroutine
+  if (!wire::parse_buffered(c.buf, full, wire::Until::message, bec)) {
+    bec = co_await read_body(c.socket, c.buf, full);
+  }
   c.deadline.pause();
   if (bec) {
     if (auto refusal = body_failure(bec, c.deadline.expired())) {

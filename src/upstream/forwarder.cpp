@@ -294,7 +294,10 @@ task<error_code> read_head(Exchange& ex, ClientWatch& watch) {
     watch.start();  // alone on this thread: the upstream cannot have answered yet
   }
   ex.expect_upstream();
-  auto ec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
+  error_code ec;
+  if (!wire::parse_buffered(ex.buf, ex.parser, wire::Until::header, ec)) {
+    ec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
+  }
   ex.silence.pause();
   co_return ec;
 }
@@ -329,7 +332,11 @@ task<ForwardResult> relay_response(Socket& client, Exchange& ex, const ForwardOp
   bool head_pending = true;
   if (switching || ex.buf.size() == 0 || p.is_done()) {
     const std::array<net::const_buffer, 1> pieces = {net::buffer(head)};
-    if (co_await wire::write(client, pieces)) {
+    auto w = wire::write_at_once(client, pieces);
+    if (!w.done) {
+      w.ec = co_await wire::write_rest(client, pieces, w.written);
+    }
+    if (w.ec) {
       result.outcome = ForwardResult::Outcome::client_gone;
       co_return result;
     }
@@ -356,8 +363,11 @@ task<ForwardResult> relay_response(Socket& client, Exchange& ex, const ForwardOp
     res.body().data = ex.out.data();
     res.body().size = wire::Block::kSize;
     ex.expect_upstream();
-    auto ec =
-        co_await wire::read(up, ex.buf, p, wire::Until::some, &wire::accept_any_head, start_watch);
+    error_code ec;
+    if (!wire::parse_buffered(ex.buf, p, wire::Until::some, ec)) {
+      ec = co_await wire::read(up, ex.buf, p, wire::Until::some, &wire::accept_any_head,
+                               start_watch);
+    }
     ex.silence.pause();
     if (ec == http::error::need_buffer) {
       ec = {};
@@ -400,7 +410,12 @@ task<ForwardResult> relay_response(Socket& client, Exchange& ex, const ForwardOp
     if (k == 0) {
       continue;
     }
-    if (co_await wire::write(client, std::span(pieces.data(), k))) {
+    const auto some = std::span(pieces.data(), k);
+    auto w = wire::write_at_once(client, some);
+    if (!w.done) {
+      w.ec = co_await wire::write_rest(client, some, w.written);
+    }
+    if (w.ec) {
       write_failed = true;
       break;
     }
@@ -443,17 +458,17 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
                               .error = got.first.message()};
     }
     Exchange ex(pool, std::move(got.second), up_req.method, up_req.head.get_allocator());
-    error_code wec;
     ClientWatch watch(client, ex.socket());
-    auto send = [&]() -> task<error_code> {
-      ex.expect_upstream();
-      wec = co_await wire::write(ex.socket(), request);
-      if (wec) {
-        co_return wec;
-      }
-      co_return co_await read_head(ex, watch);
-    };
-    const error_code hec = co_await send();
+    ex.expect_upstream();
+    auto w = wire::write_at_once(ex.socket(), request);
+    if (!w.done) {
+      w.ec = co_await wire::write_rest(ex.socket(), request, w.written);
+    }
+    const error_code wec = w.ec;
+    error_code hec = wec;
+    if (!wec) {
+      hec = co_await read_head(ex, watch);
+    }
     if (watch.gone()) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
     }

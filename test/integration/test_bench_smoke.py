@@ -90,7 +90,7 @@ def test_profile_smoke_run_measures_every_floor(tmp_path):
                                 f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     runs = json.loads(out.read_text())["conns"]["4"]
     assert sorted(runs) == sorted(["vllm-autoscaler", "nginx", "floor-coro", "floor-coro-typed",
-                                   "floor-epoll"])
+                                   "floor-asio", "floor-epoll"])
     for name, (m,) in runs.items():
         assert m["rps"] > 0 and m["errors"] == 0, (name, m)
         assert m["user_us"] + m["kernel_us"] > 0, (name, m)
