@@ -272,6 +272,13 @@ std::string silence_error(const Exchange& ex) {
                      ex.pool.upstream_timeout());
 }
 
+// Whether a failure before any response byte may be sent again on a fresh connection: as Go's
+// http.Transport does, a reused connection that failed so was closed by the server as idle (a
+// keep-alive server closes only between requests, so the request cannot have been processed).
+bool stale(const Exchange& ex) {
+  return ex.conn.reused && !ex.parser.got_some() && !ex.silence.expired();
+}
+
 // What a failure before the response head is: a timeout, something to send again, or not.
 ForwardResult head_failure(const Exchange& ex, error_code read_ec, error_code write_ec) {
   if (ex.silence.expired()) {
@@ -282,9 +289,13 @@ ForwardResult head_failure(const Exchange& ex, error_code read_ec, error_code wr
           .error = read_ec.message()};
 }
 
-// Reads the response head into `ex.parser`, once the request went out (after the others ran, see
-// wire::let_others_run). Only an upstream that has not answered yet makes the client watched.
-task<error_code> read_head(Exchange& ex, ClientWatch& watch) {
+// The request went out on `ex`: reads the response head (after the others ran, see
+// wire::let_others_run; only an upstream that has not answered yet makes the client watched),
+// then relays the response to the client, piece by piece as it is read, while `watch` looks for
+// the client to leave. One coroutine for both, so an exchange costs one frame here. `again` (when
+// given) is set instead of a result when the connection was stale(): the caller sends again.
+task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r,
+                           ClientWatch& watch, bool* again) {
   if (wire::InProgress::others(true)) {
     co_await wire::let_others_run();
     if (!ex.take_ready()) {
@@ -294,19 +305,22 @@ task<error_code> read_head(Exchange& ex, ClientWatch& watch) {
     watch.start();  // alone on this thread: the upstream cannot have answered yet
   }
   ex.expect_upstream();
-  error_code ec;
-  if (!wire::parse_buffered(ex.buf, ex.parser, wire::Until::header, ec)) {
-    ec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
+  error_code hec;
+  if (!wire::parse_buffered(ex.buf, ex.parser, wire::Until::header, hec)) {
+    hec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
   }
   ex.silence.pause();
-  co_return ec;
-}
+  if (watch.gone()) {
+    co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
+  }
+  if (hec) {
+    if (again != nullptr && stale(ex)) {
+      *again = true;
+      co_return ForwardResult{};
+    }
+    co_return head_failure(ex, hec, {});
+  }
 
-// The request went out and the response head is in `ex.parser`: relay the response to the client,
-// piece by piece as it is read, while `watch` (started before the request went out: one wait per
-// exchange) looks for the client to leave.
-task<ForwardResult> relay_response(Socket& client, Exchange& ex, const ForwardOptions& r,
-                                   ClientWatch& watch) {
   ForwardResult result;
   auto& up = ex.socket();
   auto& p = ex.parser;
@@ -446,41 +460,34 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
   // response byte, the request goes again on a fresh connection (it cannot have been processed:
   // a keep-alive server closes only between requests).
   for (int attempt = 0;; ++attempt) {
-    // An idle connection is taken without the coroutine frame of acquire().
-    std::pair<error_code, Connection> got;
-    if (auto idle = pool.take_idle(client.get_executor())) {
-      got.second = std::move(*idle);
-    } else {
-      got = co_await pool.acquire();
+    auto idle = pool.take_idle(client.get_executor());
+    if (!idle) {
+      auto [cec, stream] = co_await pool.open();
+      if (cec) {
+        co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
+                                .error = cec.message()};
+      }
+      idle.emplace(Connection{std::move(stream), false});
     }
-    if (got.first) {
-      co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
-                              .error = got.first.message()};
-    }
-    Exchange ex(pool, std::move(got.second), up_req.method, up_req.head.get_allocator());
+    Exchange ex(pool, std::move(*idle), up_req.method, up_req.head.get_allocator());
     ClientWatch watch(client, ex.socket());
     ex.expect_upstream();
     auto w = wire::write_at_once(ex.socket(), request);
     if (!w.done) {
       w.ec = co_await wire::write_rest(ex.socket(), request, w.written);
     }
-    const error_code wec = w.ec;
-    error_code hec = wec;
-    if (!wec) {
-      hec = co_await read_head(ex, watch);
-    }
-    if (watch.gone()) {
-      co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
-    }
-    if (hec) {
-      // As Go's http.Transport does: a reused connection that failed before any response byte
-      // was closed by the server as idle; the request goes once more on a fresh one.
-      if (ex.conn.reused && attempt == 0 && !ex.parser.got_some() && !ex.silence.expired()) {
+    if (w.ec) {
+      if (attempt == 0 && stale(ex)) {
         continue;
       }
-      co_return head_failure(ex, hec, wec);
+      co_return head_failure(ex, w.ec, w.ec);
     }
-    co_return co_await relay_response(client, ex, r, watch);
+    bool again = false;
+    auto result = co_await answer(client, ex, r, watch, attempt == 0 ? &again : nullptr);
+    if (again) {
+      continue;
+    }
+    co_return result;
   }
 }
 
@@ -527,14 +534,7 @@ task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
     }
   }
   ClientWatch watch(client, up);
-  const error_code hec = co_await read_head(ex, watch);
-  if (watch.gone()) {
-    co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
-  }
-  if (hec) {
-    co_return head_failure(ex, hec, {});
-  }
-  co_return co_await relay_response(client, ex, r, watch);
+  co_return co_await answer(client, ex, r, watch, nullptr);
 }
 
 }  // namespace va::upstream

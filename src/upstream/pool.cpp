@@ -39,14 +39,6 @@ std::optional<Connection> Pool::take_idle(const Executor& here) {
   return std::nullopt;
 }
 
-task<std::pair<error_code, Connection>> Pool::acquire() {
-  if (auto idle = take_idle(co_await net::this_coro::executor)) {
-    co_return std::pair{error_code{}, std::move(*idle)};
-  }
-  auto [ec, stream] = co_await open();
-  co_return std::pair{ec, Connection{std::move(stream), false}};
-}
-
 task<std::pair<error_code, Stream>> Pool::open() {
   const Executor here = co_await net::this_coro::executor;
   co_return co_await connect(here, settings_.target, settings_.connect_timeout);

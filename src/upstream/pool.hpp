@@ -3,9 +3,9 @@
 // kept below vLLM's 5 s keep-alive so a pooled connection is rarely stale; one that is stale
 // anyway is detected by the forwarder and the request retried on a fresh connection.
 //
-// Thread-safety: acquire/release/clear may be called from any thread (mutex). A connection is
-// used by one coroutine at a time, and only on the io_context it was opened on: acquire() takes
-// the newest idle connection of the calling coroutine's own io_context (core/net.hpp).
+// Thread-safety: take_idle/release/clear may be called from any thread (mutex). A connection is
+// used by one coroutine at a time, and only on the io_context it was opened on: take_idle() takes
+// the newest idle connection of the caller's own io_context (core/net.hpp).
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -54,10 +54,8 @@ class Pool {
 
   explicit Pool(Settings settings);
 
-  // A pooled idle connection (reused = true) or a new one.
-  task<std::pair<error_code, Connection>> acquire();
-  // A pooled idle connection opened on `here`'s io_context, if there is one: what acquire() tries
-  // first, without a coroutine frame.
+  // A pooled idle connection (reused = true) opened on `here`'s io_context, if there is one; a
+  // caller that gets none open()s one.
   std::optional<Connection> take_idle(const Executor& here);
   // Returns a connection whose last response was complete and keep-alive.
   void release(Connection c);
