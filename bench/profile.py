@@ -16,8 +16,9 @@ results.
 Uses the release build unless VA_BIN_DIR says otherwise.
 
 --mallocs counts instead how many times each candidate calls glibc's malloc per request, and with
-which sizes (a uprobe on malloc with its `bytes` argument, through `perf record`; it needs libc's
-debug info, Debian's libc6-dbg, and root). The probe slows the candidate: its rate means nothing
+which sizes (a uprobe on malloc with its `bytes` argument, through `perf record`; it needs root,
+and libc's debug info, Debian's libc6-dbg, where `perf probe` can read the kernel's tracefs;
+elsewhere the probe is written to tracefs directly). The probe slows the candidate: its rate means nothing
 then.
 """
 
@@ -69,7 +70,24 @@ def add_malloc_probe() -> str | None:
                           text=True).stdout.strip()
     add = subprocess.run(["perf", "probe", "-x", os.path.realpath(libc), "--add",
                           "malloc_sz=malloc bytes"], capture_output=True, text=True)
-    return None if add.returncode == 0 else add.stderr.strip() or "perf probe failed"
+    if add.returncode == 0:
+        return None
+    # Debian's perf 6.1 cannot read a newer kernel's tracefs README; the same probe written to
+    # tracefs by hand: malloc's offset in libc (its file offset: libc's text maps at its address),
+    # and its first argument's register.
+    symbols = subprocess.run(["nm", "-D", os.path.realpath(libc)], capture_output=True,
+                             text=True).stdout.split("\n")
+    at = next((line.split()[0] for line in symbols if line.endswith(" malloc@@GLIBC_2.2.5")), "")
+    probe = f"p:{MALLOC_EVENT.replace(':', '/')} {os.path.realpath(libc)}:0x{at} bytes=%di:u64\n"
+    try:  # os.write: tracefs refuses the seek of a file opened for appending
+        fd = os.open("/sys/kernel/tracing/uprobe_events", os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, probe.encode())
+        finally:
+            os.close(fd)
+        return None
+    except OSError as e:
+        return (add.stderr.strip() or "perf probe failed") + f"; tracefs: {e}"
 
 
 def count_mallocs(srv: cands.Server, conns: int, seconds: int, script: pathlib.Path, load,

@@ -34,7 +34,10 @@ class Chunks {
     return chunks;
   }
 };
-using BlockChunks = Chunks<Block::kSize, 64>;
+// Enough for 256 exchanges in flight on a thread (two each): with 64 kept, 256 connections under
+// load took 1.3 of them per request from malloc. The memory is the load's own: glibc keeps freed
+// 16 KiB chunks in its heap as well, so keeping them here costs no RSS after the load.
+using BlockChunks = Chunks<Block::kSize, 512>;
 using ScratchChunks = Chunks<Scratch::kSize, 256>;
 
 }  // namespace
