@@ -208,12 +208,12 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
   const auto alloc = head.get().get_allocator();
   BodyParser full(std::move(head), alloc);  // the body in the request's memory too
   prepare_body(full, limits);
-  c.deadline.watch(c.socket, Clock::now() + body_timeout(limits));
-  error_code bec;  // a body that came with its head needs no read's coroutine
+  error_code bec;  // a body that came with its head needs no read's coroutine, nor a deadline
   if (!wire::parse_buffered(c.buf, full, wire::Until::message, bec)) {
+    c.deadline.watch(c.socket, Clock::now() + body_timeout(limits));
     bec = co_await read_body(c.socket, c.buf, full);
+    c.deadline.pause();
   }
-  c.deadline.pause();
   if (bec) {
     if (auto refusal = body_failure(bec, c.deadline.expired())) {
       co_await refuse(c.socket, c.deadline, std::move(*refusal), p.version);

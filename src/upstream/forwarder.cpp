@@ -304,12 +304,12 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
   } else {
     watch.start();  // alone on this thread: the upstream cannot have answered yet
   }
-  ex.expect_upstream();
   error_code hec;
   if (!wire::parse_buffered(ex.buf, ex.parser, wire::Until::header, hec)) {
+    ex.expect_upstream();  // only a read from the socket waits, so only it needs the deadline
     hec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
+    ex.silence.pause();
   }
-  ex.silence.pause();
   if (watch.gone()) {
     co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
   }
@@ -376,13 +376,13 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
   while (!p.is_done()) {
     res.body().data = ex.out.data();
     res.body().size = wire::Block::kSize;
-    ex.expect_upstream();
     error_code ec;
     if (!wire::parse_buffered(ex.buf, p, wire::Until::some, ec)) {
+      ex.expect_upstream();
       ec = co_await wire::read(up, ex.buf, p, wire::Until::some, &wire::accept_any_head,
                                start_watch);
+      ex.silence.pause();
     }
-    ex.silence.pause();
     if (ec == http::error::need_buffer) {
       ec = {};
     }
@@ -471,10 +471,11 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
     }
     Exchange ex(pool, std::move(*idle), up_req.method, up_req.head.get_allocator());
     ClientWatch watch(client, ex.socket());
-    ex.expect_upstream();
     auto w = wire::write_at_once(ex.socket(), request);
     if (!w.done) {
+      ex.expect_upstream();  // a write that waits is bounded by the upstream's silence too
       w.ec = co_await wire::write_rest(ex.socket(), request, w.written);
+      ex.silence.pause();
     }
     if (w.ec) {
       if (attempt == 0 && stale(ex)) {
