@@ -145,8 +145,9 @@ inline void no_action() {}
 // read; a caller that does it first needs no coroutine frame when the bytes are already here (a
 // body that came with its head, an answer read with take_ready()).
 //
-// `check_head` sees the raw bytes of the head once it is whole, before they are consumed, and may
-// refuse it with an error.
+// `check_head` sees the raw bytes of the head's field lines once they are all here, before they
+// are consumed (with the start line before them when it came with them: Beast takes a whole start
+// line at once, the fields only together), and may refuse the head with an error.
 template <class Parser, class DynamicBuffer, class CheckHead = decltype(&accept_any_head)>
 bool parse_buffered(DynamicBuffer& buf, Parser& p, Until until, error_code& ec,
                     CheckHead check_head = &accept_any_head) {
@@ -158,8 +159,8 @@ bool parse_buffered(DynamicBuffer& buf, Parser& p, Until until, error_code& ec,
     const bool had_head = p.is_header_done();
     const auto n = p.put(buf.data(), ec);
     if (!had_head && p.is_header_done()) {
-      // Beast parses a head only once it is all in the buffer: these n bytes are the head.
-      // (The flat buffers used here hold their bytes in one piece.)
+      // Beast parses the fields only once they are all in the buffer: these n bytes are the rest
+      // of the head. (The flat buffers used here hold their bytes in one piece.)
       const auto bytes = buf.data();
       const net::const_buffer first = *net::buffer_sequence_begin(bytes);
       if (auto refused = check_head(std::string_view(static_cast<const char*>(first.data()),

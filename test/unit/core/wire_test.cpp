@@ -215,6 +215,100 @@ TEST(Read, AHeadBeyondTheParsersLimitFails) {
   EXPECT_EQ(pair.run(wire::read(pair.ours, buf, p, Until::header)), http::error::header_limit);
 }
 
+TEST(ParseBuffered, ParsesWhatIsBufferedAndSaysWhenTheSocketMustBeRead) {
+  beast::flat_buffer buf;
+  http::request_parser<http::string_body> p;
+  error_code ec;
+  EXPECT_FALSE(parse_buffered(buf, p, Until::header, ec));  // nothing yet: read the socket
+  EXPECT_FALSE(ec);
+  const auto put = [&buf](std::string_view bytes) {
+    buf.commit(net::buffer_copy(buf.prepare(bytes.size()), net::buffer(bytes)));
+  };
+  const std::string_view half = "POST /v1/completions HTTP/1.1\r\nContent-Len";
+  put(half);
+  EXPECT_FALSE(parse_buffered(buf, p, Until::header, ec));  // half a head: read for the rest
+  EXPECT_FALSE(ec);
+  EXPECT_FALSE(p.is_header_done());
+  put("gth: 4\r\n\r\nab");
+  EXPECT_TRUE(parse_buffered(buf, p, Until::header, ec));
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(p.is_header_done());
+  EXPECT_EQ(p.get().target(), "/v1/completions");            // nothing of the first half was lost
+  EXPECT_FALSE(parse_buffered(buf, p, Until::message, ec));  // half the body: read for the rest
+  EXPECT_FALSE(ec);
+  put("cdGET");
+  EXPECT_TRUE(parse_buffered(buf, p, Until::message, ec));
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(p.get().body(), "abcd");
+  EXPECT_EQ(beast::buffers_to_string(buf.data()), "GET");  // the next request stays
+}
+
+TEST(ParseBuffered, EndsWithTheHeadChecksRefusalOrTheParsersError) {
+  beast::flat_buffer buf;
+  const std::string_view head = "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n";
+  buf.commit(net::buffer_copy(buf.prepare(head.size()), net::buffer(head)));
+  http::request_parser<http::empty_body> p;
+  error_code ec;
+  std::string seen;
+  const auto refuse = [&seen](std::string_view raw) {
+    seen = raw;
+    return error_code(http::error::bad_field);
+  };
+  EXPECT_TRUE(parse_buffered(buf, p, Until::header, ec, refuse));
+  EXPECT_EQ(ec, http::error::bad_field);
+  EXPECT_EQ(seen, head);  // the raw head, whole
+
+  beast::flat_buffer bad;
+  const std::string_view garbage = "GET / HTTP/1.1\r\nX A: 1\r\n\r\n";
+  bad.commit(net::buffer_copy(bad.prepare(garbage.size()), net::buffer(garbage)));
+  http::request_parser<http::empty_body> q;
+  EXPECT_TRUE(parse_buffered(bad, q, Until::header, ec));
+  EXPECT_EQ(ec, http::error::bad_field);
+}
+
+TEST(Write, AtOnceWhatTheSocketTakesThenTheRestWhenItDrains) {
+  Pair pair;
+  const std::array<net::const_buffer, 1> small = {net::buffer(std::string_view("hello"))};
+  const auto w = write_at_once(pair.ours, small);
+  EXPECT_TRUE(w.done);
+  EXPECT_FALSE(w.ec);
+  EXPECT_EQ(w.written, 5u);
+  std::array<char, 5> got;
+  net::read(pair.peer, net::buffer(got));
+  EXPECT_EQ(std::string_view(got.data(), got.size()), "hello");
+
+  const std::string big(16 << 20, 'x');  // more than the socket's buffers take at once
+  const std::array<net::const_buffer, 1> pieces = {net::buffer(big)};
+  const auto part = write_at_once(pair.ours, pieces);
+  ASSERT_FALSE(part.done);  // nothing waited: the rest is for write_rest()
+  EXPECT_FALSE(part.ec);
+  EXPECT_LT(part.written, big.size());
+  std::size_t received = 0;
+  net::co_spawn(
+      pair.ioc,
+      [&]() -> task<void> {
+        std::array<char, 65536> chunk;
+        while (received < big.size()) {
+          auto [ec, n] = co_await pair.peer.async_read_some(net::buffer(chunk), use_nothrow);
+          if (ec) {
+            break;
+          }
+          received += n;
+        }
+      },
+      net::detached);
+  EXPECT_FALSE(pair.run(write_rest(pair.ours, pieces, part.written)));
+  pair.ioc.restart();
+  pair.ioc.run();
+  EXPECT_EQ(received, big.size());
+
+  pair.peer.close();
+  pair.ours.shutdown(Socket::shutdown_send);
+  const auto failed = write_at_once(pair.ours, small);  // an error ends it: nothing to wait for
+  EXPECT_TRUE(failed.done);
+  EXPECT_TRUE(failed.ec);
+}
+
 TEST(Write, WritesEveryPieceInOrder) {
   Pair pair;
   const std::string big(1 << 20, 'x');  // more than the socket takes at once
