@@ -10,7 +10,8 @@ backend) with each candidate pinned to its own CPU and saturated: its req/s and 
 kernel CPU time per request (/proc/PID/stat), the median over interleaved rounds. The floors
 (bench/floor/) are proxies with none of our features: `floor-coro` is Asio coroutines and Beast's
 parser (our stack), `floor-coro-typed` the same with io_context's executor instead of the
-type-erased one, `floor-epoll` bare epoll. `vllm-autoscaler@DIR` adds the proxy built in DIR
+type-erased one, `floor-asio` bare epoll's relay on Asio's reactor with completion handlers,
+`floor-epoll` bare epoll. `vllm-autoscaler@DIR` adds the proxy built in DIR
 (another commit's build: a before/after in one run). bench/README.md ("Fourth round") reads the
 results.
 Uses the release build unless VA_BIN_DIR says otherwise.
