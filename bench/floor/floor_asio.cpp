@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "asio_floor.hpp"
+
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using Executor = net::io_context::executor_type;
@@ -19,29 +21,6 @@ using Socket = net::basic_stream_socket<tcp, Executor>;
 using Acceptor = net::basic_socket_acceptor<tcp, Executor>;
 
 namespace {
-
-// The length of the first whole message in `b` (head and Content-Length body), or 0.
-std::size_t message_length(std::string_view b) {
-  const auto end = b.find("\r\n\r\n");
-  if (end == std::string_view::npos) {
-    return 0;
-  }
-  std::size_t body = 0;
-  for (auto at = b.find('\n'); at < end; at = b.find('\n', at + 1)) {
-    constexpr std::string_view kName = "content-length:";
-    const auto line = b.substr(at + 1, kName.size());
-    if (line.size() == kName.size() && std::equal(line.begin(), line.end(), kName.begin(),
-                                                  [](char x, char y) { return (x | 0x20) == y; })) {
-      auto p = at + 1 + kName.size();
-      while (b[p] == ' ') {
-        ++p;
-      }
-      std::from_chars(b.data() + p, b.data() + end, body);
-    }
-  }
-  const auto total = end + 4 + body;
-  return b.size() >= total ? total : 0;
-}
 
 struct Pair : std::enable_shared_from_this<Pair> {
   struct Side {
@@ -66,7 +45,7 @@ struct Pair : std::enable_shared_from_this<Pair> {
             return;
           }
           from.used += n;
-          const auto len = message_length(std::string_view(from.in.data(), from.used));
+          const auto len = floor_proxy::message_length(std::string_view(from.in.data(), from.used));
           if (len == 0) {
             self->read(from, to);
             return;
@@ -105,15 +84,7 @@ void accept(Acceptor& acceptor, const tcp::endpoint& upstream_at) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: floor-asio LISTEN_PORT UPSTREAM_PORT\n";
-    return 2;
-  }
-  const auto loopback = net::ip::make_address("127.0.0.1");
-  const tcp::endpoint listen_at(loopback, static_cast<unsigned short>(std::atoi(argv[1])));
-  const tcp::endpoint upstream_at(loopback, static_cast<unsigned short>(std::atoi(argv[2])));
-  net::io_context ioc{1};
-  Acceptor acceptor(ioc.get_executor(), listen_at);
-  accept(acceptor, upstream_at);
-  ioc.run();
+  return floor_proxy::run_on_asio<Acceptor>(
+      argc, argv, "floor-asio",
+      [](Acceptor& acceptor, const tcp::endpoint& upstream_at) { accept(acceptor, upstream_at); });
 }

@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "asio_floor.hpp"
+
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -70,15 +72,8 @@ task<void> accept_loop(Acceptor& acceptor, tcp::endpoint upstream_at) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: floor-coro LISTEN_PORT UPSTREAM_PORT\n";
-    return 2;
-  }
-  const auto loopback = net::ip::make_address("127.0.0.1");
-  const tcp::endpoint listen_at(loopback, static_cast<unsigned short>(std::atoi(argv[1])));
-  const tcp::endpoint upstream_at(loopback, static_cast<unsigned short>(std::atoi(argv[2])));
-  net::io_context ioc{1};
-  Acceptor acceptor(ioc.get_executor(), listen_at);
-  net::co_spawn(ioc, accept_loop(acceptor, upstream_at), net::detached);
-  ioc.run();
+  return floor_proxy::run_on_asio<Acceptor>(
+      argc, argv, "floor-coro", [](Acceptor& acceptor, const tcp::endpoint& upstream_at) {
+        net::co_spawn(acceptor.get_executor(), accept_loop(acceptor, upstream_at), net::detached);
+      });
 }

@@ -21,6 +21,8 @@
 #include <string>
 #include <string_view>
 
+#include "floor.hpp"
+
 namespace {
 
 struct Pair;
@@ -54,29 +56,6 @@ sockaddr_in loopback(int port) {
 void no_delay(int fd) {
   const int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-// The length of the first whole message in `b` (head and Content-Length body), or 0.
-std::size_t message_length(std::string_view b) {
-  const auto end = b.find("\r\n\r\n");
-  if (end == std::string_view::npos) {
-    return 0;
-  }
-  std::size_t body = 0;
-  for (auto at = b.find('\n'); at < end; at = b.find('\n', at + 1)) {
-    constexpr std::string_view kName = "content-length:";
-    const auto line = b.substr(at + 1, kName.size());
-    if (line.size() == kName.size() && std::equal(line.begin(), line.end(), kName.begin(),
-                                                  [](char x, char y) { return (x | 0x20) == y; })) {
-      auto p = at + 1 + kName.size();
-      while (b[p] == ' ') {
-        ++p;
-      }
-      std::from_chars(b.data() + p, b.data() + end, body);
-    }
-  }
-  const auto total = end + 4 + body;
-  return b.size() >= total ? total : 0;
 }
 
 bool write_all(int fd, std::string_view bytes) {
@@ -114,7 +93,7 @@ bool relay(Side& s) {
     return false;
   }
   std::size_t done = 0;
-  while (const auto len = message_length(std::string_view(s.in).substr(done))) {
+  while (const auto len = floor_proxy::message_length(std::string_view(s.in).substr(done))) {
     if (!write_all(s.pair->other(s).fd, std::string_view(s.in).substr(done, len))) {
       return false;
     }
@@ -127,12 +106,9 @@ bool relay(Side& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: floor-epoll LISTEN_PORT UPSTREAM_PORT\n";
-    return 2;
-  }
-  const auto listen_at = loopback(std::atoi(argv[1]));
-  const auto upstream_at = loopback(std::atoi(argv[2]));
+  const auto [listen_port, upstream_port] = floor_proxy::ports(argc, argv, "floor-epoll");
+  const auto listen_at = loopback(listen_port);
+  const auto upstream_at = loopback(upstream_port);
   const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   const int one = 1;
   setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
