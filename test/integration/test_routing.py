@@ -88,7 +88,9 @@ def test_a_backend_serving_several_models_gets_each_of_them(proxy):
     # The sim serves only its first model and answers 404 for the other, in vLLM's shape: that
     # answer proves the request reached backend a, and the proxy passes it through unchanged.
     status, _, body = http("POST", p.url + CHAT, chat("model-a-lora"))
-    assert status == 404 and "model-a-lora" in json.loads(body)["error"]["message"]
+    # (The body in the message: a 503 here, seen once in CI, says why the wake failed.)
+    assert status == 404, (status, body)
+    assert "model-a-lora" in json.loads(body)["error"]["message"]
     assert sim_last_request(ports["a"])["method"] == "POST"
     assert p.started_backends() == ["a"] and states(p)["b"] == "asleep"
 
