@@ -126,10 +126,8 @@ task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, Socket& client)
     if (shutting_down_) {
       co_return Failure{errc::shutting_down, "the proxy is shutting down"};
     }
-    if (state_ == State::ready && !suspect_) {
-      ++in_flight_;
-      update_gauges_locked();
-      co_return Acquired{Lease(this), std::nullopt};
+    if (auto lease = lease_if_ready_locked()) {
+      co_return Acquired{std::move(*lease), std::nullopt};
     }
     if (pending_.size() >= settings_.max_pending) {
       co_return Failure{errc::queue_full,
@@ -200,7 +198,14 @@ task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, Socket& client)
 
 std::optional<Lease> Backend::try_acquire() {
   std::lock_guard lock(mu_);
-  if (shutting_down_ || state_ != State::ready || suspect_) {
+  if (shutting_down_) {
+    return std::nullopt;
+  }
+  return lease_if_ready_locked();
+}
+
+std::optional<Lease> Backend::lease_if_ready_locked() {
+  if (state_ != State::ready || suspect_) {
     return std::nullopt;
   }
   ++in_flight_;

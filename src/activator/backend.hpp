@@ -141,6 +141,9 @@ class Backend {
   // waking → failed, held requests get 503 with `reason`; false if no longer waking.
   bool fail_wake_locked(const std::string& reason);
   void update_gauges_locked();
+  // The lease of a backend that is ready (and not suspect), at once; what try_acquire() and
+  // acquire() both begin with.
+  std::optional<Lease> lease_if_ready_locked();
   void account_awake_locked(Clock::time_point now);
 
   Settings settings_;
