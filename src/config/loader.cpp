@@ -973,6 +973,11 @@ void emit_string_map(YAML::Emitter& out, const std::map<std::string, std::string
   }
   out << YAML::BeginMap;
   for (const auto& [name, value] : m) {
+    // A plain key may be at most 1024 characters as written (YAML 1.2 §7.4.2), escapes included
+    // (up to 6 per byte): a longer one is written as an explicit key ("? name").
+    if (name.size() > 128) {
+      out << YAML::LongKey;
+    }
     out << YAML::Key << name << YAML::Value << (is_secret_name(name) ? "***" : literal(value));
   }
   out << YAML::EndMap;

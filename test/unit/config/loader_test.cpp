@@ -937,6 +937,28 @@ backends:
   EXPECT_EQ(second.limits.header_timeout, milliseconds(1500));
 }
 
+TEST_F(LoaderTest, ToYamlWritesAKeyTooLongForPlainYamlAsAnExplicitKey) {
+  // Found by fuzz_config: a 309-byte env name of control bytes, each written as a 4-character
+  // escape, came out as a plain key over YAML's 1 024-character limit (yaml-cpp switches to an
+  // explicit key only above 1 024 bytes unescaped), and the printed config did not load.
+  Config c = load_yaml(R"(
+backends:
+  - name: p
+    models: [p]
+    upstream: http://127.0.0.1:8001
+    scaler: { type: process, command: [vllm], env: { A: b } }
+)")
+                 .config;
+  const std::string name = "X" + std::string(260, '\x15');
+  c.backends[0].scaler.env.emplace(name, "v");
+  const std::string yaml = to_yaml(c);
+  EXPECT_THAT(yaml, HasSubstr("? "));
+  const Config second = load_yaml(yaml).config;
+  EXPECT_EQ(second.backends[0].scaler.env.at(name), "v");
+  EXPECT_EQ(second.backends[0].scaler.env.at("A"), "b");
+  EXPECT_EQ(to_yaml(second), yaml);
+}
+
 TEST_F(LoaderTest, ToYamlUsesTheInputKeys) {
   const std::string yaml = to_yaml(load_yaml(kMinimal).config);
   for (const char* key : {"listen:",
