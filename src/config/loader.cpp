@@ -1,5 +1,6 @@
 #include "config/loader.hpp"
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
@@ -100,6 +101,44 @@ bool valid_variable_name(std::string_view name) {
   });
 }
 
+// The offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), or npos. A config's strings must be UTF-8: yaml-cpp reads
+// other bytes as they are but writes each as U+FFFD, so --print-config would show another value.
+std::size_t invalid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    unsigned char lo = 0x80;  // the range of the second byte, narrowed for the first byte's value
+    unsigned char hi = 0xBF;
+    if (b < 0x80) {
+      ++i;
+      continue;
+    }
+    if (b >= 0xC2 && b <= 0xDF) {
+      n = 1;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      n = 2;
+      lo = b == 0xE0 ? 0xA0 : 0x80;
+      hi = b == 0xED ? 0x9F : 0xBF;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      n = 3;
+      lo = b == 0xF0 ? 0x90 : 0x80;
+      hi = b == 0xF4 ? 0x8F : 0xBF;
+    } else {
+      return i;
+    }
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto c = i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0;
+      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) {
+        return i;
+      }
+    }
+    i += n + 1;
+  }
+  return std::string_view::npos;
+}
+
 // Expands ${VAR} and ${VAR:-default} (default used when VAR is unset or empty, as in the shell);
 // "$${" is a literal "${". Reports every unset variable in `in`, not just the first.
 std::optional<std::string> expand(std::string_view in, const std::string& path, const Env& env,
@@ -130,7 +169,10 @@ std::optional<std::string> expand(std::string_view in, const std::string& path, 
       return std::nullopt;
     }
     const auto it = env.find(std::string(name));
-    if (sep != std::string_view::npos) {
+    if (it != env.end() && invalid_utf8(it->second) != std::string_view::npos) {
+      problems.add(path, "environment variable " + std::string(name) + " is not valid UTF-8");
+      ok = false;
+    } else if (sep != std::string_view::npos) {
       out +=
           (it == env.end() || it->second.empty()) ? std::string(inner.substr(sep + 2)) : it->second;
     } else if (it != env.end()) {
@@ -451,6 +493,15 @@ bool load_file(const std::string& file, const Env& env, Problems& problems, Conf
   const auto text = read_file(file, why);
   if (!text) {
     problems.add("config", "cannot read " + file + ": " + why);
+    return false;
+  }
+  if (const std::size_t bad = invalid_utf8(*text); bad != std::string_view::npos) {
+    const std::string_view before(text->data(), bad);
+    const std::size_t line_start = before.rfind('\n') + 1;  // 0 when there is no newline
+    problems.add(file + ":" + std::to_string(std::count(before.begin(), before.end(), '\n') + 1) +
+                     ":" + std::to_string(bad - line_start + 1),
+                 fmt::format("not valid UTF-8 (byte 0x{:02x}); a config file must be UTF-8",
+                             static_cast<unsigned char>((*text)[bad])));
     return false;
   }
   try {
@@ -1144,6 +1195,7 @@ Loaded load(int argc, const char* const* argv, const std::map<std::string, std::
                   : check_config ? Action::check_config
                                  : Action::run;
 
+  Problems problems;
   Overrides overrides;
   for (std::string_view flag : kOverridable) {
     const std::string name = env_name(flag);
@@ -1161,9 +1213,14 @@ Loaded load(int argc, const char* const* argv, const std::map<std::string, std::
                                     : std::vector<std::string>{flag_values.at(std::string(flag))},
           .source = "--" + std::string(flag)};
     }
+    if (const auto it = overrides.find(flag); it != overrides.end()) {
+      for (const std::string& value : it->second.values) {
+        if (invalid_utf8(value) != std::string_view::npos) {
+          problems.add(it->second.source, "not valid UTF-8");
+        }
+      }
+    }
   }
-
-  Problems problems;
   Config& c = loaded.config;
   if (config_file.empty()) {
     if (const auto it = env.find(env_name("config")); it != env.end()) {

@@ -1,5 +1,6 @@
 #include "config/loader.hpp"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -27,6 +28,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
+using ::testing::Pair;
 using ::testing::StartsWith;
 
 using Env = std::map<std::string, std::string>;
@@ -629,6 +631,48 @@ TEST_F(LoaderTest, YamlSyntaxErrorNamesFileLineAndColumn) {
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_THAT(problems[0], StartsWith(file + ":"));
   EXPECT_THAT(problems[0], testing::MatchesRegex(".*config\\.yaml:[0-9]+:[0-9]+: .+"));
+}
+
+TEST_F(LoaderTest, BytesThatAreNotUtf8AreReportedAtTheirLineAndColumn) {
+  const std::string file = dir_.path("config.yaml");
+  const std::string head =
+      std::string(kMinimal) + "    scaler: {type: process, command: [vllm], env: {";
+  // An invalid byte, an overlong "/", a UTF-16 surrogate, a code point above U+10FFFF, and a
+  // sequence cut short by the end of its string.
+  for (const std::string bad :
+       {"\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82"}) {
+    const auto problems = yaml_problems(head + "A" + bad + ": b}}\n");
+    EXPECT_THAT(problems, ElementsAre(file + ":4:53: not valid UTF-8 (byte 0x" +
+                                      fmt::format("{:02x}", static_cast<unsigned char>(bad[0])) +
+                                      "); a config file must be UTF-8"))
+        << testing::PrintToString(bad);
+  }
+  // Every form of well-formed UTF-8 loads, and prints back as it came.
+  const Loaded loaded =
+      load_yaml(head + "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\": b}}\n");
+  EXPECT_THAT(loaded.config.backends[0].scaler.env,
+              ElementsAre(Pair("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf", "b")));
+  // Found by fuzz_config: a name of 0xff bytes loaded, printed with each byte as U+FFFD (three
+  // bytes), and so printed differently on a reload. Such a file is now refused; a long name of
+  // multi-byte characters keeps its bytes, and its explicit-key form, through any number of
+  // reloads.
+  std::string euros;
+  for (int i = 0; i < 60; ++i) {
+    euros += "\xe2\x82\xac";
+  }
+  const std::string yaml = to_yaml(load_yaml(head + euros + ": b}}\n").config);
+  EXPECT_THAT(yaml, HasSubstr("? " + euros));
+  EXPECT_EQ(to_yaml(load_yaml(yaml).config), yaml);
+}
+
+TEST_F(LoaderTest, OverridesAndVariablesThatAreNotUtf8AreReportedWithTheirSource) {
+  EXPECT_THAT(problems_of({"--upstream", "http://a:1", "--model", "m\xff"}),
+              ElementsAre("--model: not valid UTF-8"));
+  EXPECT_THAT(problems_of({"--upstream", "http://a:1"}, {{"VLLM_AUTOSCALER_MODEL", "a,b\xc0"}}),
+              ElementsAre("VLLM_AUTOSCALER_MODEL: not valid UTF-8"));
+  EXPECT_THAT(yaml_problems(std::string(kMinimal) + "    models: [\"${BAD}\"]\n", {},
+                            {{"BAD", "m\xe2\x82"}}),
+              ElementsAre("backends[0].models[0]: environment variable BAD is not valid UTF-8"));
 }
 
 // ---- validation ----
