@@ -269,26 +269,29 @@ def nginx_proxy_conf(d: pathlib.Path, port: int, upstream_port: int, sse: bool,
 """
 
 
-def _start_nginx(name: str, conf_for, cpus) -> Server:
+def _start_nginx(name: str, conf_for, cpus, wrap: list[str]) -> Server:
     d = pathlib.Path(tempfile.mkdtemp(prefix=f"va-bench-{name}-"))
     port = free_port()
     conf = conf_for(d, port)
+    if wrap:  # one process, the worker: callgrind_control does not reach a forked one
+        conf = conf.replace("master_process on;", "master_process off;")
     (d / "nginx.conf").write_text(conf)
-    proc = Proc([*taskset(cpus), "nginx", "-p", d, "-c", d / "nginx.conf", "-e", d / "error.log"],
-                name=name)
+    proc = Proc([*taskset(cpus), *wrap, "nginx", "-p", d, "-c", d / "nginx.conf", "-e",
+                 d / "error.log"], name=name)
     _wait_listening(proc, port)
     return Server(name, port, proc, conf, d)
 
 
 def start_nginx_backend(cpus, capacity: int = DEFAULT_CAPACITY) -> Server:
     return _start_nginx("nginx-backend", lambda d, port: nginx_backend_conf(d, port, capacity),
-                        cpus)
+                        cpus, [])
 
 
 def start_nginx(upstream_port: int, cpus, sse: bool = False,
                 capacity: int = DEFAULT_CAPACITY) -> Server:
     return _start_nginx(
-        "nginx", lambda d, port: nginx_proxy_conf(d, port, upstream_port, sse, capacity), cpus)
+        "nginx", lambda d, port: nginx_proxy_conf(d, port, upstream_port, sse, capacity), cpus,
+        WRAP)
 
 
 def _wait_listening(proc: Proc, port: int) -> None:
@@ -382,7 +385,7 @@ def start_ours(upstream_port: int, cpus, *sim_args, wait_ready: bool = True,
                                wake=None, default=True, extra=extra)
     conf = ours_conf(port, admin_port, backend, capacity)
     # With log level warn the proxy does not print its `listening` line: the ports are ours.
-    p = start_proxy(conf, wait=False, bin_dir=bin_dir)
+    p = start_proxy(conf, wait=False, bin_dir=bin_dir, prefix=WRAP)
     p.port, p.admin_port = port, admin_port
     p.url, p.admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     pin(p.pid, cpus)
@@ -413,10 +416,14 @@ def start_sim_backend(cpus, *args) -> Server:
 
 FLOORS = ("floor-coro", "floor-coro-typed", "floor-asio", "floor-epoll")
 
+# A command that the candidates (not the backends) run under: bench/profile.py --instructions
+# sets valgrind's callgrind here.
+WRAP: list[str] = []
+
 
 def start_floor(name: str, upstream_port: int, cpus) -> Server:
     port = free_port()
-    proc = Proc([*taskset(cpus), BIN_DIR / name, str(port), str(upstream_port)], name=name)
+    proc = Proc([*taskset(cpus), *WRAP, BIN_DIR / name, str(port), str(upstream_port)], name=name)
     _wait_listening(proc, port)
     return Server(name, port, proc)
 

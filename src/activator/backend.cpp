@@ -162,8 +162,8 @@ task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, Socket& client)
       break;
     }
     if (watch_client) {
-      auto r = co_await (w->timer.async_wait(use_nothrow) ||
-                         client.async_wait(Socket::wait_read, use_nothrow));
+      auto r = co_await (w->timer.async_wait(use_nothrow_task) ||
+                         client.async_wait(Socket::wait_read, use_nothrow_task));
       if (r.index() == 1) {
         if (peek_peer(client.native_handle()) == Peer::closed) {
           client_left = true;

@@ -28,7 +28,7 @@ task<error_code> connect_tcp(Stream& stream, const std::string& host, const std:
     if constexpr (std::is_same_v<Stream, Socket>) {
       std::tie(ec, std::ignore) = co_await net::async_connect(stream, endpoints, use_nothrow);
     } else {
-      std::tie(ec, std::ignore) = co_await stream.async_connect(endpoints, use_nothrow);
+      std::tie(ec, std::ignore) = co_await stream.async_connect(endpoints, use_nothrow_task);
     }
   }
   if (ec && failed_step != nullptr) {

@@ -26,10 +26,16 @@ using Acceptor = net::basic_socket_acceptor<tcp, Executor>;
 using Timer = net::basic_waitable_timer<Clock, net::wait_traits<Clock>, Executor>;
 using TcpStream = beast::basic_stream<tcp, Executor>;  // a socket with Beast's own timeouts
 
-// Completion tokens for coroutines: errors as exceptions (use_task), or as values (use_nothrow,
-// the one the proxy's own code uses).
+// Completion tokens for coroutines.
+// - use_nothrow, the one the proxy's own code uses: `co_await op(..., use_nothrow)` gives the
+//   error as a value, and the coroutine awaits the operation itself. use_awaitable would start
+//   each operation in a coroutine of its own: one more frame and one more resumption per read or
+//   write (bench/README.md, "Ninth round").
+// - use_task: an awaitable, errors as exceptions; use_nothrow_task: an awaitable, errors as values
+//   (for the awaitable operators, which combine awaitables).
 inline constexpr net::use_awaitable_t<Executor> use_task{};
-inline constexpr auto use_nothrow = net::as_tuple(use_task);
+inline constexpr auto use_nothrow = net::as_tuple(net::deferred);
+inline constexpr auto use_nothrow_task = net::as_tuple(use_task);
 
 template <class T>
 using task = net::awaitable<T, Executor>;

@@ -184,7 +184,7 @@ task<outcome<std::unique_ptr<Client::Connection>>> Client::connect() {
                         where + ": cannot verify against name \"" + cluster_.server_name + "\""};
     }
   }
-  auto [ec] = co_await c->stream.async_handshake(ssl::stream_base::client, use_nothrow);
+  auto [ec] = co_await c->stream.async_handshake(ssl::stream_base::client, use_nothrow_task);
   if (ec) {
     std::string msg = where + ": TLS handshake: " + ec.message();
     if (const long v = SSL_get_verify_result(handle); v != X509_V_OK) {

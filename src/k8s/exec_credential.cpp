@@ -452,7 +452,7 @@ task<outcome<ExecCredential>> run_exec_plugin(ExecConfig exec, std::string info,
   Timer deadline(ex, timeout);
   auto finished = read_stdout(out, output, too_long) &&
                   read_stderr(err, exec.command, last_stderr) && wait_exit(child, pidfd_ptr);
-  const auto done = co_await (std::move(finished) || deadline.async_wait(use_nothrow));
+  const auto done = co_await (std::move(finished) || deadline.async_wait(use_nothrow_task));
   const std::string stderr_suffix = last_stderr.empty() ? "" : ": " + last_stderr;
   if (done.index() == 1) {
     // Its group too: what it started may hold the pipes open after it has exited.

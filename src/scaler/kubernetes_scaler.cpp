@@ -122,7 +122,7 @@ void KubernetesScaler::loop_done() {
 
 task<void> KubernetesScaler::pause(std::chrono::milliseconds d) {
   Timer t(ex_, d);
-  co_await (t.async_wait(use_nothrow) || stop_.async_wait(use_nothrow));
+  co_await (t.async_wait(use_nothrow_task) || stop_.async_wait(use_nothrow_task));
 }
 
 std::chrono::milliseconds KubernetesScaler::backoff(int failures, std::chrono::milliseconds first) {
@@ -150,8 +150,8 @@ task<void> KubernetesScaler::run_pods() {
 
 task<std::string> KubernetesScaler::pod_selector() {
   for (int failures = 1; !stopping_; ++failures) {
-    auto got =
-        co_await (client_.request(http::verb::get, scale_path_) || stop_.async_wait(use_nothrow));
+    auto got = co_await (client_.request(http::verb::get, scale_path_) ||
+                         stop_.async_wait(use_nothrow_task));
     if (got.index() == 1) {
       break;  // stopping
     }
@@ -207,7 +207,8 @@ task<void> KubernetesScaler::reflect(Reflector& r) {
 
 task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
   const std::string target = r.path + "?" + r.query;
-  auto got = co_await (client_.request(http::verb::get, target) || stop_.async_wait(use_nothrow));
+  auto got =
+      co_await (client_.request(http::verb::get, target) || stop_.async_wait(use_nothrow_task));
   if (got.index() == 1) {
     co_return true;  // stopping
   }
@@ -270,7 +271,7 @@ task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
     apply(r, e);
     return true;
   };
-  auto got = co_await (client_.watch(target, on_event) || stop_.async_wait(use_nothrow));
+  auto got = co_await (client_.watch(target, on_event) || stop_.async_wait(use_nothrow_task));
   if (got.index() == 1) {
     co_return true;  // stopping
   }

@@ -99,6 +99,16 @@ task<void> pipe_bytes(Socket& from, Socket& to) {
   to.shutdown(Socket::shutdown_send, ignored);
 }
 
+// WebSocket and friends, after a 101: what came with its head, then bytes both ways until either
+// side closes. A coroutine of its own, so that answer()'s frame, which every exchange allocates,
+// does not carry what only a tunnel needs (bench/README.md, "Ninth round").
+task<void> tunnel(Socket& client, Socket& up, beast::flat_static_buffer_base& buffered) {
+  if (buffered.size() > 0) {
+    co_await net::async_write(client, buffered.data(), use_nothrow);
+  }
+  co_await (pipe_bytes(client, up) && pipe_bytes(up, client));
+}
+
 // Writes the error event vLLM itself sends when a stream breaks, then ends the chunked body.
 task<void> end_broken_stream(Socket& client) {
   static constexpr std::string_view kTail =
@@ -359,12 +369,8 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
   }
 
   if (switching) {
-    // WebSocket and friends: bytes both ways until either side closes.
     watch.stop();
-    if (ex.buf.size() > 0) {
-      co_await net::async_write(client, ex.buf.data(), use_nothrow);
-    }
-    co_await (pipe_bytes(client, up) && pipe_bytes(up, client));
+    co_await tunnel(client, up, ex.buf);
     result.keep_alive = false;
     co_return result;
   }

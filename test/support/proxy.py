@@ -74,18 +74,18 @@ class Proxy(Proc):
 
 
 def start_proxy(config: str, *args, env: dict | None = None, wait: bool = True,
-                bin_dir: pathlib.Path | None = None) -> Proxy:
-    """Runs vllm-autoscaler (from `bin_dir`, BIN_DIR by default) with `config` (YAML text). Unless
-    the config says otherwise it listens on 127.0.0.1 port 0 (public and admin); the ports are
-    read from its `listening` log line."""
+                bin_dir: pathlib.Path | None = None, prefix: list[str] = ()) -> Proxy:
+    """Runs vllm-autoscaler (from `bin_dir`, BIN_DIR by default) with `config` (YAML text), under
+    the command `prefix` if given. Unless the config says otherwise it listens on 127.0.0.1 port 0
+    (public and admin); the ports are read from its `listening` log line."""
     d = pathlib.Path(tempfile.mkdtemp(prefix="va-proxy-"))
     text = config
     if "listen:" not in text.split("backends:")[0]:
         text = "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n" + text
     path = d / "config.yaml"
     path.write_text(text)
-    p = Proxy([(bin_dir or BIN_DIR) / "vllm-autoscaler", "--config", path, *args], env=env,
-              name="vllm-autoscaler")
+    p = Proxy([*prefix, (bin_dir or BIN_DIR) / "vllm-autoscaler", "--config", path, *args],
+              env=env, name="vllm-autoscaler")
     if wait:
         try:
             p.wait_for_output('"msg":"listening"', timeout=15)

@@ -415,7 +415,8 @@ TEST_F(ExecPluginTest, ACancelledCallerLeavesTheRunToTheOthers) {
   auto race = [](Client& client, net::io_context& ioc) -> task<outcome<Response>> {
     using namespace net::experimental::awaitable_operators;
     Timer timer(ioc, std::chrono::milliseconds(20));
-    auto r = co_await (client.request(http::verb::get, "/api") || timer.async_wait(use_nothrow));
+    auto r =
+        co_await (client.request(http::verb::get, "/api") || timer.async_wait(use_nothrow_task));
     if (r.index() == 0) {
       co_return std::get<0>(std::move(r));
     }

@@ -147,7 +147,7 @@ class TlsServer {
     socket.set_option(tcp::no_delay(true), ignored);
     beast::ssl_stream<TcpStream> stream(std::move(socket), ctx_);
     const int id = ++connections;
-    auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_nothrow);
+    auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_nothrow_task);
     if (hec) {
       ++handshake_failures;
       co_return;
