@@ -31,8 +31,10 @@ using TcpStream = beast::basic_stream<tcp, Executor>;  // a socket with Beast's 
 //   error as a value, and the coroutine awaits the operation itself. use_awaitable would start
 //   each operation in a coroutine of its own: one more frame and one more resumption per read or
 //   write (bench/README.md, "Ninth round").
-// - use_task: an awaitable, errors as exceptions; use_nothrow_task: an awaitable, errors as values
-//   (for the awaitable operators, which combine awaitables).
+// - use_task: an awaitable, errors as exceptions; use_nothrow_task: an awaitable, errors as values,
+//   for the awaitable operators (`||`, `&&`: they combine awaitables) and for the initiating
+//   functions that take no deferred token in Boost 1.81 (beast::basic_stream::async_connect,
+//   ssl::stream::async_handshake). Neither is on the path of a request to a ready backend.
 inline constexpr net::use_awaitable_t<Executor> use_task{};
 inline constexpr auto use_nothrow = net::as_tuple(net::deferred);
 inline constexpr auto use_nothrow_task = net::as_tuple(use_task);
