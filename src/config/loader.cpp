@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <array>
+#include <boost/locale/utf.hpp>
 #include <boost/url.hpp>
 #include <cctype>
 #include <cerrno>
@@ -101,40 +102,18 @@ bool valid_variable_name(std::string_view name) {
   });
 }
 
-// The offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlong forms, no
-// surrogates, nothing above U+10FFFF), or npos. A config's strings must be UTF-8: yaml-cpp reads
-// other bytes as they are but writes each as U+FFFD, so --print-config would show another value.
+// The offset of the first byte that is not well-formed UTF-8 (no overlong forms, no surrogates,
+// nothing above U+10FFFF: Boost.Locale's header-only decoder checks all three), or npos. A
+// config's strings must be UTF-8: yaml-cpp reads other bytes as they are but writes each as
+// U+FFFD, so --print-config would show another value.
 std::size_t invalid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;
-    unsigned char lo = 0x80;  // the range of the second byte, narrowed for the first byte's value
-    unsigned char hi = 0xBF;
-    if (b < 0x80) {
-      ++i;
-      continue;
+  namespace utf = boost::locale::utf;
+  for (auto p = s.begin(); p != s.end();) {
+    const auto at = p;
+    const utf::code_point c = utf::utf_traits<char>::decode(p, s.end());
+    if (c == utf::illegal || c == utf::incomplete) {
+      return static_cast<std::size_t>(at - s.begin());
     }
-    if (b >= 0xC2 && b <= 0xDF) {
-      n = 1;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      n = 2;
-      lo = b == 0xE0 ? 0xA0 : 0x80;
-      hi = b == 0xED ? 0x9F : 0xBF;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      n = 3;
-      lo = b == 0xF0 ? 0x90 : 0x80;
-      hi = b == 0xF4 ? 0x8F : 0xBF;
-    } else {
-      return i;
-    }
-    for (std::size_t k = 1; k <= n; ++k) {
-      const auto c = i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0;
-      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) {
-        return i;
-      }
-    }
-    i += n + 1;
   }
   return std::string_view::npos;
 }
