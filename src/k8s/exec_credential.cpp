@@ -322,8 +322,16 @@ std::optional<SystemClock::time_point> parse_rfc3339(std::string_view s) {
   if (i != s.size()) {
     return std::nullopt;
   }
-  const auto local = sys_days(date) + hours(h) + minutes(mi) + seconds(sec) + frac;
-  return time_point_cast<SystemClock::duration>(local - offset);
+  // In seconds first: any year from 0000 to 9999 fits, where system_clock's nanoseconds end in
+  // 1677 and 2262 (fuzz_k8s: year 0026 overflowed). A time outside 1900–2200 is clamped to it:
+  // long past or far off, which is all an expiry says (Go's zero time, 0001-01-01, is "expired").
+  const sys_seconds at = sys_days(date) + hours(h) + minutes(mi) + seconds(sec) - offset;
+  constexpr sys_seconds kFirst = sys_days(year(1900) / 1 / 1);
+  constexpr sys_seconds kLast = sys_days(year(2200) / 1 / 1);
+  if (at < kFirst || at >= kLast) {
+    return time_point_cast<SystemClock::duration>(at < kFirst ? kFirst : kLast);
+  }
+  return time_point_cast<SystemClock::duration>(at) + duration_cast<SystemClock::duration>(frac);
 }
 
 std::string exec_info(const ExecConfig& exec, const ClusterConfig& cluster) {

@@ -54,6 +54,12 @@ TEST(ExecCredentialTest, Rfc3339) {
   EXPECT_EQ(parse_rfc3339("2024-02-29T00:00:00.25Z"),
             utc(2024, 2, 29, 0, 0, 0) + milliseconds(250));
   EXPECT_EQ(parse_rfc3339("2024-05-01t13:00:00z"), utc(2024, 5, 1, 13, 0, 0));
+  // Found by fuzz_k8s: year 0026 overflowed system_clock's nanoseconds. Beyond 1900–2200 a time
+  // is clamped: long past (Go's zero time included) or far off.
+  EXPECT_EQ(parse_rfc3339("0026-05-01T13:01:00.25+02:00"), utc(1900, 1, 1, 0, 0, 0));
+  EXPECT_EQ(parse_rfc3339("0001-01-01T00:00:00Z"), utc(1900, 1, 1, 0, 0, 0));
+  EXPECT_EQ(parse_rfc3339("9999-12-31T23:59:59.999Z"), utc(2200, 1, 1, 0, 0, 0));
+  EXPECT_EQ(parse_rfc3339("1900-01-01T00:00:00.5Z"), utc(1900, 1, 1, 0, 0, 0) + milliseconds(500));
   for (const char* bad :
        {"", "2024-05-01", "2024-05-01T13:00:00", "2024-05-01 13:00:00Z", "2023-02-29T00:00:00Z",
         "2024-13-01T00:00:00Z", "2024-05-01T24:00:00Z", "2024-05-01T13:00:00.Z",
