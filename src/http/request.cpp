@@ -270,7 +270,7 @@ std::optional<Refusal> head_failure(error_code ec, bool folded, bool timed_out, 
 std::optional<Refusal> unusable_head(const HeadParser& head) {
   // A Transfer-Encoding other than chunked leaves the body's length unknown (RFC 9112 §6.3):
   // the parser would take it as empty and its bytes as the next request.
-  if (const auto te = head.get()[http::field::transfer_encoding];
+  if (const auto te = wire::field_value(head.get(), http::field::transfer_encoding);
       !te.empty() && !iequals(te, "chunked")) {
     return Refusal{400, "malformed request: unsupported Transfer-Encoding"};
   }

@@ -102,7 +102,8 @@ std::optional<Response> local_answer(const RequestHeader& h, std::string_view pa
   if (!models_list && !is_exposed(path)) {
     return error_response(404, "no route for " + std::string(path), reusable, version);
   }
-  if (!fe.api_keys.empty() && !authorized(h[http::field::authorization], fe.api_keys)) {
+  if (!fe.api_keys.empty() &&
+      !authorized(wire::field_value(h, http::field::authorization), fe.api_keys)) {
     fe.metrics.rejected_requests_total.with({"none", "unauthorized"}).inc();
     auto res = error_response(401, "missing or invalid API key", reusable, version);
     res.set(http::field::www_authenticate, "Bearer");
@@ -173,7 +174,7 @@ struct Proxied {
 // request reaches the backend. False when it did not stream (the caller reads the body whole).
 // Only for a request that may_stream(): most do not, and need no coroutine frame to say so.
 bool may_stream(const Proxied& p, const HeadParser& head) {
-  return p.c.fe.router.only_backend() != nullptr && !head.get().chunked() &&
+  return p.c.fe.router.only_backend() != nullptr && !head.chunked() &&
          head.content_length().value_or(0) > kStreamBodyThreshold;
 }
 
@@ -221,7 +222,7 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
     co_return false;
   }
   const auto& req = full.get();
-  auto route = c.fe.router.route(req[http::field::content_type], req.body());
+  auto route = c.fe.router.route(wire::field_value(req, http::field::content_type), req.body());
   if (!route) {
     p.fail(route.error());
     co_return true;
@@ -282,17 +283,19 @@ task<bool> handle(Connection& c, HeadParser& head) {
   const std::pmr::string target(h.target(), h.get_allocator());
   const std::string method(h.method_string());
   const auto path = path_of(target);
-  Proxied p{c, h.version(), h.keep_alive() && !fe.shutting_down, {}, {}};
+  // The parser's flags rather than the header's keep_alive() and chunked(), which look the fields
+  // up again (wire::field_value).
+  Proxied p{c, h.version(), head.keep_alive() && !fe.shutting_down, {}, {}};
 
   // A request answered here has its body left unread, so no other can follow it.
-  const bool has_body = h.chunked() || (head.content_length() && *head.content_length() > 0);
+  const bool has_body = head.chunked() || (head.content_length() && *head.content_length() > 0);
   const bool answered_keep_alive = p.keep_alive && !has_body;
   p.reply = local_answer(h, path, fe, answered_keep_alive, p.version);
   if (p.reply) {
     co_await send(socket, c.deadline, std::move(*p.reply));
     co_return answered_keep_alive;
   }
-  if (beast::iequals(h[http::field::expect], "100-continue")) {
+  if (beast::iequals(wire::field_value(h, http::field::expect), "100-continue")) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     const std::array<net::const_buffer, 1> pieces = {net::buffer(kContinue)};
     co_await wire::write(socket, pieces);

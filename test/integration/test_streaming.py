@@ -6,8 +6,9 @@ import socket
 import subprocess
 import time
 
-from proxy import sim_config
-from support import chat, free_port, http, metrics, sim_last_request
+from proxy import backend_yaml, config_yaml, sim_config
+from support import (RawUpstream, chat, free_port, http, metrics, serve_requests,
+                     sim_last_request)
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -250,3 +251,51 @@ def test_forwarded_headers_are_added_and_hop_by_hop_headers_are_dropped(proxy, s
     assert h["x-end-to-end"] == "kept"
     assert h["authorization"] == "Bearer for-vllm"
     assert h["content-type"] == "application/json"
+
+
+# Connection headers that nominate a few fields, and more than the proxy splits up front (eight):
+# each nominated field is dropped, the others kept.
+FEW = ["X-Hop-1"]
+MANY = [f"X-Hop-{i}" for i in range(1, 12)]
+
+
+def test_fields_a_connection_header_nominates_are_dropped_both_ways(proxy):
+    heads = []
+
+    def answer(conn, head, rest):
+        heads.append(head.decode().lower())
+        names = MANY if b"many" in head.split(b"\r\n")[0] else FEW
+        fields = "".join(f"{n}: up\r\n" for n in names)
+        conn.sendall((f"HTTP/1.1 200 OK\r\nConnection: keep-alive, {', '.join(names)}\r\n"
+                      f"{fields}X-Up-Kept: yes\r\nContent-Length: 2\r\n\r\nok").encode())
+        length = [int(l.split(":")[1]) for l in head.decode().split("\r\n")
+                  if l.lower().startswith("content-length:")]
+        while len(rest) < (length[0] if length else 0):
+            rest += conn.recv(65536)
+        return rest[length[0] if length else 0:]
+
+    up = RawUpstream(lambda conn: serve_requests(conn, answer))
+    try:
+        p = proxy(config_yaml(backend_yaml("b", up.port, ["m"], static=True)))
+        p.wait_state("ready")
+        for which, names in (("few", FEW), ("many", MANY)):
+            conn = httpclient.HTTPConnection("127.0.0.1", p.port, timeout=10)
+            try:
+                headers = {n: "down" for n in names}
+                headers.update({"Connection": "keep-alive, " + ", ".join(names),
+                                "X-Down-Kept": "yes", "Content-Type": "application/json"})
+                conn.request("POST", f"/v1/chat/completions?{which}", body=b'{"model":"m"}',
+                             headers=headers)
+                resp = conn.getresponse()
+                assert resp.read() == b"ok"
+                got = {k.lower() for k, _ in resp.getheaders()}
+            finally:
+                conn.close()
+            assert resp.status == 200
+            assert "x-up-kept" in got, got
+            for n in names:
+                assert n.lower() not in got, (which, n, got)
+                assert f"\r\n{n.lower()}:" not in heads[-1], (which, n, heads[-1])
+            assert "\r\nx-down-kept: yes" in heads[-1], heads[-1]
+    finally:
+        up.close()

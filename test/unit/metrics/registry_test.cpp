@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <thread>
+
 namespace va::metrics {
 namespace {
 
@@ -33,6 +36,45 @@ TEST(Registry, HistogramBucketsAreCumulativeAndEndWithInf) {
   EXPECT_NE(text.find("h_seconds_bucket{b=\"x\",le=\"+Inf\"} 3\n"), std::string::npos);
   EXPECT_NE(text.find("h_seconds_sum{b=\"x\"} 5.55\n"), std::string::npos);
   EXPECT_NE(text.find("h_seconds_count{b=\"x\"} 3\n"), std::string::npos);
+}
+
+// Family::with() keeps the children a thread found last, across families: each must still count
+// into its own family's child.
+TEST(Registry, ChildrenAreFoundAgainByTheirFamilyAndValuesOnly) {
+  Registry r;
+  auto& a = r.counter("a_total", "A.", {"l"});
+  auto& b = r.counter("b_total", "B.", {"l"});
+  for (int round = 0; round < 5; ++round) {
+    for (int i = 0; i < 20; ++i) {  // more values than a thread keeps
+      a.with({std::to_string(i)}).inc();
+      b.with({std::to_string(i)}).inc(2);
+    }
+  }
+  EXPECT_EQ(a.with({"7"}).value(), 5);
+  EXPECT_EQ(b.with({"7"}).value(), 10);
+  EXPECT_EQ(a.with({"19"}).value(), 5);
+}
+
+TEST(Registry, AFamilyMadeWhereAnotherWasCountsIntoItsOwnChildren) {
+  for (int i = 0; i < 3; ++i) {
+    Registry r;  // likely at the address of the last one, and so its family
+    r.counter("x_total", "X.", {"l"}).with({"v"}).inc();
+    EXPECT_EQ(r.render(), "# HELP x_total X.\n# TYPE x_total counter\nx_total{l=\"v\"} 1\n");
+  }
+}
+
+TEST(Registry, ThreadsShareTheChildOfTheSameValues) {
+  Registry r;
+  auto& c = r.counter("x_total", "X.", {"l"});
+  auto count = [&c] {
+    for (int i = 0; i < 1000; ++i) {
+      c.with({"v"}).inc();
+    }
+  };
+  std::thread other(count);
+  count();
+  other.join();
+  EXPECT_EQ(c.with({"v"}).value(), 2000);
 }
 
 TEST(Registry, FormatsSpecialValues) {
