@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/profile.py [--conns 32,256] [--rounds 3] [--seconds 5]
                                       [--candidates vllm-autoscaler,nginx,floor-coro,...]
-                                      [--json out.json] [--mallocs | --instructions]
+                                      [--json out.json] [--mallocs | --instructions [--cache-sim]]
 
 Scenario 1's load (wrk, POST /v1/chat/completions, the fixed ~400-byte answer from an nginx
 backend) with each candidate pinned to its own CPU and saturated: its req/s and its user and
@@ -28,6 +28,11 @@ each load and dumped after it (callgrind_control). Unlike CPU time, the count do
 the machine's noise, so it tells a change of ~1 % apart; but it weighs every instruction alike
 (a cache miss or a mispredicted branch costs nothing here), so it complements the timed rounds and
 does not replace them. The rate under valgrind means nothing either.
+
+--instructions --cache-sim adds callgrind's simulation of the caches (--cache-sim=yes: the first
+level's data cache and the last level's, with the sizes valgrind reads from this CPU): the data
+reads and writes that miss each, per request. What a request touches is the part of its time that
+instructions do not show.
 """
 
 from __future__ import annotations
@@ -123,15 +128,23 @@ def count_instructions(srv: cands.Server, conns: int, seconds: int, script: path
     w = clients.run_wrk(srv.port, conns, seconds, script, load)
     before = set(work.glob("callgrind.*"))
     subprocess.run(["callgrind_control", "--dump"], capture_output=True, check=True)
-    total = 0
+    totals: collections.Counter = collections.Counter()
     for pid in srv.pids():
         dumps = sorted(set(work.glob(f"callgrind.{pid}.*")) - before)
         for dump in dumps:
+            events: list[str] = []
             for line in dump.read_text().splitlines():
+                if line.startswith("events:"):
+                    events = line.split()[1:]
                 if line.startswith("summary:"):
-                    total += int(line.split()[1])
+                    totals.update(dict(zip(events, map(int, line.split()[1:]))))
     n = max(w["requests"], 1)
-    return {"instructions": round(total / n), "requests": w["requests"], "errors": w["errors"]}
+    out = {"instructions": round(totals["Ir"] / n), "requests": w["requests"],
+           "errors": w["errors"]}
+    if "D1mr" in totals:  # --cache-sim
+        out["d1_misses"] = round((totals["D1mr"] + totals["D1mw"]) / n)
+        out["ll_misses"] = round((totals["DLmr"] + totals["DLmw"]) / n, 1)
+    return out
 
 
 def table(results: dict, names: list[str]) -> str:
@@ -150,17 +163,19 @@ def table(results: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def instructions_table(results: dict, names: list[str]) -> str:
+def instructions_table(results: dict, names: list[str], key: str = "instructions",
+                       what: str = "instructions") -> str:
     lines = ["\n| candidate | " + " | ".join(f"{c} conns" for c in results) + " |",
              "|---|" + "---|" * len(results)]
     for name in names:
         cells = []
         for per in results.values():
-            runs = [r["instructions"] for r in per[name]]
-            spread = f" (±{(max(runs) - min(runs)) / 2:,.0f})" if len(runs) > 1 else ""
-            cells.append(f"{statistics.median(runs):,.0f}{spread}")
+            runs = [r[key] for r in per[name]]
+            f = ",.0f" if key == "instructions" else ",.1f"
+            spread = f" (±{(max(runs) - min(runs)) / 2:{f}})" if len(runs) > 1 else ""
+            cells.append(f"{statistics.median(runs):{f}}{spread}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "instructions per request (user space, callgrind), median of rounds (± half the range)" \
+    return f"{what} per request (user space, callgrind), median of rounds (± half the range)" \
         + "\n".join(lines)
 
 
@@ -174,6 +189,8 @@ def main() -> int:
     ap.add_argument("--mallocs", action="store_true", help="count malloc calls per request")
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions per request (callgrind)")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="with --instructions: data cache misses per request too")
     a = ap.parse_args()
     if a.mallocs and (why := add_malloc_probe()):
         print(f"--mallocs needs a uprobe on malloc: {why}")
@@ -195,7 +212,8 @@ def main() -> int:
         backend = cands.start_nginx_backend(L.load)
         if a.instructions:  # the candidates only: the backend must keep up
             cands.WRAP[:] = ["valgrind", "--tool=callgrind", "--dump-instr=no",
-                             f"--callgrind-out-file={work}/callgrind.%p"]
+                             f"--callgrind-out-file={work}/callgrind.%p",
+                             *(["--cache-sim=yes"] if a.cache_sim else [])]
         with bench.started(backend, servers):
             bench.start_warmed(servers, names, backend, L, script, 32, 2)
             for conns in map(int, a.conns.split(",")):
@@ -206,8 +224,10 @@ def main() -> int:
                             m = count_instructions(servers[name], conns, a.seconds, script, L.load,
                                                    work)
                             results[conns][name].append(m)
+                            misses = (f", {m['d1_misses']:,} D1 / {m['ll_misses']:,} LL "
+                                      "data misses" if "d1_misses" in m else "")
                             print(f"c={conns:<4} round {r + 1}/{a.rounds} {name:<17} "
-                                  f"{m['instructions']:>9,} instructions/request "
+                                  f"{m['instructions']:>9,} instructions/request{misses} "
                                   f"({m['requests']:,} requests)", flush=True)
                             continue
                         if a.mallocs:
@@ -224,6 +244,9 @@ def main() -> int:
                               f"kernel {m['kernel_us']:5.1f} µs  errors {m['errors']}", flush=True)
     if a.instructions:
         print(instructions_table(results, names))
+        if a.cache_sim:
+            print(instructions_table(results, names, "d1_misses", "first-level data cache misses"))
+            print(instructions_table(results, names, "ll_misses", "last-level data cache misses"))
     elif not a.mallocs:
         print(table(results, names))
     if a.json:

@@ -156,56 +156,61 @@ std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, co
                                std::string_view client_address,
                                std::optional<std::uint64_t> content_length) {
   std::pmr::string out(req.get_allocator());
-  out.reserve(512);
-  wire::append_request_line(out, req, 11);
-  const Nominated nominated(wire::field_value(req, http::field::connection));
-  bool upgrade = false;
-  std::optional<std::string_view> host;
-  std::pmr::string xff(out.get_allocator());
-  for (const auto& f : req) {
-    const auto name = f.name_string();
-    switch (f.name()) {
-      case http::field::host:
-        host = f.value();
-        continue;
-      case http::field::content_length:
-      case http::field::transfer_encoding:
-        continue;  // the framing is written below
-      case http::field::upgrade:
-        upgrade = true;
-        break;  // kept: a tunnel needs it
-      case http::field::unknown:
-        if (beast::iequals(name, "x-forwarded-for")) {
-          xff += xff.empty() ? "" : ", ";
-          xff += f.value();
+  {  // the writer cuts `out` to its size when it goes
+    // Room for what is kept and for the fields added below; the rest grows.
+    wire::HeadWriter w(out, wire::fields_size(req) + req.target().size() + t.host_header.size() +
+                                client_address.size() + 160);
+    wire::append_request_line(w, req, 11);
+    const Nominated nominated(wire::field_value(req, http::field::connection));
+    bool upgrade = false;
+    std::optional<std::string_view> host;
+    std::pmr::string xff(out.get_allocator());
+    for (const auto& f : req) {
+      const auto name = f.name_string();
+      switch (f.name()) {
+        case http::field::host:
+          host = f.value();
           continue;
-        }
-        if (beast::iequals(name, "x-forwarded-proto") || beast::iequals(name, "x-forwarded-host")) {
-          continue;
-        }
-        [[fallthrough]];
-      default:
-        if (hop_by_hop(f, nominated)) {
-          continue;
-        }
+        case http::field::content_length:
+        case http::field::transfer_encoding:
+          continue;  // the framing is written below
+        case http::field::upgrade:
+          upgrade = true;
+          break;  // kept: a tunnel needs it
+        case http::field::unknown:
+          if (beast::iequals(name, "x-forwarded-for")) {
+            xff += xff.empty() ? "" : ", ";
+            xff += f.value();
+            continue;
+          }
+          if (beast::iequals(name, "x-forwarded-proto") ||
+              beast::iequals(name, "x-forwarded-host")) {
+            continue;
+          }
+          [[fallthrough]];
+        default:
+          if (hop_by_hop(f, nominated)) {
+            continue;
+          }
+      }
+      wire::append_field(w, name, f.value());
     }
-    wire::append_field(out, name, f.value());
+    wire::append_field(w, "Host", t.host_header);
+    if (host) {
+      wire::append_field(w, "X-Forwarded-Host", *host);
+    }
+    xff += xff.empty() ? "" : ", ";
+    xff += client_address;
+    wire::append_field(w, "X-Forwarded-For", xff);
+    wire::append_field(w, "X-Forwarded-Proto", "http");
+    if (upgrade) {
+      wire::append_field(w, "Connection", "upgrade");
+    }
+    if (content_length) {
+      wire::append_field(w, "Content-Length", std::to_string(*content_length));
+    }
+    w += "\r\n";
   }
-  wire::append_field(out, "Host", t.host_header);
-  if (host) {
-    wire::append_field(out, "X-Forwarded-Host", *host);
-  }
-  xff += xff.empty() ? "" : ", ";
-  xff += client_address;
-  wire::append_field(out, "X-Forwarded-For", xff);
-  wire::append_field(out, "X-Forwarded-Proto", "http");
-  if (upgrade) {
-    wire::append_field(out, "Connection", "upgrade");
-  }
-  if (content_length) {
-    wire::append_field(out, "Content-Length", std::to_string(*content_length));
-  }
-  out += "\r\n";
   return out;
 }
 
@@ -234,37 +239,41 @@ namespace {
 std::pmr::string client_head(const http::response_header<wire::Fields>& res, bool switching,
                              bool chunked, bool keep_alive, std::optional<double> wake_ms) {
   std::pmr::string out(res.get_allocator());
-  out.reserve(512);
-  wire::append_status_line(out, res);
-  const Nominated nominated(wire::field_value(res, http::field::connection));
-  for (const auto& f : res) {
+  {  // the writer cuts `out` to its size when it goes
+    // Room for the upstream's fields and those added below; the rest grows.
+    wire::HeadWriter w(out, wire::fields_size(res) + res.reason().size() + 96);
+    wire::append_status_line(w, res);
+    const Nominated nominated(wire::field_value(res, http::field::connection));
+    for (const auto& f : res) {
+      if (!switching) {
+        const auto n = f.name();
+        if (n == http::field::transfer_encoding) {
+          continue;  // written below
+        }
+        if (n != http::field::content_length && n != http::field::host &&
+            hop_by_hop(f, nominated)) {
+          continue;
+        }
+      }
+      wire::append_field(w, f.name_string(), f.value());
+    }
     if (!switching) {
-      const auto n = f.name();
-      if (n == http::field::transfer_encoding) {
-        continue;  // written below
+      if (chunked) {
+        wire::append_field(w, "Transfer-Encoding", "chunked");
       }
-      if (n != http::field::content_length && n != http::field::host && hop_by_hop(f, nominated)) {
-        continue;
+      // As Beast's keep_alive() writes it: 1.1 closes by saying so, 1.0 keeps by saying so.
+      if (res.version() >= 11 && !keep_alive) {
+        wire::append_field(w, "Connection", "close");
+      } else if (res.version() < 11 && keep_alive) {
+        wire::append_field(w, "Connection", "keep-alive");
       }
     }
-    wire::append_field(out, f.name_string(), f.value());
-  }
-  if (!switching) {
-    if (chunked) {
-      wire::append_field(out, "Transfer-Encoding", "chunked");
+    if (wake_ms) {
+      wire::append_field(w, "Server-Timing",
+                         "wake;dur=" + std::to_string(static_cast<long long>(*wake_ms)));
     }
-    // What Beast's keep_alive() writes: HTTP/1.1 closes by saying so, HTTP/1.0 keeps by saying so.
-    if (res.version() >= 11 && !keep_alive) {
-      wire::append_field(out, "Connection", "close");
-    } else if (res.version() < 11 && keep_alive) {
-      wire::append_field(out, "Connection", "keep-alive");
-    }
+    w += "\r\n";
   }
-  if (wake_ms) {
-    wire::append_field(out, "Server-Timing",
-                       "wake;dur=" + std::to_string(static_cast<long long>(*wake_ms)));
-  }
-  out += "\r\n";
   return out;
 }
 

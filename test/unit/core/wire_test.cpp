@@ -30,6 +30,41 @@ TEST(AppendHead, WritesTheStatusLineWithItsReason) {
   EXPECT_EQ(out, "HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\n\r\n");
 }
 
+TEST(HeadWriter, WritesAtItsCursorThenCutsTheStringToWhatWasWritten) {
+  http::request_header<> h;
+  h.method(http::verb::get);
+  h.target("/health");
+  h.set(http::field::host, "x");
+  h.set("X-Empty", "");
+  std::string out = "kept|";
+  {
+    HeadWriter w(out, fields_size(h) + 64);
+    EXPECT_EQ(out.size(), 5 + fields_size(h) + 64);  // sized once
+    append_request_line(w, h, 11);
+    for (const auto& f : h) {
+      append_field(w, f.name_string(), f.value());
+    }
+    w += std::string_view();  // an empty piece (its data may be null)
+    w += "\r\n";
+  }
+  EXPECT_EQ(out, "kept|GET /health HTTP/1.1\r\nHost: x\r\nX-Empty: \r\n\r\n");
+  EXPECT_EQ(fields_size(h), std::string_view("Host: x\r\nX-Empty: \r\n").size());
+}
+
+TEST(HeadWriter, GrowsWhenAPieceDoesNotFitWhatItExpected) {
+  const std::string big(5000, 'v');
+  std::pmr::string out;
+  {
+    HeadWriter w(out, 8);
+    w += "ab";
+    append_field(w, "X-Big", big);  // past the 8 bytes expected, and past twice that
+    for (int i = 0; i < 3; ++i) {
+      w.push_back('0' + i);  // each at the end of what grew
+    }
+  }
+  EXPECT_EQ(std::string_view(out), "abX-Big: " + big + "\r\n012");
+}
+
 TEST(ChunkFrame, WritesTheSizeInHex) {
   const auto text = [](const ChunkFrame& f) {
     return std::string(static_cast<const char*>(f.head().data()), f.head().size());
