@@ -29,10 +29,11 @@ the machine's noise, so it tells a change of ~1 % apart; but it weighs every ins
 (a cache miss or a mispredicted branch costs nothing here), so it complements the timed rounds and
 does not replace them. The rate under valgrind means nothing either.
 
---instructions --cache-sim adds callgrind's simulation of the caches (--cache-sim=yes: the first
-level's data cache and the last level's, with the sizes valgrind reads from this CPU): the data
-reads and writes that miss each, per request. What a request touches is the part of its time that
-instructions do not show.
+--instructions --cache-sim adds callgrind's simulation of the caches (--cache-sim=yes, with the
+sizes valgrind reads from this CPU): per request, the instruction fetches that miss the first
+level's instruction cache, the data reads and writes that miss its data cache, and what misses the
+last level. Which code and memory a request touches is the part of its time that instructions do
+not show.
 """
 
 from __future__ import annotations
@@ -142,8 +143,9 @@ def count_instructions(srv: cands.Server, conns: int, seconds: int, script: path
     out = {"instructions": round(totals["Ir"] / n), "requests": w["requests"],
            "errors": w["errors"]}
     if "D1mr" in totals:  # --cache-sim
+        out["i1_misses"] = round(totals["I1mr"] / n)
         out["d1_misses"] = round((totals["D1mr"] + totals["D1mw"]) / n)
-        out["ll_misses"] = round((totals["DLmr"] + totals["DLmw"]) / n, 1)
+        out["ll_misses"] = round((totals["DLmr"] + totals["DLmw"] + totals["ILmr"]) / n, 1)
     return out
 
 
@@ -224,8 +226,9 @@ def main() -> int:
                             m = count_instructions(servers[name], conns, a.seconds, script, L.load,
                                                    work)
                             results[conns][name].append(m)
-                            misses = (f", {m['d1_misses']:,} D1 / {m['ll_misses']:,} LL "
-                                      "data misses" if "d1_misses" in m else "")
+                            misses = (f", cache misses: {m['i1_misses']:,} I1, "
+                                      f"{m['d1_misses']:,} D1, {m['ll_misses']:,} LL"
+                                      if "d1_misses" in m else "")
                             print(f"c={conns:<4} round {r + 1}/{a.rounds} {name:<17} "
                                   f"{m['instructions']:>9,} instructions/request{misses} "
                                   f"({m['requests']:,} requests)", flush=True)
@@ -245,8 +248,10 @@ def main() -> int:
     if a.instructions:
         print(instructions_table(results, names))
         if a.cache_sim:
-            print(instructions_table(results, names, "d1_misses", "first-level data cache misses"))
-            print(instructions_table(results, names, "ll_misses", "last-level data cache misses"))
+            for key, what in (("i1_misses", "first-level instruction cache misses"),
+                              ("d1_misses", "first-level data cache misses"),
+                              ("ll_misses", "last-level cache misses")):
+                print(instructions_table(results, names, key, what))
     elif not a.mallocs:
         print(table(results, names))
     if a.json:

@@ -28,7 +28,11 @@ std::optional<Connection> Pool::take_idle(const Executor& here) {
       continue;  // another I/O thread's
     }
     Idle idle = std::move(idle_[i]);
-    idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
+    if (i + 1 == idle_.size()) {
+      idle_.pop_back();  // the common case, without the general erase's moves and checks
+    } else {
+      idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
+    }
     // A connection back in the pool for less than a second is taken without a look (a syscall
     // per request); one that the server closed meanwhile is retried by forward().
     const auto idle_for = now - idle.since;
