@@ -16,30 +16,37 @@ namespace {
 
 using namespace net::experimental::awaitable_operators;
 
-// The names a message's Connection header nominates (RFC 9110 §7.6.1), split once: each field of
-// the message is checked against them, and Beast's token_list would parse the list again for
-// each (bench/README.md, "Tenth round").
+// The names a message's Connection headers nominate (RFC 9110 §7.6.1; a message may have more
+// than one), split once: each field of the message is checked against them, and Beast's
+// token_list would parse the lists again for each (bench/README.md, "Tenth round").
 class Nominated {
  public:
-  explicit Nominated(std::string_view connection) : list_(connection) {
-    for (const auto token : http::token_list(connection)) {
-      if (count_ == tokens_.size()) {
-        overflow_ = true;  // more than fit: the list itself is searched
-        break;
+  explicit Nominated(const wire::Fields& fields) : fields_(fields) {
+    for (const auto& f : fields) {
+      if (f.name() != http::field::connection) {
+        continue;
       }
-      tokens_[count_++] = std::string_view(token.data(), token.size());
+      for (const auto token : http::token_list(f.value())) {
+        if (count_ == tokens_.size()) {
+          overflow_ = true;  // more than fit: the lists themselves are searched
+          return;
+        }
+        tokens_[count_++] = std::string_view(token.data(), token.size());
+      }
     }
   }
   bool contains(std::string_view name) const {
     if (overflow_) {
-      return http::token_list(list_).exists(name);
+      return std::any_of(fields_.begin(), fields_.end(), [name](const auto& f) {
+        return f.name() == http::field::connection && http::token_list(f.value()).exists(name);
+      });
     }
     return std::any_of(tokens_.begin(), tokens_.begin() + static_cast<std::ptrdiff_t>(count_),
                        [name](std::string_view t) { return beast::iequals(t, name); });
   }
 
  private:
-  std::string_view list_;
+  const wire::Fields& fields_;
   std::array<std::string_view, 8> tokens_{};
   std::size_t count_ = 0;
   bool overflow_ = false;
@@ -161,7 +168,7 @@ std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, co
     wire::HeadWriter w(out, wire::fields_size(req) + req.target().size() + t.host_header.size() +
                                 client_address.size() + 160);
     wire::append_request_line(w, req, 11);
-    const Nominated nominated(wire::field_value(req, http::field::connection));
+    const Nominated nominated(req);
     bool upgrade = false;
     std::optional<std::string_view> host;
     std::pmr::string xff(out.get_allocator());
@@ -243,7 +250,7 @@ std::pmr::string client_head(const http::response_header<wire::Fields>& res, boo
     // Room for the upstream's fields and those added below; the rest grows.
     wire::HeadWriter w(out, wire::fields_size(res) + res.reason().size() + 96);
     wire::append_status_line(w, res);
-    const Nominated nominated(wire::field_value(res, http::field::connection));
+    const Nominated nominated(res);
     for (const auto& f : res) {
       if (!switching) {
         const auto n = f.name();

@@ -297,5 +297,21 @@ def test_fields_a_connection_header_nominates_are_dropped_both_ways(proxy):
                 assert n.lower() not in got, (which, n, got)
                 assert f"\r\n{n.lower()}:" not in heads[-1], (which, n, heads[-1])
             assert "\r\nx-down-kept: yes" in heads[-1], heads[-1]
+        # Two Connection headers: the names of both are dropped.
+        conn = httpclient.HTTPConnection("127.0.0.1", p.port, timeout=10)
+        try:
+            conn.putrequest("POST", "/v1/chat/completions?two", skip_accept_encoding=True)
+            for field, value in (("Connection", "keep-alive, X-Hop-1"), ("Connection", "X-Hop-2"),
+                                 ("X-Hop-1", "down"), ("X-Hop-2", "down"), ("X-Down-Kept", "yes"),
+                                 ("Content-Type", "application/json"), ("Content-Length", "13")):
+                conn.putheader(field, value)
+            conn.endheaders(b'{"model":"m"}')
+            resp = conn.getresponse()
+            assert resp.read() == b"ok" and resp.status == 200
+        finally:
+            conn.close()
+        for n in ("x-hop-1", "x-hop-2"):
+            assert f"\r\n{n}:" not in heads[-1], (n, heads[-1])
+        assert "\r\nx-down-kept: yes" in heads[-1], heads[-1]
     finally:
         up.close()
