@@ -192,10 +192,13 @@ def main() -> int:
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions per request (callgrind)")
     ap.add_argument("--cache-sim", action="store_true",
-                    help="with --instructions: data cache misses per request too")
+                    help="with --instructions: instruction and data cache misses per request too")
     a = ap.parse_args()
     if a.mallocs and (why := add_malloc_probe()):
         print(f"--mallocs needs a uprobe on malloc: {why}")
+        return 2
+    if a.cache_sim and not a.instructions:
+        print("--cache-sim counts under callgrind: it goes with --instructions")
         return 2
     if a.instructions and not shutil.which("callgrind_control"):
         print("--instructions needs valgrind (Debian: apt-get install valgrind)")

@@ -328,8 +328,11 @@ std::optional<SystemClock::time_point> parse_rfc3339(std::string_view s) {
   const sys_seconds at = sys_days(date) + hours(h) + minutes(mi) + seconds(sec) - offset;
   constexpr sys_seconds kFirst = sys_days(year(1900) / 1 / 1);
   constexpr sys_seconds kLast = sys_days(year(2200) / 1 / 1);
-  if (at < kFirst || at >= kLast) {
-    return time_point_cast<SystemClock::duration>(at < kFirst ? kFirst : kLast);
+  if (at < kFirst) {
+    return time_point_cast<SystemClock::duration>(kFirst);
+  }
+  if (at >= kLast) {
+    return time_point_cast<SystemClock::duration>(kLast);
   }
   return time_point_cast<SystemClock::duration>(at) + duration_cast<SystemClock::duration>(frac);
 }
