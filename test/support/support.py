@@ -73,11 +73,16 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None
 
 
 def refused(port: int, host: str = "127.0.0.1") -> bool:
-    """True when a TCP connect to host:port is refused (nothing listens); False when it succeeds."""
+    """True when a TCP connect to host:port is refused (nothing listens); False when it succeeds,
+    or when it is reset: the kernel completed the handshake into a listener's backlog and the
+    listener closed before accepting it. That happens only while a listener is closing, so a
+    caller polling with `eventually` sees the refusal on its next try."""
     try:
         socket.create_connection((host, port), timeout=0.5).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False
     return False
 
 
