@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/container/small_vector.hpp>
 #include <span>
 
 #include "core/deadline.hpp"
@@ -18,38 +19,26 @@ using namespace net::experimental::awaitable_operators;
 
 // The names a message's Connection headers nominate (RFC 9110 §7.6.1; a message may have more
 // than one), split once: each field of the message is checked against them, and Beast's
-// token_list would parse the lists again for each (bench/README.md, "Tenth round").
+// token_list would parse the lists again for each (bench/README.md, "Tenth round"). Up to eight
+// are kept in place; a longer list spills to the heap.
 class Nominated {
  public:
-  explicit Nominated(const wire::Fields& fields) : fields_(fields) {
+  explicit Nominated(const wire::Fields& fields) {
     for (const auto& f : fields) {
-      if (f.name() != http::field::connection) {
-        continue;
-      }
-      for (const auto token : http::token_list(f.value())) {
-        if (count_ == tokens_.size()) {
-          overflow_ = true;  // more than fit: the lists themselves are searched
-          return;
+      if (f.name() == http::field::connection) {
+        for (const auto token : http::token_list(f.value())) {
+          tokens_.emplace_back(token.data(), token.size());
         }
-        tokens_[count_++] = std::string_view(token.data(), token.size());
       }
     }
   }
   bool contains(std::string_view name) const {
-    if (overflow_) {
-      return std::any_of(fields_.begin(), fields_.end(), [name](const auto& f) {
-        return f.name() == http::field::connection && http::token_list(f.value()).exists(name);
-      });
-    }
-    return std::any_of(tokens_.begin(), tokens_.begin() + static_cast<std::ptrdiff_t>(count_),
+    return std::any_of(tokens_.begin(), tokens_.end(),
                        [name](std::string_view t) { return beast::iequals(t, name); });
   }
 
  private:
-  const wire::Fields& fields_;
-  std::array<std::string_view, 8> tokens_{};
-  std::size_t count_ = 0;
-  bool overflow_ = false;
+  boost::container::small_vector<std::string_view, 8> tokens_;
 };
 
 // A field that applies to one connection only (RFC 9110 §7.6.1): the fixed list, and those the
