@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from proxy import backend_yaml, config_yaml
-from support import RawUpstream, serve_requests
+from support import RawUpstream, read_body, serve_requests
 
 BODY = b'{"model":"m","messages":[]}'
 CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
@@ -27,18 +27,13 @@ class Recorder:
         serve_requests(conn, self._request)
 
     def _request(self, conn, head, data):
-        fields = [l.split(b":", 1) for l in head.split(b"\r\n")[1:]]
-        length = [int(v) for k, v in fields if k.strip().lower() == b"content-length"]
-        want = length[0] if length else 0
-        while len(data) < want:
-            part = conn.recv(65536)
-            if not part:
-                return None
-            data += part
+        if (got := read_body(conn, head, data)) is None:
+            return None
+        body, rest = got
         with self.lock:
-            self.requests.append((head, data[:want]))
+            self.requests.append((head, body))
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
-        return data[want:]
+        return rest
 
     def seen(self):
         with self.lock:

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from proxy import backend_yaml, config_yaml, sim_config
-from support import (RawUpstream, chat, free_port, http, metrics, serve_requests,
+from support import (RawUpstream, chat, free_port, http, metrics, read_body, serve_requests,
                      sim_last_request)
 
 CHAT_PATH = "/v1/chat/completions"
@@ -268,11 +268,8 @@ def test_fields_a_connection_header_nominates_are_dropped_both_ways(proxy):
         fields = "".join(f"{n}: up\r\n" for n in names)
         conn.sendall((f"HTTP/1.1 200 OK\r\nConnection: keep-alive, {', '.join(names)}\r\n"
                       f"{fields}X-Up-Kept: yes\r\nContent-Length: 2\r\n\r\nok").encode())
-        length = [int(l.split(":")[1]) for l in head.decode().split("\r\n")
-                  if l.lower().startswith("content-length:")]
-        while len(rest) < (length[0] if length else 0):
-            rest += conn.recv(65536)
-        return rest[length[0] if length else 0:]
+        got = read_body(conn, head, rest)
+        return None if got is None else got[1]
 
     up = RawUpstream(lambda conn: serve_requests(conn, answer))
     try:

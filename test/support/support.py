@@ -415,6 +415,24 @@ def serve_requests(conn, handle) -> None:
             return
 
 
+def read_body(conn, head: bytes, data: bytes) -> tuple[bytes, bytes] | None:
+    """For a serve_requests handler: the body of the request whose head is `head`, as long as its
+    Content-Length says (none: empty; the proxy never sends a chunked body), read from `conn` after
+    `data`. Returns (body, the bytes that came after it), or None when `conn` closes first."""
+    want = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            want = int(value)
+            break
+    while len(data) < want:
+        part = conn.recv(65536)
+        if not part:
+            return None
+        data += part
+    return data[:want], data[want:]
+
+
 def sanitized() -> bool:
     """True when BIN_DIR holds an AddressSanitizer build: its allocator adds redzones and keeps
     freed memory in quarantine, so memory figures run several times higher."""
