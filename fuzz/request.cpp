@@ -31,7 +31,9 @@ config::Limits fuzz_limits() {
 
 // What went upstream, parsed back as a backend would.
 void check_upstream(const Request& req) {
-  const upstream::Target target{"backend", "8000", "backend:8000"};
+  // upstream_headers as a user sets them: the client's Authorization never goes up.
+  const upstream::Target target{
+      "backend", "8000", "backend:8000", {{"Authorization", "Bearer backend-key"}}};
   const auto head = upstream::upstream_head(req.base(), target, "127.0.0.1", upstream_length(req));
   const std::string wire = std::string(head) + std::string(req.body());
   http::request_parser<http::string_body> back;
@@ -52,6 +54,9 @@ void check_upstream(const Request& req) {
   VA_FUZZ_CHECK(std::string_view(got.body()) == req.body(), "the body changed");
   VA_FUZZ_CHECK(got.count(http::field::transfer_encoding) == 0, "Transfer-Encoding upstream");
   VA_FUZZ_CHECK(got.count(http::field::content_length) <= 1, "two Content-Lengths upstream");
+  VA_FUZZ_CHECK(got.count(http::field::authorization) == 1 &&
+                    got[http::field::authorization] == "Bearer backend-key",
+                "the client's Authorization upstream");
 }
 
 // What the front made of the first request: its body when accepted, else why not.

@@ -758,6 +758,11 @@ boost::json::object Backend::status() const {
   } else {
     o["last_error"] = last_error_;
   }
+  boost::json::array problems;
+  for (auto& p : setup_problems()) {
+    problems.emplace_back(std::move(p));
+  }
+  o["setup_problems"] = std::move(problems);
   return o;
 }
 

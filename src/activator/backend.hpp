@@ -109,6 +109,8 @@ class Backend {
 
   std::size_t in_flight() const;
   boost::json::object status() const;
+  // What stops the scaler from working as configured (Scaler::setup_problems()). Any thread.
+  std::vector<std::string> setup_problems() const { return scaler_->setup_problems(); }
   // Adds the time spent awake up to now to backend_awake_seconds_total.
   void account_awake();
 

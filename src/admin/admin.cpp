@@ -22,6 +22,17 @@ Response text_response(unsigned status, std::string body, std::string_view type,
   return res;
 }
 
+// Every backend's setup problems, as one sentence ("backend 'qwen': cannot patch ...; ..."), or "".
+std::string setup_problems(const Admin& admin) {
+  std::string out;
+  for (const auto* b : admin.backends) {
+    for (const auto& p : b->setup_problems()) {
+      out += (out.empty() ? "" : "; ") + ("backend '" + b->name() + "': " + p);
+    }
+  }
+  return out;
+}
+
 Response handle(const http::request<http::string_body>& req, Admin& admin) {
   const bool ka = req.keep_alive();
   const unsigned v = req.version();
@@ -33,12 +44,19 @@ Response handle(const http::request<http::string_body>& req, Admin& admin) {
     return text_response(200, "ok\n", "text/plain", ka, v);
   }
   if (get && path == "/readyz") {
-    return admin.ready ? text_response(200, "ready\n", "text/plain", ka, v)
-                       : error_response(503, "not ready (starting or shutting down)", ka, v);
+    if (!admin.ready) {
+      return error_response(503, "not ready (starting or shutting down)", ka, v);
+    }
+    if (auto problems = setup_problems(admin); !problems.empty()) {
+      return error_response(503, "not ready: " + problems, ka, v);
+    }
+    return text_response(200, "ready\n", "text/plain", ka, v);
   }
   if (get && path == "/metrics") {
     for (auto* b : admin.backends) {
       b->account_awake();
+      admin.metrics.setup_problems.with({b->name()})
+          .set(static_cast<double>(b->setup_problems().size()));
     }
     return text_response(200, admin.metrics.render(), "text/plain; version=0.0.4; charset=utf-8",
                          ka, v);

@@ -68,7 +68,8 @@ void App::Impl::build() {
     upstream::Target target{
         .host = up->host,
         .port = std::to_string(up->port),
-        .host_header = (v6 ? "[" + up->host + "]" : up->host) + ":" + std::to_string(up->port)};
+        .host_header = (v6 ? "[" + up->host + "]" : up->host) + ":" + std::to_string(up->port),
+        .headers = {b.upstream_headers.begin(), b.upstream_headers.end()}};
     pools.push_back(std::make_unique<upstream::Pool>(
         upstream::Pool::Settings{.target = target, .upstream_timeout = b.upstream_timeout}));
     auto backend = std::make_unique<activator::Backend>(

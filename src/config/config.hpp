@@ -30,7 +30,12 @@ struct Limits {
   std::size_t max_body_bytes = 16777216;
   std::size_t max_pending_bytes = 67108864;
   std::size_t max_connections = 10000;
+  // A request head that has begun (and the first of a new connection) must arrive within this.
   Duration header_timeout = std::chrono::seconds(10);
+  // How long a keep-alive connection may idle between two requests: longer than the idle time of
+  // whatever keeps connections to us open (ingress-nginx and ALB 60 s), so that we never close one
+  // just as a request is sent on it. nginx's default.
+  Duration keepalive_timeout = std::chrono::seconds(75);
   Duration shutdown_timeout = std::chrono::seconds(30);
 };
 
@@ -65,6 +70,9 @@ struct Backend {
   // only when the whole answer is done.
   Duration upstream_timeout = std::chrono::minutes(10);
   std::size_t max_pending = 1000;
+  // Set on every request forwarded to this backend, replacing the client's field of the same name
+  // (case-blind): e.g. vLLM's own key as Authorization, so clients never hold it.
+  std::map<std::string, std::string> upstream_headers;
   Health health;
   Scaler scaler;
 };

@@ -363,7 +363,7 @@ void decode_scaler(Decoder& d, const YAML::Node& node, const std::string& path, 
 void decode_backend(Decoder& d, const YAML::Node& node, const std::string& path, Backend& b) {
   d.map(node, path,
         {"name", "models", "default", "upstream", "idle_timeout", "wake_timeout",
-         "upstream_timeout", "max_pending", "health", "scaler"},
+         "upstream_timeout", "max_pending", "upstream_headers", "health", "scaler"},
         [&](const std::string& key, const YAML::Node& v, const std::string& p) {
           if (key == "name") {
             d.string(v, p, b.name);
@@ -381,6 +381,8 @@ void decode_backend(Decoder& d, const YAML::Node& node, const std::string& path,
             d.duration(v, p, b.upstream_timeout);
           } else if (key == "max_pending") {
             d.number(v, p, b.max_pending);
+          } else if (key == "upstream_headers") {
+            d.string_map(v, p, b.upstream_headers);
           } else if (key == "health") {
             decode_health(d, v, p, b.health);
           } else {
@@ -415,7 +417,7 @@ void decode_config(Decoder& d, Problems& problems, const YAML::Node& root, Confi
           } else if (key == "limits") {
             d.map(v, p,
                   {"max_header_bytes", "max_body_bytes", "max_pending_bytes", "max_connections",
-                   "header_timeout", "shutdown_timeout"},
+                   "header_timeout", "keepalive_timeout", "shutdown_timeout"},
                   [&](const std::string& k, const YAML::Node& lv, const std::string& lp) {
                     Limits& l = c.limits;
                     if (k == "max_header_bytes") {
@@ -428,6 +430,8 @@ void decode_config(Decoder& d, Problems& problems, const YAML::Node& root, Confi
                       d.number(lv, lp, l.max_connections);
                     } else if (k == "header_timeout") {
                       d.duration(lv, lp, l.header_timeout);
+                    } else if (k == "keepalive_timeout") {
+                      d.duration(lv, lp, l.keepalive_timeout);
                     } else {
                       d.duration(lv, lp, l.shutdown_timeout);
                     }
@@ -871,12 +875,28 @@ void validate_backend(const std::string& path, const Backend& b, const Origins& 
   if (b.health.path.empty() || b.health.path.front() != '/') {
     check("health.path", "must start with '/' (got " + in_quotes(b.health.path) + ")");
   }
-  for (const auto& [name, value] : b.health.headers) {
-    if (name.empty() || !std::all_of(name.begin(), name.end(), is_token_char)) {
-      check("health.headers." + name, "bad header name " + in_quotes(name));
-    } else if (value.find_first_of("\r\n") != std::string::npos ||
-               value.find('\0') != std::string::npos) {
-      check("health.headers." + name, "header values must not contain line breaks");
+  const auto check_headers = [&](const std::string& key,
+                                 const std::map<std::string, std::string>& headers) {
+    for (const auto& [name, value] : headers) {
+      if (name.empty() || !std::all_of(name.begin(), name.end(), is_token_char)) {
+        check(key + "." + name, "bad header name " + in_quotes(name));
+      } else if (value.find_first_of("\r\n") != std::string::npos ||
+                 value.find('\0') != std::string::npos) {
+        check(key + "." + name, "header values must not contain line breaks");
+      }
+    }
+  };
+  check_headers("health.headers", b.health.headers);
+  check_headers("upstream_headers", b.upstream_headers);
+  for (const auto& [name, value] : b.upstream_headers) {
+    const std::string lowered = lower(name);
+    // The framing, the connection's own fields and what the proxy writes itself.
+    for (std::string_view own :
+         {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+          "te", "trailer", "expect", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"}) {
+      if (lowered == own) {
+        check("upstream_headers." + name, "is written by the proxy itself and cannot be set");
+      }
     }
   }
   validate_scaler(path + ".scaler", b.scaler, origins, problems);
@@ -913,6 +933,7 @@ void validate(Config& c, const Origins& origins, Problems& problems) {
     }
   }
   validate_positive("limits.header_timeout", l.header_timeout, origins, problems);
+  validate_positive("limits.keepalive_timeout", l.keepalive_timeout, origins, problems);
 
   if (c.backends.empty()) {
     check("backends", "at least one backend is required");
@@ -997,7 +1018,11 @@ std::string literal(std::string_view s) {
   return out;
 }
 
-void emit_string_map(YAML::Emitter& out, const std::map<std::string, std::string>& m) {
+// Which values of a map are secrets, written as "***".
+enum class Mask { secret_names, all };
+
+void emit_string_map(YAML::Emitter& out, const std::map<std::string, std::string>& m,
+                     Mask mask = Mask::secret_names) {
   if (m.empty()) {
     out << YAML::Flow;
   }
@@ -1008,7 +1033,8 @@ void emit_string_map(YAML::Emitter& out, const std::map<std::string, std::string
     if (name.size() > 128) {
       out << YAML::LongKey;
     }
-    out << YAML::Key << name << YAML::Value << (is_secret_name(name) ? "***" : literal(value));
+    const bool secret = mask == Mask::all || is_secret_name(name);
+    out << YAML::Key << name << YAML::Value << (secret ? "***" : literal(value));
   }
   out << YAML::EndMap;
 }
@@ -1108,14 +1134,20 @@ Loaded load(int argc, const char* const* argv, const std::map<std::string, std::
   app.name("vllm-autoscaler");
   app.footer(help_footer());
   std::string config_file;
-  bool print_config = false;
-  bool check_config = false;
+  std::string print_file;  // --print-config FILE and --check-config FILE name the file too
+  std::string check_file;
   bool version = false;
   app.add_option("--config", config_file, "YAML config file")->type_name("FILE");
-  app.add_flag("--print-config", print_config,
-               "Print the effective config (secrets masked) and exit");
-  app.add_flag("--check-config", check_config,
-               "Validate the config, list every problem, exit 0 or 2");
+  auto* print_config =
+      app.add_option("--print-config", print_file,
+                     "Print the effective config (secrets masked) and exit; FILE as --config")
+          ->expected(0, 1)
+          ->type_name("[FILE]");
+  auto* check_config =
+      app.add_option("--check-config", check_file,
+                     "Validate the config, list every problem, exit 0 or 2; FILE as --config")
+          ->expected(0, 1)
+          ->type_name("[FILE]");
   app.add_flag("--version", version, "Print the version and exit");
 
   std::map<std::string, std::string> flag_values;
@@ -1170,9 +1202,19 @@ Loaded load(int argc, const char* const* argv, const std::map<std::string, std::
     loaded.action = Action::version;
     return loaded;
   }
-  loaded.action = print_config   ? Action::print_config
-                  : check_config ? Action::check_config
-                                 : Action::run;
+  loaded.action = print_config->count() > 0   ? Action::print_config
+                  : check_config->count() > 0 ? Action::check_config
+                                              : Action::run;
+  for (const std::string* named : {&print_file, &check_file}) {
+    if (named->empty()) {
+      continue;
+    }
+    if (!config_file.empty() && config_file != *named) {
+      throw ConfigError({"flags: two config files named (" + in_quotes(config_file) + " and " +
+                         in_quotes(*named) + ")"});
+    }
+    config_file = *named;
+  }
 
   Problems problems;
   Overrides overrides;
@@ -1262,6 +1304,7 @@ std::string to_yaml(const Config& c) {
   out << YAML::Key << "max_pending_bytes" << YAML::Value << l.max_pending_bytes;
   out << YAML::Key << "max_connections" << YAML::Value << l.max_connections;
   out << YAML::Key << "header_timeout" << YAML::Value << format_duration(l.header_timeout);
+  out << YAML::Key << "keepalive_timeout" << YAML::Value << format_duration(l.keepalive_timeout);
   out << YAML::Key << "shutdown_timeout" << YAML::Value << format_duration(l.shutdown_timeout);
   out << YAML::EndMap;
   out << YAML::Key << "backends" << YAML::Value << YAML::BeginSeq;
@@ -1276,6 +1319,8 @@ std::string to_yaml(const Config& c) {
     out << YAML::Key << "wake_timeout" << YAML::Value << format_duration(b.wake_timeout);
     out << YAML::Key << "upstream_timeout" << YAML::Value << format_duration(b.upstream_timeout);
     out << YAML::Key << "max_pending" << YAML::Value << b.max_pending;
+    out << YAML::Key << "upstream_headers" << YAML::Value;
+    emit_string_map(out, b.upstream_headers, Mask::all);
     out << YAML::Key << "health" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "path" << YAML::Value << literal(b.health.path);
     out << YAML::Key << "interval" << YAML::Value << format_duration(b.health.interval);

@@ -49,11 +49,13 @@ struct NoFold {
 };
 
 // Reads the next request head into `head`; `folded` says whether it was refused for obs-fold.
-// (A plain function: the read is the only coroutine frame.)
-template <class Stream>
-task<error_code> read_head(Stream& s, beast::flat_buffer& buf, HeadParser& head, bool& folded) {
+// `before_read` as for wire::read(): called before each read that may wait. (A plain function:
+// the read is the only coroutine frame.)
+template <class Stream, class BeforeRead = decltype(&wire::no_action)>
+task<error_code> read_head(Stream& s, beast::flat_buffer& buf, HeadParser& head, bool& folded,
+                           BeforeRead before_read = &wire::no_action) {
   folded = false;
-  return wire::read(s, buf, head, wire::Until::header, NoFold{&folded});
+  return wire::read(s, buf, head, wire::Until::header, NoFold{&folded}, before_read);
 }
 
 // The answer to a head that did not arrive whole; none when the client left, or went quiet between

@@ -350,14 +350,24 @@ task<void> serve_public(Socket socket, Frontend& fe) {
   // only cancels the read.
   MovingDeadline deadline(socket.get_executor());
 
-  for (;;) {
+  for (bool first = true;; first = false) {
     wire::Scratch scratch;  // the request's memory; none taken until its head begins
     HeadParser head(std::piecewise_construct, std::make_tuple(),
                     std::make_tuple(wire::Alloc(&scratch)));
     prepare_head(head, limits);
-    deadline.watch(socket, Clock::now() + limits.header_timeout);
+    // Between two requests the connection may idle for limits.keepalive_timeout (longer than a
+    // balancer keeps its idle connections to us, so we never close one as it sends on it); a head
+    // that has begun, and the first one, must arrive within limits.header_timeout.
+    bool idle = !first && buf.size() == 0;
+    deadline.watch(socket,
+                   Clock::now() + (idle ? limits.keepalive_timeout : limits.header_timeout));
     bool folded = false;
-    const auto hec = co_await read_head(socket, buf, head, folded);
+    const auto hec = co_await read_head(socket, buf, head, folded, [&] {
+      if (idle && (buf.size() > 0 || head.got_some())) {
+        idle = false;  // some of the head is here: the rest within header_timeout
+        deadline.watch(socket, Clock::now() + limits.header_timeout);
+      }
+    });
     deadline.pause();
     auto refusal =
         hec ? head_failure(hec, folded, deadline.expired(), head.got_some() || buf.size() > 0)

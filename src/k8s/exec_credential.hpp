@@ -4,7 +4,7 @@
 // ExecCredential whose status.token is our bearer token until status.expirationTimestamp (or,
 // without one, until the API server answers 401). Client certificates from a plugin are not
 // supported: the TLS context is made once, at startup.
-// Reference: ../shared/reference/kubernetes-api.md §2.
+// The rules followed are client-go's (plugin/pkg/client/auth/exec).
 #include <chrono>
 #include <memory>
 #include <optional>

@@ -43,7 +43,12 @@ Metrics::Metrics()
                                       "Client connections open on the public port.", {})),
       coroutine_failures_total(
           registry.counter("vllm_autoscaler_coroutine_failures_total",
-                           "Detached coroutines that ended with an exception (a bug).", {})) {
+                           "Detached coroutines that ended with an exception (a bug).", {})),
+      setup_problems(registry.gauge(
+          "vllm_autoscaler_setup_problems",
+          "What stops the backend's scaler from working as configured (a permission its Role "
+          "lacks, a Deployment not found); the proxy is not ready while any is above 0.",
+          {"backend"})) {
   coroutine_failures_total.with({});
   open_connections.with({});
 }

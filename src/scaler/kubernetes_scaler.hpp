@@ -2,7 +2,7 @@
 // Scales a Deployment between 0 and N through its Scale subresource (DESIGN.md §3 `kubernetes`).
 //
 // What it knows comes from two list-then-watch loops on the backend's controller's executor, as
-// client-go's reflector does (../shared/reference/kubernetes-api.md §5): the Deployment
+// client-go's reflector does: the Deployment
 // (fieldSelector=metadata.name=NAME, the only form RBAC resourceNames allows) and the pods of the
 // Scale's status.selector. A watch that ends is resumed from the last resourceVersion; an expired
 // one (HTTP 410, an ERROR event 410/Expired/Gone, 1.20's 500 "compacted") lists again. An API that
@@ -22,6 +22,13 @@
 // replicas records a core/v1 Event on the Deployment (ScaledUp / ScaledToZero, with the cause), as
 // `kubectl describe deployment` shows. shutdown() stops the watches and leaves the Deployment as it
 // is, for the next proxy to adopt.
+//
+// Setup checks: from the first call on, and then every `check_interval`, SelfSubjectAccessReviews
+// ask whether the proxy may make each request above, and a GET of the Scale whether the Deployment
+// exists; what is missing is setup_problems(), logged when it changes. Until the first check has
+// answered that is one problem ("not checked yet"), so that a proxy with a bad Role is never
+// ready even for a moment; a check the API does not answer changes nothing (an API outage must not
+// make every proxy unready), but the first one's failure clears "not checked yet".
 //
 // Threading: every member runs on the executor given to the constructor (the Backend's
 // controller's).
@@ -57,6 +64,8 @@ class KubernetesScaler final : public Scaler {
     std::chrono::milliseconds retry_for = std::chrono::seconds(3);
     // Between failed list/watch attempts: 500 ms doubling to this, each with ±50% jitter.
     std::chrono::milliseconds watch_backoff_max = std::chrono::seconds(10);
+    // Between two setup checks (RBAC can change under a running proxy).
+    std::chrono::milliseconds check_interval = std::chrono::seconds(60);
   };
 
   KubernetesScaler(Settings settings, Executor ex);
@@ -86,6 +95,9 @@ class KubernetesScaler final : public Scaler {
   void apply(Reflector& r, k8s::WatchEvent& e);
   task<void> run_deployment();
   task<void> run_pods();
+  task<void> run_checks();
+  // One setup check: the problems found, or a Failure when the API did not answer.
+  task<outcome<std::vector<std::string>>> check_setup();
   task<std::string> pod_selector();
   task<void> pause(std::chrono::milliseconds d);
   // `first` doubling per failure up to watch_backoff_max, with ±50% jitter.

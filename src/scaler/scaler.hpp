@@ -7,7 +7,9 @@
 // The change callback may be invoked from that executor at any time.
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "config/config.hpp"
 #include "core/errors.hpp"
@@ -39,15 +41,30 @@ class Scaler {
   // observes at once instead of at its next poll.
   void on_change(std::function<void()> f) { on_change_ = std::move(f); }
 
+  // What stops this scaler from working as configured, as last checked, one sentence each
+  // ("cannot patch apps/deployments/scale \"vllm\" in namespace \"llm\""); none when all is
+  // well, and for scalers that check nothing. The proxy is not ready while there is any. Any
+  // thread.
+  std::vector<std::string> setup_problems() const {
+    std::lock_guard lock(setup_mu_);
+    return setup_problems_;
+  }
+
  protected:
   void changed() const {
     if (on_change_) {
       on_change_();
     }
   }
+  void set_setup_problems(std::vector<std::string> problems) {
+    std::lock_guard lock(setup_mu_);
+    setup_problems_ = std::move(problems);
+  }
 
  private:
   std::function<void()> on_change_;
+  mutable std::mutex setup_mu_;  // guards setup_problems_
+  std::vector<std::string> setup_problems_;
 };
 
 // Builds the scaler that `backend.scaler.type` names. Throws config::ConfigError for a scaler

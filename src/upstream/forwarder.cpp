@@ -146,6 +146,12 @@ task<void> end_broken_stream(Socket& client) {
   co_await wire::write(client, pieces);
 }
 
+// Whether the backend's upstream_headers set a field named `name` (the client's is dropped).
+bool replaced(const Target& t, beast::string_view name) {
+  return std::any_of(t.headers.begin(), t.headers.end(),
+                     [&](const auto& h) { return beast::iequals(h.first, name); });
+}
+
 }  // namespace
 
 std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, const Target& t,
@@ -163,6 +169,9 @@ std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, co
     std::pmr::string xff(out.get_allocator());
     for (const auto& f : req) {
       const auto name = f.name_string();
+      if (!t.headers.empty() && replaced(t, name)) {
+        continue;
+      }
       switch (f.name()) {
         case http::field::host:
           host = f.value();
@@ -190,6 +199,9 @@ std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, co
           }
       }
       wire::append_field(w, name, f.value());
+    }
+    for (const auto& [name, value] : t.headers) {
+      wire::append_field(w, name, value);
     }
     wire::append_field(w, "Host", t.host_header);
     if (host) {

@@ -11,6 +11,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/deadline.hpp"
 #include "core/net.hpp"
@@ -21,6 +23,9 @@ struct Target {
   std::string host;  // name or address, without brackets
   std::string port;
   std::string host_header;  // "host:port" as sent in Host
+  // backends[].upstream_headers: set on every forwarded request, replacing the client's field of
+  // the same name (case-blind).
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 // One connection to the upstream, and the one deadline that bounds its operations: the connect

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from proxy import sim_config
-from support import BIN_DIR, CHAT, free_port, http, metrics, sse_events
+from support import BIN_DIR, CHAT, free_port, http, metrics, sim_last_request, sse_events
 
 
 def new_key():
@@ -164,3 +164,49 @@ def test_keys_never_appear_in_logs_or_print_config(proxy, tmp_path):
     assert "***" in printed.stdout and "api_keys_file" in printed.stdout
     for k in keys:
         assert k not in printed.stdout + printed.stderr
+
+
+def test_upstream_headers_send_vllms_own_key_and_never_the_clients(proxy):
+    """Clients hold the proxy's keys only; backends[].upstream_headers replaces their
+    Authorization with vLLM's own key (from the environment) on the way up. vLLM's --api-key
+    guards /v1 only, so the health probe needs no key. The key is masked in --print-config."""
+    client_key, vllm_key = new_key(), new_key()
+    upstream = '    upstream_headers: { authorization: "Bearer ${VA_TEST_VLLM_KEY}" }\n'
+    sim_port = free_port()
+    text = config(sim_port, inline_keys([client_key]), sim_args=("--api-key", vllm_key),
+                  extra_backend=upstream)
+    env = {"VA_TEST_VLLM_KEY": vllm_key}
+    p = proxy(text, env=env)
+    chat_url = p.url + "/v1/chat/completions"
+
+    status, _, body = http("POST", chat_url, CHAT, {"Authorization": "Bearer " + client_key})
+    assert status == 200, body
+    seen = sim_last_request(sim_port)["headers"]
+    # One Authorization only (the sim joins repeated fields with ", "), and it is vLLM's.
+    assert seen["authorization"] == "Bearer " + vllm_key
+    events = sse_events(chat_url, {**CHAT, "stream": True},
+                        {"Authorization": "Bearer " + client_key})
+    assert events[-1][1] == "[DONE]"
+    assert sim_last_request(sim_port)["headers"]["authorization"] == "Bearer " + vllm_key
+    # A client that sends vLLM's key itself is refused by the proxy: it is not one of its keys.
+    assert_openai_401(*http("POST", chat_url, CHAT, {"Authorization": "Bearer " + vllm_key}))
+    assert p.stop() == 0
+    assert vllm_key not in p.output() and client_key not in p.output()
+
+    config_path = next(a for a in p.args if a.endswith("config.yaml"))
+    printed = subprocess.run([BIN_DIR / "vllm-autoscaler", "--print-config", config_path],
+                             capture_output=True, text=True, timeout=10, env={**os.environ, **env})
+    assert printed.returncode == 0, printed.stderr
+    assert "upstream_headers:\n      authorization: \"***\"\n" in printed.stdout, printed.stdout
+    assert vllm_key not in printed.stdout + printed.stderr
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "Connection",
+                                  "X-Forwarded-For"])
+def test_upstream_headers_may_not_set_what_the_proxy_writes_itself(name):
+    text = (f"backends:\n  - upstream: http://127.0.0.1:1\n"
+            f"    upstream_headers: {{ {name}: x }}\n")
+    checked = subprocess.run([BIN_DIR / "vllm-autoscaler", "--check-config", "/dev/stdin"],
+                             input=text, capture_output=True, text=True, timeout=10)
+    assert checked.returncode == 2
+    assert f"backends[0].upstream_headers.{name}: is written by the proxy itself" in checked.stderr

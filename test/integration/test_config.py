@@ -133,6 +133,18 @@ def test_check_config_accepts_a_good_file(tmp_path):
     # Through the environment variable that names the file, too.
     done = run("--check-config", env={"VLLM_AUTOSCALER_CONFIG": str(path)})
     assert done.returncode == 0, done.stderr
+    # And named by --check-config (and --print-config) itself, as the docs write it.
+    done = run("--check-config", path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "configuration is valid\n", "")
+    done = run("--print-config", path)
+    assert done.returncode == 0 and "port" not in done.stderr, done.stderr
+    assert done.stdout == run("--config", path, "--print-config").stdout
+    bad = write(tmp_path, "backends: []\nthreads: zero\n", "bad.yaml")
+    done = run("--check-config", bad)
+    assert done.returncode == 2 and "threads" in done.stderr, done.stderr
+    # Two different files named is a mistake, not a choice.
+    done = run("--check-config", bad, "--config", path)
+    assert done.returncode == 2 and "two config files" in done.stderr, done.stderr
 
 
 def test_print_config_masks_every_secret_and_loads_back(tmp_path):

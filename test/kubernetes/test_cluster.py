@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import MODEL, SIM_ARGS
 from k8s.kubelet import SIMULATE_ANNOTATION, ServiceProxy
-from support import RawUpstream, chat, eventually, http, sse_events, wait_pid_gone
+from support import RawUpstream, chat, eventually, http, metrics, sse_events, wait_pid_gone
 
 APPS = "/apis/apps/v1/namespaces"
 
@@ -128,6 +128,74 @@ def test_the_proxy_service_account_may_do_what_the_scaler_does_and_nothing_else(
     r = cp.kubectl("get", "secrets", kubeconfig=cluster.proxy_kubeconfig, check=False)
     assert r.returncode != 0 and "forbidden" in r.stderr.lower()
     assert cluster.scale_patches() == patches + 1  # an admin's or a refused PUT is not the proxy's PATCH
+
+
+# --- the proxy's setup checks ---
+
+
+def may(cluster, token, verb, resource, subresource="", group="apps"):
+    """What a SelfSubjectAccessReview answers the holder of `token` (as the proxy asks it)."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+              "spec": {"resourceAttributes": {
+                  "namespace": cluster.namespace, "verb": verb, "group": group,
+                  "resource": resource, "subresource": subresource,
+                  "name": cluster.deployment_name}}}
+    status, obj = cluster.control_plane.api(
+        "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review, token=token)
+    assert status == 201, obj
+    return obj["status"]["allowed"]
+
+
+def readyz(p):
+    status, _, body = http("GET", p.admin_url + "/readyz")
+    return status, body.decode()
+
+
+def test_a_role_without_patch_keeps_the_proxy_unready_naming_the_verb(cluster, kubernetes_config,
+                                                                      proxy):
+    """A rollout with a bad Role never becomes Ready: /readyz is 503 from the start, and the log,
+    /status and a metric say which verb is missing. With the shipped Role it is ready."""
+    cp, ns, name = cluster.control_plane, cluster.namespace, cluster.deployment_name
+    token = yaml.safe_load(cluster.proxy_kubeconfig.read_text())["users"][0]["user"]["token"]
+    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/vllm-autoscaler"
+    _, shipped = cp.api("GET", path)
+    broken = json.loads(json.dumps(shipped))
+    for rule in broken["rules"]:
+        if rule["resources"] == ["deployments/scale"]:
+            rule["verbs"] = [v for v in rule["verbs"] if v != "patch"]
+    status, obj = cp.api("PUT", path, broken)
+    assert status == 200, obj
+    missing = f'cannot patch apps/deployments/scale "{name}" in namespace "{ns}"'
+    try:
+        eventually(lambda: not may(cluster, token, "patch", "deployments", "scale"), timeout=10,
+                   what="the Role without patch in force")
+        p = proxy(kubernetes_config())
+        seen = []
+
+        def says_missing():
+            seen.append(readyz(p))
+            status, body = seen[-1]
+            return status == 503 and missing in json.loads(body)["error"]["message"]
+
+        eventually(says_missing, timeout=30, what="/readyz naming the missing verb")
+        assert all(status == 503 for status, _ in seen), seen  # never ready, not for a moment
+        assert json.loads(seen[-1][1])["error"]["message"] == f"not ready: backend 'vllm': {missing}"
+        assert p.backend()["setup_problems"] == [missing]
+        assert metrics(p.admin_url + "/metrics")['vllm_autoscaler_setup_problems{backend="vllm"}'] == 1
+        assert [e["problem"] for e in p.events("setup problem")] == [missing]
+        assert p.backend()["state"] == "asleep" and p.backend()["wakes"] == 0
+    finally:
+        shipped["metadata"].pop("resourceVersion", None)
+        status, obj = cp.api("PUT", path, shipped)
+        assert status == 200, obj
+    eventually(lambda: may(cluster, token, "patch", "deployments", "scale"), timeout=10,
+               what="the shipped Role in force")
+
+    good = proxy(kubernetes_config())
+    eventually(lambda: readyz(good) == (200, "ready\n"), timeout=30, what="ready with the shipped Role")
+    assert good.backend()["setup_problems"] == []
+    assert metrics(good.admin_url + "/metrics")['vllm_autoscaler_setup_problems{backend="vllm"}'] == 0
+    assert good.events("setup problem") == []
 
 
 # --- scale up and down ---

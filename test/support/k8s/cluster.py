@@ -15,6 +15,8 @@ Deployment and Service), rendered by `kubectl kustomize` and changed only where 
 namespace, the vLLM container's args (vllm-sim flags, read by kubelet.py), its port, replicas and pod
 template annotations. Nothing runs the proxy's own Deployment (its pod stays Pending): the test
 kubelet only runs the pods of VLLM_SELECTOR, and the tests start the proxy binary themselves.
+`apply_vllm_example` applies the vLLM example alone (renamed, in a namespace of the test's choice)
+and `apply_kustomization` a kustomization as it is (`kubectl apply -k`), for an overlay's test.
 
 Import it as `k8s.cluster` with test/support on sys.path (it uses support.py). kubectl comes from
 PATH (1.32 on the development machine, Debian 12's kubernetes-client 1.20.2 on a fresh one;
@@ -47,6 +49,9 @@ __all__ = [
     "KubectlError",
     "VLLM_SELECTOR",
     "apply_deploy",
+    "apply_kustomization",
+    "apply_vllm_example",
+    "create_namespace",
     "service_account_kubeconfig",
     "service_account_token",
 ]
@@ -317,11 +322,41 @@ def apply_deploy(cp: ControlPlane, namespace: str, deployment_name: str = "vllm"
             labels = o["spec"]["template"]["metadata"].get("labels") or {}
             assert not _matches(labels, VLLM_SELECTOR), f"{o['metadata']['name']} pods would run in the kubelet"
 
+    create_namespace(cp, namespace)
+    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    return Deploy(namespace=namespace, deployment=deployment_name, selector=VLLM_SELECTOR, objects=objects)
+
+
+def create_namespace(cp: ControlPlane, namespace: str) -> None:
+    """Applies the Namespace and waits for its `default` ServiceAccount's token, which pods need
+    (see apply_deploy)."""
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     cp.kubectl("apply", "-f", "-", input=json.dumps(ns))
     service_account_token(cp, namespace, "default")
+
+
+def apply_vllm_example(cp: ControlPlane, namespace: str, deployment_name: str = "vllm",
+                       service_name: str | None = None, sim_args=("--model", "sim-model"),
+                       replicas: int = 0) -> Deploy:
+    """Creates `namespace` and applies deploy/kubernetes/vllm-example alone into it, as a user's own
+    vLLM Deployment named `deployment_name` (and its Service named `service_name`, default: the
+    same), running vllm-sim with `sim_args`, at `replicas`. No proxy object is applied."""
+    objects = render(VLLM_EXAMPLE_DIR)
+    _vllm_objects(objects, deployment_name, list(sim_args), None, replicas, None)
+    for o in objects:
+        o["metadata"]["namespace"] = namespace
+        if o["kind"] == "Service":
+            o["metadata"]["name"] = service_name or deployment_name
+    create_namespace(cp, namespace)
     cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     return Deploy(namespace=namespace, deployment=deployment_name, selector=VLLM_SELECTOR, objects=objects)
+
+
+def apply_kustomization(cp: ControlPlane, kustomize_dir) -> list[dict]:
+    """`kubectl apply -k DIR` as admin, the kustomization as it is; returns its objects as
+    `kubectl kustomize DIR` renders them (generated names included)."""
+    cp.kubectl("apply", "-k", str(kustomize_dir))
+    return render(pathlib.Path(kustomize_dir))
 
 
 # --- the proxy's credentials ---

@@ -75,7 +75,8 @@ class BackendTest : public ::testing::Test {
         pool_(upstream::Pool::Settings{
             .target = {.host = "127.0.0.1",
                        .port = std::to_string(health_.local_endpoint().port()),
-                       .host_header = "test"}}),
+                       .host_header = "test",
+                       .headers = {}}}),
         budget_(1 << 20) {
     spawn(ioc_.get_executor(), health_server(health_), "health server");
   }

@@ -95,6 +95,7 @@ TEST_F(LoaderTest, EveryDefaultAppliesWhenKeysAreAbsent) {
   EXPECT_EQ(c.limits.max_pending_bytes, 67108864u);
   EXPECT_EQ(c.limits.max_connections, 10000u);
   EXPECT_EQ(c.limits.header_timeout, seconds(10));
+  EXPECT_EQ(c.limits.keepalive_timeout, seconds(75));
   EXPECT_EQ(c.limits.shutdown_timeout, seconds(30));
   ASSERT_EQ(c.backends.size(), 1u);
   const Backend& b = c.backends[0];
@@ -105,6 +106,7 @@ TEST_F(LoaderTest, EveryDefaultAppliesWhenKeysAreAbsent) {
   EXPECT_EQ(b.idle_timeout, minutes(5));
   EXPECT_EQ(b.wake_timeout, minutes(2));
   EXPECT_EQ(b.max_pending, 1000u);
+  EXPECT_THAT(b.upstream_headers, IsEmpty());
   EXPECT_EQ(b.health.path, "/health");
   EXPECT_EQ(b.health.interval, seconds(1));
   EXPECT_THAT(b.health.headers, IsEmpty());
@@ -132,6 +134,7 @@ limits:
   max_pending_bytes: 3000
   max_connections: 40
   header_timeout: 3s
+  keepalive_timeout: 620s
   shutdown_timeout: 0s
 backends:
   - name: qwen
@@ -141,6 +144,7 @@ backends:
     idle_timeout: 10m
     wake_timeout: 90s
     max_pending: 7
+    upstream_headers: { Authorization: "Bearer vllm" }
     health: { path: /ready, interval: 250ms, headers: { Authorization: "Bearer x" } }
     scaler:
       type: kubernetes
@@ -170,6 +174,7 @@ backends:
   EXPECT_EQ(c.limits.max_pending_bytes, 3000u);
   EXPECT_EQ(c.limits.max_connections, 40u);
   EXPECT_EQ(c.limits.header_timeout, seconds(3));
+  EXPECT_EQ(c.limits.keepalive_timeout, seconds(620));
   EXPECT_EQ(c.limits.shutdown_timeout, seconds(0));
   ASSERT_EQ(c.backends.size(), 2u);
   const Backend& q = c.backends[0];
@@ -180,6 +185,7 @@ backends:
   EXPECT_EQ(q.idle_timeout, minutes(10));
   EXPECT_EQ(q.wake_timeout, seconds(90));
   EXPECT_EQ(q.max_pending, 7u);
+  EXPECT_EQ(q.upstream_headers.at("Authorization"), "Bearer vllm");
   EXPECT_EQ(q.health.path, "/ready");
   EXPECT_EQ(q.health.interval, milliseconds(250));
   EXPECT_EQ(q.health.headers.at("Authorization"), "Bearer x");
@@ -1017,6 +1023,7 @@ TEST_F(LoaderTest, ToYamlUsesTheInputKeys) {
                           "max_pending_bytes:",
                           "max_connections:",
                           "header_timeout: 10s",
+                          "keepalive_timeout: 75s",
                           "shutdown_timeout: 30s",
                           "backends:",
                           "name: default",

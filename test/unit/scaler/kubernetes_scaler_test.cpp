@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <deque>
+#include <set>
 
 #include "unit/k8s/tls_server.hpp"
 
@@ -20,6 +22,7 @@ using k8s::testing::TlsServer;
 
 constexpr std::string_view kScale = "/apis/apps/v1/namespaces/llm/deployments/vllm/scale";
 constexpr std::string_view kEvents = "/api/v1/namespaces/llm/events";
+constexpr std::string_view kReviews = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
 
 std::string deployment_list(int replicas, int generation, int observed, int ready) {
   return R"({"kind":"DeploymentList","metadata":{"resourceVersion":"100"},"items":[{"metadata":)"
@@ -35,6 +38,17 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
   // order; 200 with a Scale at RV 101 once it is empty), Events with 201; watches never answer.
   std::optional<Reply> answer(const Request& req) {
     const std::string target(req.target());
+    if (req.method() == http::verb::post && target == kReviews) {
+      const auto attributes = boost::json::parse(req.body()).at("spec").at("resourceAttributes");
+      const std::string what = std::string(attributes.at("verb").as_string()) + " " +
+                               std::string(attributes.at("resource").as_string());
+      return reply(http::status::created,
+                   std::string(R"({"kind":"SelfSubjectAccessReview","status":{"allowed":)") +
+                       (denied.contains(what) ? "false" : "true") + "}}");
+    }
+    if (!deployment_exists && target == kScale) {
+      return reply(http::status::not_found, R"({"kind":"Status","code":404})");
+    }
     if (req.method() == http::verb::patch && target == kScale) {
       if (!patches.empty()) {
         auto r = std::move(patches.front());
@@ -64,11 +78,22 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
     return reply(http::status::not_found, "{}");
   }
 
-  KubernetesScaler make(const TlsServer& server) {
-    return KubernetesScaler(
-        KubernetesScaler::Settings{
-            .backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = cluster(server)},
-        ioc_.get_executor());
+  KubernetesScaler make(const TlsServer& server,
+                        std::chrono::milliseconds check_interval = std::chrono::seconds(60)) {
+    KubernetesScaler::Settings settings{
+        .backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = cluster(server)};
+    settings.check_interval = check_interval;
+    return KubernetesScaler(std::move(settings), ioc_.get_executor());
+  }
+
+  // Runs the io_context until `s`'s setup problems are `want` (at most 10 s).
+  std::vector<std::string> problems_become(const KubernetesScaler& s,
+                                           const std::vector<std::string>& want) {
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (s.setup_problems() != want && Clock::now() < deadline) {
+      ioc_.run_for(std::chrono::milliseconds(5));
+    }
+    return s.setup_problems();
   }
 
   template <class T>
@@ -110,6 +135,8 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
   }
 
   std::deque<Reply> patches;
+  std::set<std::string> denied;  // "<verb> <resource>" the access reviews deny
+  bool deployment_exists = true;
   std::string deployments = deployment_list(0, 1, 1, 0);
   std::string pods = R"({"kind":"PodList","metadata":{"resourceVersion":"100"},"items":[]})";
 };
@@ -256,6 +283,54 @@ TEST_F(KubernetesScalerTest, ACrashLoopingPodIsFatalAndAnUnschedulableOneIsAReas
     EXPECT_EQ(seen->reason, "pod vllm-def is unschedulable: 0/3 nodes are available");
     stop(scaler);
   }
+}
+
+TEST_F(KubernetesScalerTest, SetupProblemsNameEachDeniedRequestUntilTheRoleAllowsIt) {
+  denied = {"patch deployments", "create events"};
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  auto scaler = make(server, std::chrono::milliseconds(50));
+  // Not ready before the first check has answered.
+  ASSERT_EQ(scaler.setup_problems().size(), 1u);
+  EXPECT_NE(scaler.setup_problems()[0].find("not checked yet"), std::string::npos);
+  ASSERT_TRUE(drive(scaler.observe()));
+  const std::vector<std::string> want = {
+      R"(cannot patch apps/deployments/scale "vllm" in namespace "llm")",
+      R"(cannot create events in namespace "llm")"};
+  EXPECT_EQ(problems_become(scaler, want), want);
+  const auto reviews = requests(server, http::verb::post, kReviews);
+  ASSERT_GE(reviews.size(), 7u);
+  const auto first = boost::json::parse(reviews[1]->request.body());
+  EXPECT_EQ(first.at("kind").as_string(), "SelfSubjectAccessReview");
+  EXPECT_EQ(boost::json::serialize(first.at("spec").at("resourceAttributes")),
+            R"({"namespace":"llm","verb":"patch","group":"apps","resource":"deployments",)"
+            R"("subresource":"scale","name":"vllm"})");
+  // The Role is mended: the next check clears them.
+  denied.clear();
+  EXPECT_EQ(problems_become(scaler, {}), std::vector<std::string>{});
+  // The Deployment goes away.
+  deployment_exists = false;
+  const std::vector<std::string> gone = {"deployment llm/vllm not found"};
+  EXPECT_EQ(problems_become(scaler, gone), gone);
+  stop(scaler);
+}
+
+TEST_F(KubernetesScalerTest, ASetupCheckTheApiDoesNotAnswerReportsNothing) {
+  std::string port;
+  {
+    Acceptor gone(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    port = std::to_string(gone.local_endpoint().port());
+  }
+  k8s::ClusterConfig c;
+  c.host = "127.0.0.1";
+  c.port = port;
+  c.server_name = "127.0.0.1";
+  c.ca_pem = ca_.cert_pem;
+  KubernetesScaler scaler({.backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = c},
+                          ioc_.get_executor());
+  drive(scaler.observe());
+  // An API outage is not a bad Role: it must not make every proxy unready.
+  EXPECT_EQ(problems_become(scaler, {}), std::vector<std::string>{});
+  stop(scaler);
 }
 
 }  // namespace

@@ -16,7 +16,8 @@ using namespace std::chrono_literals;
 
 Target target_of(const Acceptor& a) {
   const auto port = std::to_string(a.local_endpoint().port());
-  return Target{.host = "127.0.0.1", .port = port, .host_header = "127.0.0.1:" + port};
+  return Target{
+      .host = "127.0.0.1", .port = port, .host_header = "127.0.0.1:" + port, .headers = {}};
 }
 
 // Runs the probe against `t` to its end; what it returned and how long it took.
