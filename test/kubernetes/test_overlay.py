@@ -18,6 +18,8 @@ The kubectl on PATH renders the overlay: 1.32 (kustomize v5) here, Debian 12's k
 import base64
 import json
 import pathlib
+import shutil
+import subprocess
 import urllib.parse
 
 import pytest
@@ -62,15 +64,32 @@ def user_deployment(control_plane):
                               sim_args=["--model", MODEL, "--api-key", VLLM_KEY, "--itl", "1ms"])
 
 
+def quick_start_lines(*starts: str) -> list[str]:
+    """The README's Kubernetes quick start lines that begin with `starts`, in that order."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Kubernetes quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    return [next(line for line in lines if line.startswith(start)) for start in starts]
+
+
 @pytest.fixture(scope="module")
 def applied(control_plane, user_deployment, tmp_path_factory):
-    """The Secret as docs/kubernetes.md creates it, then `kubectl apply -k` of the overlay; the
-    rendered objects."""
+    """The README's quick start as a user runs it: the overlay copied beside a checkout (its
+    deploy/ folder, here) and pointed at it by the README's own `cp` and `sed` lines, the Secret
+    as docs/kubernetes.md creates it, then `kubectl apply -k` of the copy; the rendered objects."""
+    work = tmp_path_factory.mktemp("user")
+    checkout = work / "vllm-autoscaler"
+    shutil.copytree(REPO / "deploy", checkout / "deploy")
+    copy, point = quick_start_lines("cp -r deploy/kubernetes/examples/overlay ", "sed -i ")
+    subprocess.run(["bash", "-euc", f"{copy}\n{point}"], cwd=checkout, check=True, timeout=10)
+    mine = work / "my-llm"
+    assert yaml.safe_load((mine / "kustomization.yaml").read_text())["bases"][0] == \
+        "../vllm-autoscaler/deploy/kubernetes/base"
     keys = tmp_path_factory.mktemp("keys") / "api-keys"
     keys.write_text(CLIENT_KEYS)
     control_plane.kubectl("-n", NAMESPACE, "create", "secret", "generic", SECRET,
                           f"--from-file=api-keys={keys}", f"--from-literal=vllm-api-key={VLLM_KEY}")
-    return apply_kustomization(control_plane, OVERLAY)
+    return apply_kustomization(control_plane, mine)
 
 
 @pytest.fixture(scope="module")
