@@ -1,31 +1,42 @@
-# vllm-autoscaler container image: built on Debian 12, run on debian:bookworm-slim as a non-root user.
+# vllm-autoscaler container image: built on Debian 12 (debian:bookworm), run on debian:bookworm-slim
+# as the numeric non-root user 65532:65532, entrypoint /usr/local/bin/vllm-autoscaler. What it
+# holds, its size and start time, and how to load it: docs/image.md.
 #
-#   docker build -t vllm-autoscaler:latest .
-#   docker run --rm -p 8080:8080 -p 8081:8081 -v "$PWD/examples:/etc/vllm-autoscaler:ro" \
-#     vllm-autoscaler:latest --config /etc/vllm-autoscaler/your-config.yaml
+#   sudo ./scripts/build-image   # no registry or Docker needed: both base images made locally with
+#                                # debootstrap, built with buildah as vllm-autoscaler:<version> and
+#                                # :latest, written to build/image/vllm-autoscaler-<version>.oci.tar
+#   docker build -t vllm-autoscaler:0.1.0 .   # or with Docker (base images from Docker Hub)
 #
-# In Kubernetes: deploy/kubernetes (docs/kubernetes.md). Only the files the build needs are copied
-# (no local build/ directory, whose CMake cache names another source path, and no test tree).
+#   docker run --rm -p 8080:8080 -p 8081:8081 --read-only \
+#     -v "$PWD/config.yaml:/etc/vllm-autoscaler/config.yaml:ro" \
+#     vllm-autoscaler:0.1.0 --config /etc/vllm-autoscaler/config.yaml
+#
+# In Kubernetes: deploy/kubernetes (docs/kubernetes.md), which mounts the config at that same path.
+# Only the files the build needs are copied in (no local build/ directory, whose CMake cache names
+# another source path, and no test, bench or fuzz tree); .dockerignore keeps everything else out of
+# the build context.
 
 # ---- build --------------------------------------------------------------------------------------
 FROM debian:bookworm AS build
 WORKDIR /src
-# The project's own setup installs the toolchain and libraries from Debian's packages (and Node.js,
-# which only the end-to-end tests use). It runs in a layer of its own, so a source change does not
-# reinstall them. Configured with VA_TESTS=OFF: the test tree is not copied in.
+# Only the compiler, CMake, Ninja and the libraries CMakeLists.txt finds (`scripts/setup
+# --build-only`), in a layer of its own: with a layer cache (Docker's, or `buildah bud --layers`) a
+# source change does not reinstall them.
 COPY scripts/setup scripts/setup
-RUN ./scripts/setup && rm -rf /var/lib/apt/lists/*
+RUN ./scripts/setup --build-only && rm -rf /var/lib/apt/lists/*
 COPY CMakeLists.txt CMakePresets.json ./
 COPY src/ src/
-RUN cmake --preset release -DVA_TESTS=OFF \
+# Without the tests, fuzz targets and benchmark floors, whose trees are not copied in.
+RUN cmake --preset release -DVA_TESTS=OFF -DVA_BENCH=OFF \
  && cmake --build --preset release --target vllm-autoscaler \
  && strip build/release/bin/vllm-autoscaler
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 # Exactly the shared libraries `ldd build/release/bin/vllm-autoscaler` lists beyond libc, libm,
-# libstdc++ and libgcc_s (already in the slim image): yaml-cpp, spdlog, fmt, OpenSSL's libcrypto.
-# ca-certificates for HTTPS to a Kubernetes API signed by a public CA.
+# libstdc++ and libgcc_s (already in the slim image): yaml-cpp, spdlog, fmt, OpenSSL's libssl and
+# libcrypto. ca-certificates for HTTPS to a Kubernetes API signed by a public CA.
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libyaml-cpp0.7 libspdlog1.10 libfmt9 libssl3 ca-certificates \
