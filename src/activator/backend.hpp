@@ -1,5 +1,6 @@
 #pragma once
-// One backend's state machine (DESIGN.md §2): hold, wake, release, shed, and the idle stop.
+// One backend's state machine (README.md, "Backend state machine"): hold, wake, release, shed, and
+// the idle stop.
 //
 //   asleep ──wake──► waking ──ready──► ready ──idle──► stopping ──stopped──► asleep
 //                      │ fatal / timeout                          (held requests wake it again)

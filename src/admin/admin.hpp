@@ -1,7 +1,7 @@
 #pragma once
-// The admin port (DESIGN.md §6): /healthz, /readyz, /metrics, /status, /admin/backends/{name}/….
-// Keep it off the Ingress. Calls here are never activity and never wake, except an explicit
-// POST …/wake.
+// The admin port (README.md, "Endpoints"): /healthz, /readyz, /metrics, /status,
+// /admin/backends/{name}/…. Keep it off the Ingress. Calls here are never activity and never wake,
+// except an explicit POST …/wake.
 #include <atomic>
 #include <vector>
 

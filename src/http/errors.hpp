@@ -1,5 +1,6 @@
 #pragma once
-// OpenAI-shaped error responses (DESIGN.md §7) and the one mapping from errc to HTTP status.
+// OpenAI-shaped error responses (README.md, "Errors the client sees") and the one mapping from errc
+// to HTTP status.
 #include <string_view>
 
 #include "core/errors.hpp"

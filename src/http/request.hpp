@@ -1,5 +1,5 @@
 #pragma once
-// The request front (DESIGN.md §1 steps 1–3): reading a client's request within the limits, and
+// The request front (docs/life-of-a-request.md): reading a client's request within the limits, and
 // every judgement that needs no backend: which heads and bodies are refused and how, which paths
 // are public, the API key, the model a body names, the length the request goes upstream with.
 // No state and no backend: the session runs these, and so do the fuzz targets (fuzz/), over any

@@ -1,5 +1,5 @@
 #pragma once
-// Which backend serves a request (DESIGN.md §1 step 3), by the model its body names.
+// Which backend serves a request (docs/life-of-a-request.md), by the model its body names.
 #include <map>
 #include <optional>
 #include <string>

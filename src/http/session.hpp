@@ -1,6 +1,6 @@
 #pragma once
-// One public client connection (DESIGN.md §1): parse with limits, auth, route, hold/wake, forward,
-// account. A session is one coroutine; its state lives in its frame.
+// One public client connection (docs/life-of-a-request.md): parse with limits, auth, route,
+// hold/wake, forward, account. A session is one coroutine; its state lives in its frame.
 #include <atomic>
 #include <string>
 #include <vector>

@@ -1,5 +1,6 @@
 #pragma once
-// The proxy's metric families (DESIGN.md §6), created once by App and shared by reference.
+// The proxy's metric families (README.md, "Endpoints"), created once by App and shared by
+// reference.
 #include "metrics/registry.hpp"
 
 namespace va::metrics {

@@ -1,5 +1,5 @@
 #pragma once
-// Scales a Deployment between 0 and N through its Scale subresource (DESIGN.md §3 `kubernetes`).
+// Scales a Deployment between 0 and N through its Scale subresource (README.md, "Kubernetes").
 //
 // What it knows comes from two list-then-watch loops on the backend's controller's executor, as
 // client-go's reflector does: the Deployment

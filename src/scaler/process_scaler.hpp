@@ -1,7 +1,7 @@
 #pragma once
-// Runs the backend as a local child process (DESIGN.md §3 `process`): started in its own process
-// group when woken, stopped with SIGTERM then SIGKILL after `stop_timeout`, its exit noticed at
-// once (pidfd), its stdout/stderr logged line by line with the backend's name.
+// Runs the backend as a local child process (README.md, "In front of a real `vllm serve`"): started
+// in its own process group when woken, stopped with SIGTERM then SIGKILL after `stop_timeout`, its
+// exit noticed at once (pidfd), its stdout/stderr logged line by line with the backend's name.
 //
 // Threading: all members are used on the executor given to the constructor (the Backend's
 // controller's).

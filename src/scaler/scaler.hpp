@@ -1,6 +1,7 @@
 #pragma once
-// The one seam with several implementations (DESIGN.md §3): how a backend's replicas are started
-// and stopped. Readiness is never taken from the scaler alone: the Backend also probes health.
+// The one seam with several implementations (README.md, "Configuration": scaler): how a backend's
+// replicas are started and stopped. Readiness is never taken from the scaler alone: the Backend
+// also probes health.
 //
 // Threading: a Scaler belongs to one Backend. scale_to(), observe() and shutdown() are called only
 // from that Backend's controller coroutine, one at a time, on the executor passed to make_scaler.

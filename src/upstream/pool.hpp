@@ -1,6 +1,6 @@
 #pragma once
-// Keep-alive connections to one backend's upstream (DESIGN.md §1 step 5). Idle connections are
-// kept below vLLM's 5 s keep-alive so a pooled connection is rarely stale; one that is stale
+// Keep-alive connections to one backend's upstream (docs/life-of-a-request.md). Idle connections
+// are kept below vLLM's 5 s keep-alive so a pooled connection is rarely stale; one that is stale
 // anyway is detected by the forwarder and the request retried on a fresh connection.
 //
 // Thread-safety: take_idle/release/clear may be called from any thread (mutex). A connection is

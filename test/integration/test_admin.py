@@ -15,7 +15,7 @@ from support import chat, eventually, free_port, http, refused, sse_events
 
 CHAT = chat(2)
 
-# DESIGN.md §6: every family, its type and its labels (besides a histogram's `le`).
+# README.md, "Endpoints": every family, its type and its labels (besides a histogram's `le`).
 DESIGN_FAMILIES = {
     "vllm_autoscaler_requests_total": ("counter", {"backend", "code"}),
     "vllm_autoscaler_request_duration_seconds": ("histogram", {"backend"}),
@@ -27,6 +27,7 @@ DESIGN_FAMILIES = {
     "vllm_autoscaler_scale_downs_total": ("counter", {"backend", "reason"}),
     "vllm_autoscaler_rejected_requests_total": ("counter", {"backend", "reason"}),
     "vllm_autoscaler_backend_awake_seconds_total": ("counter", {"backend"}),
+    "vllm_autoscaler_setup_problems": ("gauge", {"backend"}),
 }
 STATES = {"asleep", "waking", "ready", "stopping", "failed"}
 

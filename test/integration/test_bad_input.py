@@ -201,7 +201,7 @@ def test_bad_input_does_not_disturb_a_concurrent_stream(proxy):
 
 
 def assert_408(reply):
-    """DESIGN §7: a head not received within header_timeout gets 408, then the close."""
+    """README "Errors the client sees": a head not received within header_timeout gets 408, then the close."""
     assert reply.startswith(b"HTTP/1.1 408 "), reply
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == 408
 

@@ -9,7 +9,7 @@ from proxy import backend_yaml, config_yaml
 from support import chat as chat_body, free_port, http, metrics, refused, sim_last_request
 
 CHAT = "/v1/chat/completions"
-# vLLM's control plane and other routes that are not exposed (DESIGN §1.3), and near misses.
+# vLLM's control plane and other routes that are not exposed (README "Endpoints"), and near misses.
 NOT_EXPOSED = ["/sleep", "/wake_up", "/is_sleeping", "/pause", "/resume", "/collective_rpc",
                "/metrics", "/start_profile", "/stop_profile", "/reset_prefix_cache",
                "/server_info", "/scale_elastic_ep", "/load", "/ping", "/v1", "/METRICS",
