@@ -11,7 +11,7 @@ import threading
 import time
 
 from proxy import sim_config
-from support import RawUpstream, chat, eventually, free_port, http, metrics, sse_events
+from support import RawUpstream, chat, eventually, free_port, http, metrics, read_until_closed, sse_events
 
 MAX_HEADER = 4096
 MAX_BODY = 32768
@@ -204,16 +204,6 @@ def assert_408(reply):
     """README "Errors the client sees": a head not received within header_timeout gets 408, then the close."""
     assert reply.startswith(b"HTTP/1.1 408 "), reply
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == 408
-
-
-def read_until_closed(s):
-    reply = b""
-    try:
-        while (part := s.recv(65536)):
-            reply += part
-    except ConnectionResetError:
-        pass
-    return reply
 
 
 def assert_408_after_header_timeout(s, t0):

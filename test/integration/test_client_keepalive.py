@@ -10,7 +10,7 @@ import threading
 import time
 
 from proxy import sim_config
-from support import free_port
+from support import free_port, read_until_closed
 
 MODELS = b"GET /v1/models HTTP/1.1\r\nHost: proxy\r\n\r\n"
 
@@ -36,16 +36,6 @@ def exchange(s, request=MODELS):
         assert part, "the proxy closed the connection mid-answer"
         body += part
     return head.split(b"\r\n", 1)[0], body
-
-
-def read_until_closed(s):
-    reply = b""
-    try:
-        while (part := s.recv(65536)):
-            reply += part
-    except ConnectionResetError:
-        pass
-    return reply
 
 
 def test_a_connection_reused_after_30_s_and_after_70_s_idle_is_served(proxy):

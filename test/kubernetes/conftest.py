@@ -56,10 +56,10 @@ def deploy(request, control_plane):
                         annotations=getattr(request.module, "POD_ANNOTATIONS", None))
 
 
-@pytest.fixture(scope="module")
-def kubelet(control_plane, deploy, tmp_path_factory):
-    """The test kubelet (probe every second) with its service proxy. At teardown every vllm-sim it
-    started is stopped, and none may have printed a sanitizer report."""
+def run_kubelet(control_plane, deploy, tmp_path_factory):
+    """Generator for a module fixture: the test kubelet (probe every second) with its service proxy
+    for the pods of `deploy`. At teardown every vllm-sim it started is stopped, and none may have
+    printed a sanitizer report."""
     log_dir = tmp_path_factory.mktemp("kubelet")
     kl = Kubelet(control_plane.dir, deploy.namespace, deploy.selector, support.BIN_DIR / "vllm-sim",
                  probe_period=1.0, log_dir=log_dir, service_proxy=True).start()
@@ -68,6 +68,12 @@ def kubelet(control_plane, deploy, tmp_path_factory):
     assert kl.sim_pids() == []
     reports = support.sanitizer_reports({p.name: p.read_text(errors="replace") for p in log_dir.glob("*.log")})
     assert not reports, "sanitizer report:\n" + "\n".join(reports)
+
+
+@pytest.fixture(scope="module")
+def kubelet(control_plane, deploy, tmp_path_factory):
+    """The test kubelet for the vLLM Deployment of `deploy` (run_kubelet)."""
+    yield from run_kubelet(control_plane, deploy, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,8 @@ import urllib.parse
 import pytest
 import yaml
 from k8s.cluster import REPO, Cluster, apply_kustomization, apply_vllm_example, service_account_kubeconfig
-from k8s.kubelet import Kubelet
+from conftest import run_kubelet
 
-import support
 from support import chat, eventually, http
 
 OVERLAY = REPO / "deploy" / "kubernetes" / "examples" / "overlay"
@@ -94,14 +93,8 @@ def applied(control_plane, user_deployment, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def overlay_kubelet(control_plane, user_deployment, applied, tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("kubelet")
-    kl = Kubelet(control_plane.dir, NAMESPACE, user_deployment.selector, support.BIN_DIR / "vllm-sim",
-                 probe_period=1.0, log_dir=log_dir, service_proxy=True).start()
-    yield kl
-    kl.stop()
-    assert kl.sim_pids() == []
-    reports = support.sanitizer_reports({p.name: p.read_text(errors="replace") for p in log_dir.glob("*.log")})
-    assert not reports, "sanitizer report:\n" + "\n".join(reports)
+    """The test kubelet for the user's Deployment, once the overlay is applied."""
+    yield from run_kubelet(control_plane, user_deployment, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

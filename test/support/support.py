@@ -472,6 +472,17 @@ class RawUpstream:
                 pass
 
 
+def read_until_closed(sock) -> bytes:
+    """Everything `sock` receives until the peer closes it (or resets it)."""
+    reply = b""
+    try:
+        while (part := sock.recv(65536)):
+            reply += part
+    except ConnectionResetError:
+        pass
+    return reply
+
+
 def read_head(sock, data: bytes = b"") -> tuple[bytes, bytes] | None:
     """Reads from `sock` (after `data` already read) until a blank line: returns (head, what came
     after it), or None when the peer closed first."""

@@ -86,6 +86,19 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
     return KubernetesScaler(std::move(settings), ioc_.get_executor());
   }
 
+  // A cluster config for an API server that is not there: nothing listens on its port any more.
+  k8s::ClusterConfig unreachable() {
+    k8s::ClusterConfig c;
+    {
+      Acceptor gone(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+      c.port = std::to_string(gone.local_endpoint().port());
+    }
+    c.host = "127.0.0.1";
+    c.server_name = "127.0.0.1";
+    c.ca_pem = ca_.cert_pem;
+    return c;
+  }
+
   // Runs the io_context until `s`'s setup problems are `want` (at most 10 s).
   std::vector<std::string> problems_become(const KubernetesScaler& s,
                                            const std::vector<std::string>& want) {
@@ -207,16 +220,8 @@ TEST_F(KubernetesScalerTest, AForbiddenPatchFailsAtOnceNamingTheApiError) {
 }
 
 TEST_F(KubernetesScalerTest, AnApiThatIsDownIsUnavailableAtOnce) {
-  std::string port;
-  {
-    Acceptor gone(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    port = std::to_string(gone.local_endpoint().port());
-  }  // nothing listens there any more
-  k8s::ClusterConfig c;
-  c.host = "127.0.0.1";
-  c.port = port;
-  c.server_name = "127.0.0.1";
-  c.ca_pem = ca_.cert_pem;
+  const auto c = unreachable();
+  const auto& port = c.port;
   KubernetesScaler scaler({.backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = c},
                           ioc_.get_executor());
   const auto start = Clock::now();
@@ -315,18 +320,9 @@ TEST_F(KubernetesScalerTest, SetupProblemsNameEachDeniedRequestUntilTheRoleAllow
 }
 
 TEST_F(KubernetesScalerTest, ASetupCheckTheApiDoesNotAnswerReportsNothing) {
-  std::string port;
-  {
-    Acceptor gone(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    port = std::to_string(gone.local_endpoint().port());
-  }
-  k8s::ClusterConfig c;
-  c.host = "127.0.0.1";
-  c.port = port;
-  c.server_name = "127.0.0.1";
-  c.ca_pem = ca_.cert_pem;
-  KubernetesScaler scaler({.backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = c},
-                          ioc_.get_executor());
+  KubernetesScaler scaler(
+      {.backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = unreachable()},
+      ioc_.get_executor());
   drive(scaler.observe());
   // An API outage is not a bad Role: it must not make every proxy unready.
   EXPECT_EQ(problems_become(scaler, {}), std::vector<std::string>{});
