@@ -14,6 +14,9 @@ Router::Router(std::vector<Entry> entries) : entries_(std::move(entries)) {
       default_ = e.backend;
     }
   }
+  if (entries_.size() == 1 && entries_.front().models.empty()) {
+    any_model_ = entries_.front().backend;
+  }
 }
 
 outcome<Route> Router::route(std::string_view content_type, std::string_view body) const {
@@ -30,6 +33,9 @@ outcome<Route> Router::route(std::string_view content_type, std::string_view bod
   }
   const auto it = by_model_.find(**model);
   if (it == by_model_.end()) {
+    if (any_model_ != nullptr) {
+      return Route{any_model_, **model};
+    }
     return Failure{errc::unknown_model, "The model `" + **model + "` does not exist."};
   }
   return Route{it->second, **model};

@@ -26,6 +26,8 @@ class Router {
   };
   explicit Router(std::vector<Entry> entries);
 
+  // The backend whose `models` list the request's model; the default one for a request that names
+  // none; the only backend for any model when it lists none. unknown_model otherwise.
   outcome<Route> route(std::string_view content_type, std::string_view body) const;
   // The backend every request goes to when only one is configured: then the body is not needed
   // to route, and a large one can stream upstream while it arrives.
@@ -39,6 +41,9 @@ class Router {
   std::vector<Entry> entries_;
   std::map<std::string, activator::Backend*, std::less<>> by_model_;
   activator::Backend* default_ = nullptr;
+  // The only backend, when it names no models: it serves every model a request names (the
+  // backend answers one it does not have), as `--upstream URL` alone promises.
+  activator::Backend* any_model_ = nullptr;
 };
 
 }  // namespace va::front

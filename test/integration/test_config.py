@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from proxy import sim_command
-from support import BIN_DIR, Proc, free_port, http, metrics
+from support import BIN_DIR, Proc, free_port, http, metrics, sim_last_request
 
 BIN = BIN_DIR / "vllm-autoscaler"
 
@@ -207,6 +207,24 @@ def test_shorthand_flags_run_a_static_proxy_to_a_running_sim(procs, sim):
     [backend] = json.loads(body)["backends"]
     assert (backend["name"], backend["state"], backend["wakes"]) == ("default", "ready", 0)
     assert metrics(p.admin_url)['vllm_autoscaler_requests_total{backend="default",code="200"}'] == 2
+
+
+def test_upstream_alone_serves_every_model_the_backend_has(procs, sim):
+    """`--upstream URL` with no --model: OpenAI clients always send "model", and the one backend
+    that lists none takes each of them to the backend, which answers a model it lacks itself."""
+    s = sim(model="served-name")
+    p = start(procs, "--upstream", s.url, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
+    chat = {"model": "served-name", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    status, _, body = http("POST", p.url + "/v1/chat/completions", chat)
+    assert status == 200 and json.loads(body)["model"] == "served-name", body
+    status, _, body = http("POST", p.url + "/v1/chat/completions", {**chat, "model": "other"})
+    assert status == 404, body
+    # The backend's own answer: the request reached it.
+    seen = sim_last_request(s.url)
+    assert (seen["method"], seen["body_bytes"]) == ("POST", len(json.dumps({**chat, "model": "other"})))
+    m = metrics(p.admin_url)
+    assert m['vllm_autoscaler_requests_total{backend="default",code="404"}'] == 1
+    assert m.get('vllm_autoscaler_rejected_requests_total{backend="none",reason="unknown_model"}', 0) == 0
 
 
 def test_process_command_shorthand_starts_the_backend_on_demand(procs):
