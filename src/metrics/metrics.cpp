@@ -44,6 +44,10 @@ Metrics::Metrics()
       coroutine_failures_total(
           registry.counter("vllm_autoscaler_coroutine_failures_total",
                            "Detached coroutines that ended with an exception (a bug).", {})),
+      controller_restarts_total(registry.counter(
+          "vllm_autoscaler_controller_restarts_total",
+          "Backend controllers restarted after an exception (a bug; the backend keeps working).",
+          {"backend"})),
       setup_problems(registry.gauge(
           "vllm_autoscaler_setup_problems",
           "What stops the backend's scaler from working as configured (a permission its Role "

@@ -20,6 +20,7 @@ struct Metrics {
   Family<Counter>& backend_awake_seconds_total;
   Family<Gauge>& open_connections;
   Family<Counter>& coroutine_failures_total;
+  Family<Counter>& controller_restarts_total;
   Family<Gauge>& setup_problems;
 
   // Rendered /metrics body; refreshes the values that are sampled rather than counted.

@@ -1,294 +1,277 @@
-// The backend state machine against a fake scaler and an in-process health endpoint.
-// Real time with short timeouts: the waits are tens of milliseconds.
-#include "activator/backend.hpp"
-
+// The backend's state machine in virtual time (harness.hpp): the happy path and each defect that
+// once left a GPU on or killed a warm pod. No test here sleeps.
 #include <gtest/gtest.h>
 
-#include <optional>
-
-#include "core/spawn.hpp"
+#include "unit/activator/harness.hpp"
 
 namespace va::activator {
 namespace {
 
-class FakeScaler final : public scaler::Scaler {
- public:
-  task<outcome<void>> scale_to(int replicas, std::string cause) override {
-    causes.push_back(std::move(cause));
-    (replicas > 0 ? scale_ups : scale_downs)++;
-    if (unavailable > 0) {
-      --unavailable;
-      co_return fail(errc::scaler_unavailable, "kubernetes API: connection refused");
-    }
-    replicas_ = replicas;
-    co_return outcome<void>{};
-  }
-  task<outcome<scaler::Observed>> observe() override {
-    if (scaled_down_by_someone) {
-      scaled_down_by_someone = false;
-      replicas_ = 0;
-    }
-    co_return scaler::Observed{.desired = replicas_,
-                               .ready = never_ready ? 0 : replicas_,
-                               .fatal = replicas_ > 0 && !fatal_reason.empty(),
-                               .reason = fatal_reason};
-  }
-  int scale_ups = 0;    // calls, failed ones included
-  int scale_downs = 0;  // calls, failed ones included
-  std::vector<std::string> causes;
-  bool never_ready = false;
-  std::string fatal_reason;
-  int unavailable = 0;                  // the next N scale_to calls fail as "API down"
-  bool scaled_down_by_someone = false;  // the next observe() sees replicas 0
+using testing::Harness;
 
- private:
-  int replicas_ = 0;
-};
-
-// Answers every connection with 200 and closes it: the health probe's upstream.
-task<void> health_server(Acceptor& acceptor) {
-  for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
-    if (ec) {
-      co_return;
-    }
-    beast::flat_buffer buf;
-    http::request<http::empty_body> req;
-    co_await http::async_read(socket, buf, req, use_nothrow);
-    static constexpr std::string_view kOk =
-        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    co_await net::async_write(socket, net::buffer(kOk), use_nothrow);
-  }
+bool granted(const testing::Request& r) { return r.result && *r.result; }
+errc refused_with(const testing::Request& r) {
+  return r.result && !*r.result ? r.result->error().code : errc::ok;
 }
 
-// A request: its outcome lands in `out`. A plain function, not a capturing lambda: a coroutine
-// lambda's captures live in the closure object, which would be gone before the first resume.
-task<void> acquire_into(Backend& b, Socket& s, std::optional<outcome<Acquired>>& out) {
-  out.emplace(co_await b.acquire(10, s));
+TEST(Backend, ManyHeldRequestsCauseExactlyOneScaleUp) {
+  Harness h;
+  h.start();
+  for (int i = 0; i < 50; ++i) {
+    h.request();
+  }
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  for (const auto& r : h.requests) {
+    ASSERT_TRUE(granted(r));
+    EXPECT_TRUE(r.served_by_ready_world);
+    EXPECT_GE(*(*r.result)->waited_ms, 20'000.0);  // the load time
+  }
+  EXPECT_EQ(h.scaler->ups(), 1);
+  EXPECT_EQ(h.scaler->causes.front(), "1 request held");  // it wakes at the first
+  EXPECT_EQ(h.state(), "ready");
+  EXPECT_EQ(h.backend->in_flight(), 0u);
 }
 
-class BackendTest : public ::testing::Test {
- protected:
-  BackendTest()
-      : health_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)),
-        client_side_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)),
-        pool_(upstream::Pool::Settings{
-            .target = {.host = "127.0.0.1",
-                       .port = std::to_string(health_.local_endpoint().port()),
-                       .host_header = "test",
-                       .headers = {}}}),
-        budget_(1 << 20) {
-    spawn(ioc_.get_executor(), health_server(health_), "health server");
-  }
-
-  Backend& make(std::chrono::milliseconds idle, std::chrono::milliseconds wake = 2s) {
-    backend_.emplace(
-        Backend::Settings{
-            .name = "b",
-            .idle_timeout = idle,
-            .wake_timeout = wake,
-            .max_pending = 1000,
-            .health = config::Health{.path = "/health", .interval = 20ms, .headers = {}},
-            .replicas = 1},
-        ioc_.get_executor(),
-        [this](Executor) {
-          auto s = std::make_unique<FakeScaler>();
-          scaler_ = s.get();
-          return s;
-        },
-        pool_, metrics_, budget_);
-    backend_->start();
-    return *backend_;
-  }
-
-  // A connected socket standing for a client that stays.
-  Socket client() {
-    Socket c(ioc_);
-    c.connect(client_side_.local_endpoint());
-    clients_.push_back(std::move(c));
-    return client_side_.accept();
-  }
-
-  // One request from a client that stays: how it ended (errc::ok "no answer" if it never did)
-  // and how long it took.
-  std::pair<outcome<Acquired>, Clock::duration> acquire_one(Backend& b) {
-    auto s = client();
-    std::optional<outcome<Acquired>> result;
-    const auto start = Clock::now();
-    spawn(ioc_.get_executor(), acquire_into(b, s, result), "request");
-    run_until([&] { return result.has_value(); });
-    if (!result) {
-      result.emplace(Failure{errc::ok, "no answer"});
-    }
-    return {std::move(*result), Clock::now() - start};
-  }
-
-  void run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
-    const auto deadline = Clock::now() + limit;
-    while (!done() && Clock::now() < deadline) {
-      ioc_.run_for(5ms);
-    }
-  }
-
-  net::io_context ioc_;
-  Acceptor health_;
-  Acceptor client_side_;
-  std::vector<Socket> clients_;
-  metrics::Metrics metrics_;
-  upstream::Pool pool_;
-  PendingBudget budget_;
-  FakeScaler* scaler_ = nullptr;
-  std::optional<Backend> backend_;
-};
-
-TEST_F(BackendTest, ManyHeldRequestsCauseExactlyOneScaleUp) {
-  auto& b = make(10s);
-  constexpr int kRequests = 50;
-  std::vector<Socket> sockets;
-  for (int i = 0; i < kRequests; ++i) {
-    sockets.push_back(client());
-  }
-  std::vector<std::optional<outcome<Acquired>>> results(kRequests);
-  for (int i = 0; i < kRequests; ++i) {
-    spawn(ioc_.get_executor(), acquire_into(b, sockets[i], results[i]), "request");
-  }
-  auto granted = [&] {
-    return std::count_if(results.begin(), results.end(),
-                         [](const auto& r) { return r && *r && (*r)->waited_ms; });
-  };
-  run_until([&] { return granted() == kRequests; });
-  EXPECT_EQ(granted(), kRequests);
-  results.clear();  // the leases end
-  EXPECT_EQ(scaler_->scale_ups, 1);
-  EXPECT_EQ(b.status().at("state").as_string(), "ready");
-  EXPECT_EQ(b.in_flight(), 0u);
+TEST(Backend, TheIdleClockStartsWhenTheLastRequestEnds) {
+  Harness h;
+  h.start();
+  auto& r = h.request(600s);  // in flight for 10 idle timeouts
+  ASSERT_TRUE(h.time.run_until([&] { return r.result.has_value(); }, 60s));
+  ASSERT_TRUE(h.time.run_until([&] { return r.ended.has_value(); }, 601s));
+  EXPECT_EQ(h.scaler->downs(), 0);
+  ASSERT_TRUE(h.time.run_until([&] { return h.scaler->downs() == 1; }, 120s));
+  EXPECT_EQ(h.time.now() - *r.ended, 60s);
+  EXPECT_EQ(h.state(), "asleep");
+  EXPECT_EQ(h.scaler->causes.back(), "idle for 1m");
 }
 
-TEST_F(BackendTest, IdleClockStartsWhenTheLastRequestEnds) {
-  auto& b = make(100ms);
-  auto s = client();
-  std::optional<outcome<Acquired>> lease;
-  spawn(ioc_.get_executor(), acquire_into(b, s, lease), "request");
-  run_until([&] { return lease.has_value(); });
-  ASSERT_TRUE(lease.has_value() && *lease);
-  // Held for 4x idle_timeout: no scale-down while it is in flight.
-  run_until([] { return false; }, 400ms);
-  EXPECT_EQ(scaler_->scale_downs, 0);
-  const auto released = Clock::now();
-  lease.reset();
-  run_until([&] { return scaler_->scale_downs == 1; });
-  EXPECT_EQ(scaler_->scale_downs, 1);
-  EXPECT_GE(Clock::now() - released, 90ms);
-  EXPECT_EQ(b.status().at("state").as_string(), "asleep");
+TEST(Backend, AFatalReasonFailsHeldRequestsAtOnceWithIt) {
+  Harness h;
+  h.world.fatal = "process exited with status 3: CUDA out of memory";
+  h.start();
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.ended.has_value(); }, 5s));
+  ASSERT_EQ(refused_with(r), errc::backend_failed);
+  EXPECT_NE(r.result->error().message.find("CUDA out of memory"), std::string::npos);
+  EXPECT_EQ(h.state(), "failed");
+  // What was started goes back at once: nobody waits.
+  EXPECT_TRUE(h.time.run_until([&] { return h.world.desired == 0; }, 1s));
+  EXPECT_EQ(h.state(), "failed");
 }
 
-TEST_F(BackendTest, AFatalReasonFailsHeldRequestsAtOnceWithIt) {
-  auto& b = make(10s, 10s);
-  scaler_->fatal_reason = "process exited with status 3: CUDA out of memory";
-  auto [result, took] = acquire_one(b);
-  ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code, errc::backend_failed);
-  EXPECT_NE(result.error().message.find("CUDA out of memory"), std::string::npos);
-  EXPECT_LT(took, 1s);
-  EXPECT_EQ(b.status().at("state").as_string(), "failed");
+TEST(Backend, AHeldRequestTimesOutAfterWakeTimeoutAndTheGpuGoesBack) {
+  Harness h;
+  h.world.wedged = true;  // never ready
+  h.start();
+  const auto start = h.time.now();
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.ended.has_value(); }, 300s));
+  EXPECT_EQ(refused_with(r), errc::wake_timeout);
+  EXPECT_EQ(*r.ended - start, 120s);
+  ASSERT_TRUE(h.time.run_until([&] { return h.world.desired == 0; }, 1s));
+  EXPECT_EQ(h.scaler->downs(), 1);
+  EXPECT_EQ(h.state(), "failed");
 }
 
-TEST_F(BackendTest, AHeldRequestTimesOutAfterWakeTimeout) {
-  auto& b = make(10s, 150ms);
-  scaler_->never_ready = true;
-  auto [result, took] = acquire_one(b);
-  ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code, errc::wake_timeout);
-  EXPECT_GE(took, 140ms);
-  // Nobody waits any more: the wake gives up and the GPU goes back.
-  run_until([&] { return scaler_->scale_downs == 1; });
-  EXPECT_EQ(scaler_->scale_downs, 1);
-}
-
-TEST_F(BackendTest, AFullQueueRefusesAtOnce) {
-  auto& b = make(10s, 2s);
-  scaler_->never_ready = true;
-  std::vector<Socket> sockets;
+TEST(Backend, AFullQueueRefusesAtOnce) {
+  Harness h;
+  h.world.wedged = true;
+  h.start();
   for (int i = 0; i < 1001; ++i) {
-    sockets.push_back(client());
+    h.request();
   }
-  std::vector<std::optional<outcome<Acquired>>> results(sockets.size());
-  for (std::size_t i = 0; i < sockets.size(); ++i) {
-    spawn(ioc_.get_executor(), acquire_into(b, sockets[i], results[i]), "request");
-  }
-  auto queue_full = [&] {
-    return std::count_if(results.begin(), results.end(), [](const auto& r) {
-      return r && !*r && r->error().code == errc::queue_full;
-    });
-  };
-  run_until([&] { return queue_full() == 1; }, 1s);
-  EXPECT_EQ(queue_full(), 1);
-  EXPECT_EQ(b.status().at("pending").to_number<std::int64_t>(), 1000);
+  EXPECT_EQ(refused_with(h.requests.back()), errc::queue_full);
+  EXPECT_EQ(h.backend->pending(), 1000u);
 }
 
-}  // namespace
-}  // namespace va::activator
-
-namespace va::activator {
-namespace {
-
-TEST_F(BackendTest, AnUnavailableScalerIsRetriedWhileRequestsWait) {
-  auto& b = make(10s, 10s);
-  scaler_->unavailable = 2;
-  auto [result, took] = acquire_one(b);
-  ASSERT_TRUE(result) << result.error().message;
-  EXPECT_EQ(scaler_->scale_ups, 3);  // two refused, then accepted
-  EXPECT_GE(took, 700ms);            // 250 ms, then 500 ms of backoff
-  ASSERT_EQ(scaler_->causes.size(), 3u);
-  EXPECT_EQ(scaler_->causes[0], "1 request held");
-  EXPECT_EQ(b.status().at("state").as_string(), "ready");
+TEST(Backend, AnUnavailableScalerIsRetriedWhileRequestsWait) {
+  Harness h;
+  h.start();
+  h.scaler->fail_next = {errc::scaler_unavailable, errc::scaler_unavailable};
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.result.has_value(); }, 60s));
+  ASSERT_TRUE(granted(r));
+  ASSERT_EQ(h.scaler->calls.size(), 3u);  // two refused, then accepted
+  EXPECT_EQ(h.scaler->calls[1].at - h.scaler->calls[0].at, 250ms);
+  EXPECT_EQ(h.scaler->calls[2].at - h.scaler->calls[1].at, 500ms);
+  EXPECT_EQ(h.scaler->causes[0], "1 request held");
 }
 
-TEST_F(BackendTest, HeldRequestsGetTheScalerErrorAtWakeTimeout) {
-  auto& b = make(10s, 600ms);
-  scaler_->unavailable = 1000;
-  auto [result, took] = acquire_one(b);
-  ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code, errc::wake_timeout);
-  EXPECT_NE(result.error().message.find("kubernetes API: connection refused"), std::string::npos)
-      << result.error().message;
-  EXPECT_GE(took, 550ms);
-  // Nobody waits: the wake ends as failed instead of retrying forever.
-  run_until([&] { return b.status().at("state").as_string() == "failed"; });
-  EXPECT_EQ(b.status().at("state").as_string(), "failed");
-  const int calls = scaler_->scale_ups;
-  run_until([] { return false; }, 300ms);
-  EXPECT_EQ(scaler_->scale_ups, calls);  // and nothing spins
-  EXPECT_LE(calls, 6);
+TEST(Backend, HeldRequestsGetTheScalerErrorAtWakeTimeout) {
+  Harness h;
+  h.start();
+  h.scaler->fail_always = errc::scaler_unavailable;
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.ended.has_value(); }, 300s));
+  ASSERT_EQ(refused_with(r), errc::wake_timeout);
+  EXPECT_NE(r.result->error().message.find("kubernetes API: connection refused"),
+            std::string::npos)
+      << r.result->error().message;
+  // The next attempt finds nobody waiting: the wake ends instead of retrying forever.
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "failed"; }, 5s));
+  // 250 ms doubling to 5 s over 2 minutes: 29 calls, not one per poll.
+  EXPECT_LE(h.scaler->calls.size(), 30u);
 }
 
-TEST_F(BackendTest, AScaleDownBySomeoneElseDuringTheWakeIsUndone) {
-  auto& b = make(10s, 5s);
-  scaler_->never_ready = true;
-  auto s = client();
-  std::optional<outcome<Acquired>> result;
-  spawn(ioc_.get_executor(), acquire_into(b, s, result), "request");
-  run_until([&] { return scaler_->scale_ups == 1; });
-  scaler_->scaled_down_by_someone = true;
-  run_until([&] { return scaler_->scale_ups == 2; });
-  EXPECT_EQ(scaler_->scale_ups, 2);
-  scaler_->never_ready = false;
-  run_until([&] { return result.has_value(); });
-  ASSERT_TRUE(result.has_value() && *result);
-  EXPECT_EQ(scaler_->scale_ups, 2);
+TEST(Backend, AScaleDownBySomeoneElseDuringTheWakeIsUndone) {
+  Harness h;
+  h.start();
+  auto& r = h.request();
+  h.time.advance(5s);
+  EXPECT_EQ(h.scaler->ups(), 1);
+  h.world.desired = 0;  // kubectl scale --replicas=0
+  ASSERT_TRUE(h.time.run_until([&] { return r.result.has_value(); }, 60s));
+  EXPECT_TRUE(granted(r));
+  EXPECT_EQ(h.scaler->ups(), 2);
 }
 
-TEST_F(BackendTest, AnIdleScaleDownIsRetriedWhileTheScalerIsUnavailable) {
-  auto& b = make(50ms);
-  {
-    auto [result, took] = acquire_one(b);
-    ASSERT_TRUE(result);
-  }
-  scaler_->unavailable = 2;
-  run_until([&] { return b.status().at("state").as_string() == "asleep"; });
-  EXPECT_EQ(b.status().at("state").as_string(), "asleep");
-  EXPECT_EQ(scaler_->scale_downs, 3);
-  EXPECT_EQ(scaler_->causes.back(), "idle for 50ms");
+TEST(Backend, AnIdleScaleDownIsRetriedWhileTheScalerIsUnavailable) {
+  Harness h;
+  h.start();
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.scaler->fail_next = {errc::scaler_unavailable, errc::scaler_unavailable};
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "asleep"; }, 120s));
+  EXPECT_EQ(h.scaler->count(false, false), 3);
+  EXPECT_EQ(h.world.desired, 0);
+}
+
+// --- the defects of issue 16, each failing on the controller before it ------------------------
+
+// (1) A replica that turns NotReady while idle used to stay up all night: asleep, never stopped.
+TEST(Backend, ABackendThatGoesAwayWhileIdleIsStoppedIdleTimeoutAfterTheLastRequest) {
+  Harness h;
+  h.start();
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.ended.has_value(); }, 60s));
+  h.time.advance(10s);
+  h.world.wedged = true;
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "asleep"; }, 5s));
+  EXPECT_EQ(h.world.desired, 1);
+  ASSERT_TRUE(h.time.run_until([&] { return h.world.desired == 0; }, 600s));
+  EXPECT_LE(*h.scaler->zeroed_at - *r.ended, 61s);
+  EXPECT_EQ(h.state(), "asleep");
+}
+
+TEST(Backend, AnAdminSleepOfABackendLeftUpScalesItDown) {
+  Harness h;
+  h.start();
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.world.wedged = true;
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "asleep"; }, 5s));
+  EXPECT_TRUE(h.backend->sleep("admin"));
+  h.time.settle();
+  EXPECT_EQ(h.world.desired, 0);
+}
+
+// (2) After a failed idle scale-down, a request's poke used to end the backoff and the next
+// attempt killed the warm pod, which was then woken again for that request.
+TEST(Backend, AScaleDownRetryNeverKillsAPodARequestArrivedFor) {
+  Harness h;
+  h.start();
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.scaler->fail_next = {errc::scaler_unavailable};
+  ASSERT_TRUE(h.time.run_until([&] { return h.scaler->calls.size() == 2; }, 120s));
+  EXPECT_EQ(h.state(), "stopping");
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.result.has_value(); }, 1s));
+  EXPECT_TRUE(granted(r));
+  EXPECT_TRUE(r.served_by_ready_world);
+  EXPECT_EQ(h.scaler->calls.size(), 2u);  // the first wake's, the failed stop: nothing since
+  EXPECT_EQ(h.world.desired, 1);
+}
+
+// (3) With the API down and the pod up (an earlier stop failed), held requests used to wait for a
+// scale call that could not succeed and got 503 at wake_timeout.
+TEST(Backend, AWakeProbesBeforeItScales) {
+  Harness h;
+  h.start();
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.scaler->fail_always = errc::scaler_unavailable;
+  h.scaler->observe_unavailable = true;
+  ASSERT_TRUE(h.time.run_until([&] { return h.scaler->count(false, false) == 1; }, 120s));
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.result.has_value(); }, 1s));
+  EXPECT_TRUE(granted(r));
+  EXPECT_EQ(h.scaler->count(true, false), 1);  // the first wake's only
+}
+
+// (4) The scale-down after a failed wake used to be fire and forget: one failed call left the
+// Deployment up, and nothing ever stopped it.
+TEST(Backend, AFailedWakeStopsWhatItStartedEvenWhenTheFirstStopFails) {
+  Harness h;
+  h.world.fatal = "CrashLoopBackOff: CUDA out of memory";
+  h.start();
+  h.scaler->fail_next_down = {errc::scaler_unavailable, errc::scaler_unavailable};
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.ended.has_value(); }, 5s));
+  EXPECT_EQ(refused_with(r), errc::backend_failed);
+  ASSERT_TRUE(h.time.run_until([&] { return h.world.desired == 0; }, 10s));
+  EXPECT_EQ(h.scaler->count(false, false), 3);
+  EXPECT_EQ(h.state(), "failed");
+}
+
+// (6) A readiness blip under live streams moved ready → waking; the wake that then gave up
+// scaled to 0 under the streams.
+TEST(Backend, AWakeThatGivesUpNeverStopsABackendWithRequestsInFlight) {
+  Harness h;
+  h.start();
+  auto& stream = h.request(600s);
+  ASSERT_TRUE(h.time.run_until([&] { return stream.result.has_value(); }, 60s));
+  h.world.wedged = true;
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "asleep"; }, 5s));
+  auto& held = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return held.ended.has_value(); }, 300s));
+  EXPECT_EQ(refused_with(held), errc::wake_timeout);
+  h.time.advance(60s);
+  EXPECT_FALSE(stream.ended.has_value());
+  EXPECT_EQ(h.world.desired, 1);  // the stream goes on
+  ASSERT_TRUE(h.time.run_until([&] { return h.world.desired == 0; }, 600s));
+  EXPECT_GE(*h.scaler->zeroed_at, *stream.ended);
+  EXPECT_TRUE(h.scaler->violations.empty()) << h.scaler->violations.front();
+}
+
+// (8) An admin wake during stopping was dropped.
+TEST(Backend, AnAdminWakeDuringStoppingIsNotDropped) {
+  Harness h;
+  h.start();
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.scaler->scale_delay = 2s;
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "stopping"; }, 120s));
+  h.backend->wake("admin");
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "ready"; }, 60s));
+  EXPECT_EQ(h.world.desired, 1);
+}
+
+// (8) /status showed the configured replicas, not what is there.
+TEST(Backend, StatusShowsTheObservedReplicas) {
+  Harness h;
+  h.start();
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  EXPECT_EQ(h.backend->status().at("replicas").as_int64(), 1);
+  h.world.wedged = true;
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "asleep"; }, 5s));
+  const auto s = h.backend->status();
+  EXPECT_EQ(s.at("replicas").as_int64(), 0);
+  EXPECT_EQ(s.at("desired_replicas").as_int64(), 1);
+}
+
+// (8) A controller that threw was never restarted: the backend was never managed again.
+TEST(Backend, AControllerThatThrowsIsRestartedAndCounted) {
+  Harness h;
+  h.start();
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.scaler->observe_throws = 1;
+  h.time.advance(2s);
+  EXPECT_EQ(h.metrics.controller_restarts_total.with({"b"}).value(), 1.0);
+  ASSERT_TRUE(h.time.run_until([&] { return h.world.desired == 0; }, 120s));
+  EXPECT_EQ(h.state(), "asleep");
 }
 
 }  // namespace

@@ -1,0 +1,501 @@
+#include "activator/controller.hpp"
+
+#include "config/duration.hpp"
+#include "core/backoff.hpp"
+#include "core/log.hpp"
+#include "core/spawn.hpp"
+
+namespace va::activator {
+namespace {
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::chrono::milliseconds ceil_ms(Clock::duration d) {
+  return std::max(0ms, std::chrono::ceil<std::chrono::milliseconds>(d));
+}
+
+bool idle_state(State s) { return s == State::asleep || s == State::failed; }
+
+}  // namespace
+
+Controller::Controller(Shared& shared, Executor ex, std::unique_ptr<scaler::Scaler> scaler,
+                       Probe probe, upstream::Pool& pool)
+    : s_(shared),
+      ex_(ex),
+      scaler_(std::move(scaler)),
+      probe_(std::move(probe)),
+      pool_(pool),
+      signal_(ex),
+      done_(ex) {
+  scaler_->on_change([this] { poke(); });
+  done_.expires_at(Clock::time_point::max());
+}
+
+void Controller::start() { spawn(ex_, run(), "backend controller"); }
+
+void Controller::poke() {
+  poked_ = true;
+  net::post(ex_, [this] { signal_.cancel(); });
+}
+
+task<void> Controller::wait_poke(Clock::duration d) {
+  if (poked_.exchange(false) || d <= Clock::duration::zero()) {
+    co_return;
+  }
+  s_.time.arm_after(signal_, d);
+  co_await signal_.async_wait(use_nothrow);
+  s_.time.disarm(signal_);
+  poked_ = false;
+}
+
+task<bool> Controller::wait_until(Clock::time_point until) {
+  while (!stop_requested_ && s_.time.now() < until) {
+    co_await wait_poke(until - s_.time.now());
+  }
+  co_return !stop_requested_;
+}
+
+task<void> Controller::shutdown() {
+  co_await net::co_spawn(
+      ex_,
+      [this]() -> task<void> {
+        stop_requested_ = true;
+        signal_.cancel();
+        if (!stopped_) {
+          co_await done_.async_wait(use_nothrow);
+        }
+        co_await scaler_->shutdown();
+      },
+      use_task);
+}
+
+// An exception here is a bug; the backend must not stop being managed for it (a ready backend
+// would never stop again): the controller starts over, after a backoff, with the state as it is.
+task<void> Controller::run() {
+  for (int failures = 0; !stop_requested_;) {
+    bool failed = false;
+    try {
+      co_await control();
+    } catch (const std::exception& e) {
+      failed = true;
+      ++failures;
+      log::error("backend controller failed; restarting",
+                 {{"backend", s_.settings.name}, {"error", e.what()}, {"restarts", failures}});
+      s_.metrics.controller_restarts_total.with({s_.settings.name}).inc();
+    }
+    if (failed) {
+      look_now_ = true;
+      co_await wait_until(s_.time.now() + backoff(failures, 1s, 30s));
+    }
+  }
+  stopped_ = true;
+  done_.cancel();
+}
+
+task<void> Controller::control() {
+  while (!stop_requested_) {
+    State s;
+    {
+      std::lock_guard lock(s_.mu);
+      s = s_.state;
+    }
+    switch (s) {
+      case State::asleep:
+      case State::failed:
+        co_await run_idle();
+        break;
+      case State::waking:
+        co_await run_waking();
+        break;
+      case State::ready:
+        co_await run_ready();
+        break;
+      case State::stopping:
+        co_await run_stopping();
+        break;
+    }
+  }
+}
+
+// --- the scaler and the probe -----------------------------------------------------------------
+
+task<outcome<scaler::Observed>> Controller::observe() {
+  auto o = co_await scaler_->observe();
+  std::lock_guard lock(s_.mu);
+  if (!o) {
+    s_.last_error = o.error().message;
+    co_return o;
+  }
+  s_.observed = *o;
+  if (!o->fatal) {
+    const bool sighted = !up_ && o->desired > 0;
+    up_ = o->desired > 0;
+    if (sighted && idle_state(s_.state)) {
+      // Someone else started it (kubectl scale, a proxy restart): it gets idle_timeout from now.
+      s_.activity.touch(s_.time.now());
+      grace_ = s_.settings.idle_timeout;
+      after_stop_ = State::asleep;
+    }
+  }
+  co_return o;
+}
+
+task<bool> Controller::healthy() {
+  const int status = co_await probe_();
+  if (status != 200 && status != 0) {
+    std::lock_guard lock(s_.mu);
+    s_.last_error =
+        "health probe " + s_.settings.health.path + " answered " + std::to_string(status);
+  }
+  co_return status == 200;
+}
+
+task<outcome<void>> Controller::scale(int replicas, std::string cause) {
+  const bool was_up = up_;
+  up_ = true;  // until it is known to have failed: a call that timed out may have been applied
+  auto r = co_await scaler_->scale_to(replicas, std::move(cause));
+  if (r) {
+    up_ = replicas > 0;
+  } else if (r.error().code != errc::scaler_unavailable) {
+    up_ = was_up;  // refused: nothing changed
+  }
+  co_return r;
+}
+
+bool Controller::adopt(std::string_view why) {
+  std::lock_guard lock(s_.mu);
+  if (!idle_state(s_.state) && s_.state != State::waking) {
+    return false;
+  }
+  if (s_.state == State::waking) {
+    s_.failed_wakes = 0;
+    s_.last_error.clear();
+  }
+  s_.set_state(State::ready, why);
+  s_.release_waiters();
+  return true;
+}
+
+// --- asleep and failed ------------------------------------------------------------------------
+
+Clock::duration Controller::idle_wait() const {
+  Clock::duration wait = s_.settings.health.interval;
+  if (up_) {
+    std::lock_guard lock(s_.mu);
+    const auto due = std::max(s_.activity.stop_due(s_.queue.size(), grace_), stop_retry_at_);
+    if (due != Clock::time_point::max()) {
+      wait = std::min(wait, due - s_.time.now());
+    }
+  }
+  return wait;
+}
+
+task<void> Controller::run_idle() {
+  if (!std::exchange(look_now_, false)) {
+    co_await wait_poke(idle_wait());
+  }
+  {
+    std::lock_guard lock(s_.mu);
+    if (stop_requested_ || !idle_state(s_.state)) {
+      co_return;
+    }
+  }
+  auto observed = co_await observe();
+  if (observed && !observed->fatal && observed->desired > 0 && observed->ready > 0 &&
+      co_await healthy() && adopt("adopted a running backend")) {
+    co_return;
+  }
+  stop_if_owed();
+}
+
+void Controller::stop_if_owed() {
+  std::lock_guard lock(s_.mu);
+  if (!up_ || !idle_state(s_.state) || stop_requested_) {
+    return;
+  }
+  const auto now = s_.time.now();
+  if (now < s_.activity.stop_due(s_.queue.size(), grace_)) {
+    return;  // in use, or not yet
+  }
+  after_stop_ = s_.state;
+  const bool failed = s_.state == State::failed;
+  s_.metrics.scale_downs_total.with({s_.settings.name, failed ? "failed" : "idle"}).inc();
+  s_.set_state(State::stopping, failed ? "the wake failed and nobody waits"
+                                       : "up with nobody using it for " +
+                                             config::format_duration(ceil_ms(grace_)));
+}
+
+// --- waking -----------------------------------------------------------------------------------
+
+task<void> Controller::run_waking() {
+  int failed_wakes = 0;
+  {
+    std::lock_guard lock(s_.mu);
+    failed_wakes = s_.failed_wakes;
+  }
+  // After failed wakes, wait before the next start (1 s, 2 s, 4 s … 30 s): a backend that cannot
+  // start must not be restarted by every request. Held requests keep their own deadline.
+  if (failed_wakes > 0) {
+    const auto pause = backoff(failed_wakes, 1s, 30s);
+    log::info("backing off before the next wake",
+              {{"backend", s_.settings.name}, {"seconds", seconds(pause)}});
+    const auto until = s_.time.now() + pause;
+    while (s_.time.now() < until && !stop_requested_) {
+      co_await wait_poke(until - s_.time.now());
+      std::lock_guard lock(s_.mu);
+      if (s_.state != State::waking) {
+        co_return;
+      }
+    }
+  }
+  const auto started = s_.time.now();
+  // Look before scaling: a backend we left up (a stop that failed, a readiness blip) that is
+  // serving is used as it is, even when the scaler cannot tell (its API is down).
+  auto before = co_await observe();
+  const bool running = before ? !before->fatal && before->desired > 0 && before->ready > 0 : up_;
+  if (running && co_await healthy() && adopt("health probe answered 200")) {
+    co_return;
+  }
+  // A replica still up when the wake begins (it failed its health probe before its exit was
+  // observed) may die now: that is no failed start, so it gets one more scale call.
+  bool adopted = before && before->ready > 0;
+  if (!co_await scale_up(started)) {
+    co_return;
+  }
+  // vLLM refuses connections until the model is loaded, so probing often costs nothing and
+  // shortens the gap between "ready" and the first forwarded byte.
+  const auto period = std::min<Clock::duration>(s_.settings.health.interval, 25ms);
+  for (;;) {
+    {
+      std::lock_guard lock(s_.mu);
+      if (stop_requested_ || s_.state != State::waking) {
+        co_return;
+      }
+    }
+    auto observed = co_await observe();
+    if (observed && observed->fatal && std::exchange(adopted, false)) {
+      log::info("backend replica died during the wake; starting again",
+                {{"backend", s_.settings.name}, {"reason", observed->reason}});
+      if (!co_await scale_up(started)) {
+        co_return;
+      }
+      continue;
+    }
+    if (observed && !observed->fatal && observed->desired < 1) {
+      // Someone scaled it down during the wake (kubectl scale --replicas=0): requests still wait.
+      log::info("backend scaled down by someone else during the wake; scaling up again",
+                {{"backend", s_.settings.name}});
+      if (!co_await scale_up(started)) {
+        co_return;
+      }
+      continue;
+    }
+    if (observed && observed->fatal) {
+      std::lock_guard lock(s_.mu);
+      if (s_.fail_wake(observed->reason)) {
+        wake_failed();
+      }
+      co_return;
+    }
+    if (observed && observed->ready > 0 && co_await healthy()) {
+      std::lock_guard lock(s_.mu);
+      if (s_.state != State::waking) {
+        co_return;  // an admin sleep took over while the probe ran
+      }
+      const auto took = s_.time.now() - started;
+      s_.last_wake_seconds = seconds(took);
+      s_.metrics.wakes_total.with({s_.settings.name, "success"}).inc();
+      s_.metrics.wake_duration_seconds.with({s_.settings.name}).observe(seconds(took));
+      s_.failed_wakes = 0;
+      s_.last_error.clear();
+      s_.activity.touch(s_.time.now());
+      s_.set_state(State::ready, "health probe answered 200");
+      s_.release_waiters();
+      co_return;
+    }
+    if (observed && !observed->reason.empty()) {
+      std::lock_guard lock(s_.mu);
+      s_.last_error = observed->reason;
+    }
+    if (s_.time.now() - started >= s_.settings.wake_timeout) {
+      std::lock_guard lock(s_.mu);
+      // Held requests time out on their own; the wake goes on while anyone still waits.
+      if (s_.queue.empty() && s_.state == State::waking) {
+        s_.last_error = "not ready within wake_timeout " +
+                        config::format_duration(s_.settings.wake_timeout) +
+                        (s_.last_error.empty() ? "" : " (" + s_.last_error + ")");
+        s_.metrics.wakes_total.with({s_.settings.name, "timeout"}).inc();
+        ++s_.failed_wakes;
+        s_.set_state(State::failed, s_.last_error);
+        wake_failed();
+        co_return;
+      }
+    }
+    co_await wait_poke(period);
+  }
+}
+
+void Controller::wake_failed() {
+  // Nobody waits any more: what was started goes back as soon as nothing is in flight (a
+  // readiness blip may have moved a serving backend to waking: its streams finish first).
+  grace_ = Clock::duration::zero();
+  look_now_ = true;
+}
+
+task<bool> Controller::scale_up(Clock::time_point started) {
+  for (int attempt = 1;; ++attempt) {
+    std::string cause;
+    {
+      std::lock_guard lock(s_.mu);
+      if (s_.state != State::waking || stop_requested_ || s_.shutting_down) {
+        co_return false;  // nobody needs the backend up any more
+      }
+      cause = s_.scale_cause();
+    }
+    auto scaled = co_await scale(s_.settings.replicas, std::move(cause));
+    if (scaled) {
+      co_return true;
+    }
+    const auto& failure = scaled.error();
+    const auto pause = backoff(attempt, 250ms, 5s);
+    {
+      std::lock_guard lock(s_.mu);
+      if (failure.code != errc::scaler_unavailable) {
+        if (s_.fail_wake(failure.message)) {
+          wake_failed();
+        }
+        co_return false;
+      }
+      // The API is down or overloaded: held requests wait (and get this error in their 503 at
+      // wake_timeout); the scale is tried again, with backoff, while anyone waits.
+      s_.last_error = failure.message;
+      if (s_.time.now() - started >= s_.settings.wake_timeout && s_.queue.empty()) {
+        if (s_.state == State::waking) {
+          ++s_.failed_wakes;
+          s_.metrics.wakes_total.with({s_.settings.name, "failed"}).inc();
+          s_.set_state(State::failed, failure.message);
+          wake_failed();
+        }
+        co_return false;
+      }
+    }
+    log::warn("scale-up failed; retrying", {{"backend", s_.settings.name},
+                                            {"error", failure.message},
+                                            {"retry_in_seconds", seconds(pause)}});
+    co_await wait_poke(pause);
+  }
+}
+
+// --- ready ------------------------------------------------------------------------------------
+
+task<void> Controller::run_ready() {
+  for (;;) {
+    auto now = s_.time.now();
+    Clock::time_point next;
+    {
+      std::lock_guard lock(s_.mu);
+      if (stop_requested_ || s_.state != State::ready) {
+        co_return;
+      }
+      const bool idle = s_.activity.idle(s_.queue.size()) && !s_.suspect;
+      if (idle && now - s_.activity.last() >= s_.settings.idle_timeout) {
+        s_.metrics.scale_downs_total.with({s_.settings.name, "idle"}).inc();
+        after_stop_ = State::asleep;
+        s_.set_state(State::stopping,
+                     "idle for " + config::format_duration(s_.settings.idle_timeout));
+        co_return;
+      }
+      next = now + s_.settings.health.interval;
+      if (idle) {
+        next = std::min(next, s_.activity.last() + s_.settings.idle_timeout);
+      }
+      s_.ready_wakes_at = next;
+    }
+    co_await wait_poke(next - now);
+    bool suspect = false;
+    {
+      std::lock_guard lock(s_.mu);
+      suspect = s_.suspect;
+    }
+    auto observed = co_await observe();
+    bool dead = observed && observed->ready == 0;
+    if (!dead && suspect) {
+      dead = !co_await healthy();
+    }
+    std::lock_guard lock(s_.mu);
+    s_.suspect = false;
+    if (s_.state != State::ready) {
+      co_return;
+    }
+    if (dead) {
+      pool_.clear();
+      const std::string why =
+          observed && !observed->reason.empty() ? observed->reason : "health probe failed";
+      s_.last_error = why;
+      // Left up and unused, it is stopped idle_timeout after the last activity (stop_if_owed).
+      grace_ = s_.settings.idle_timeout;
+      look_now_ = true;
+      s_.set_state(s_.queue.empty() ? State::asleep : State::waking,
+                   "backend went away: " + why);
+      co_return;
+    }
+    s_.release_waiters();
+  }
+}
+
+// --- stopping ---------------------------------------------------------------------------------
+
+task<void> Controller::run_stopping() {
+  std::string cause;
+  {
+    std::lock_guard lock(s_.mu);
+    if (s_.state != State::stopping || stop_requested_) {
+      co_return;
+    }
+    if (!s_.queue.empty()) {
+      // Never stop what a request waits for; the wake looks before it scales.
+      stop_failures_ = 0;
+      stop_retry_at_ = Clock::time_point::min();
+      after_stop_ = State::asleep;
+      s_.set_state(State::waking, "requests arrived while stopping");
+      co_return;
+    }
+    cause = s_.cause;
+  }
+  if (s_.time.now() < stop_retry_at_) {
+    co_await wait_poke(stop_retry_at_ - s_.time.now());
+    co_return;  // and look again: a request may have come
+  }
+  auto r = co_await scale(0, cause);
+  pool_.clear();
+  std::lock_guard lock(s_.mu);
+  if (r) {
+    stop_failures_ = 0;
+    stop_retry_at_ = Clock::time_point::min();
+  } else {
+    // The GPU must not stay on because the API failed when the idle timer fired: again, with
+    // backoff, for as long as nobody needs the backend.
+    s_.last_error = r.error().message;
+    ++stop_failures_;
+    const auto pause = backoff(stop_failures_, r.error().code == errc::scaler_unavailable ? 250ms : 1s,
+                               r.error().code == errc::scaler_unavailable ? 5s : 30s);
+    stop_retry_at_ = s_.time.now() + pause;
+    log::warn("scale-down failed; retrying", {{"backend", s_.settings.name},
+                                              {"error", s_.last_error},
+                                              {"retry_in_seconds", seconds(pause)}});
+  }
+  if (s_.state != State::stopping) {
+    after_stop_ = State::asleep;
+    co_return;  // an admin wake took over during the call
+  }
+  if (!s_.queue.empty()) {
+    stop_failures_ = 0;
+    stop_retry_at_ = Clock::time_point::min();
+    after_stop_ = State::asleep;
+    s_.set_state(State::waking, "requests arrived while stopping");
+  } else if (r) {
+    s_.set_state(std::exchange(after_stop_, State::asleep), "stopped");
+  }
+}
+
+}  // namespace va::activator

@@ -1,0 +1,93 @@
+#pragma once
+// One backend's state machine (docs/state-machine.md), the only caller of its scaler:
+//
+//   asleep ──wake──► waking ──ready──► ready ──idle──► stopping ──stopped──► asleep
+//     ▲  │             │ fatal / timeout   │ gone                  (held requests wake it again)
+//     │  └──adopt──────┼──────────────────►│
+//     │                ▼                   ▼
+//     │              failed            asleep, still up: stopped idle_timeout after the last
+//     │                                activity unless it comes back
+//     └── a failed stop stays in stopping and is retried with backoff; a request held meanwhile
+//         turns it into a wake, which probes before it scales: a pod still serving is kept.
+//
+// The invariants it keeps (README.md, "Invariants"): (a) a backend nobody uses is at 0 within
+// idle_timeout of the last activity, whatever failed; (b) no request goes to a backend being
+// stopped, and each held request is answered; (c) nothing in flight or held is ever stopped;
+// (d) one scale call per wake or stop, retried only by the backoff below.
+//
+// Threading: the controller coroutine runs on one executor (one thread), never in parallel with
+// itself; it reads and changes Shared under its lock and never holds the lock across a co_await.
+// poke() may be called from any thread.
+#include <atomic>
+#include <functional>
+#include <memory>
+
+#include "activator/shared.hpp"
+#include "upstream/pool.hpp"
+
+namespace va::activator {
+
+class Controller {
+ public:
+  // The health probe: the status the backend's health path answered, 0 for no answer.
+  using Probe = std::function<task<int>()>;
+
+  Controller(Shared& shared, Executor ex, std::unique_ptr<scaler::Scaler> scaler, Probe probe,
+             upstream::Pool& pool);
+
+  void start();
+  // Something changed (a request is held, one ended, an admin call): look now.
+  void poke();
+  // Ends the controller, then the scaler's own shutdown.
+  task<void> shutdown();
+  const scaler::Scaler& scaler() const { return *scaler_; }
+
+ private:
+  task<void> run();
+  task<void> control();
+  task<void> wait_poke(Clock::duration d);
+  // Waits until `until` whatever pokes come meanwhile; false when the controller is stopping.
+  task<bool> wait_until(Clock::time_point until);
+
+  task<void> run_idle();  // asleep or failed
+  task<void> run_waking();
+  task<void> run_ready();
+  task<void> run_stopping();
+
+  task<outcome<scaler::Observed>> observe();
+  task<bool> healthy();
+  // Asks the scaler for `replicas`, keeping up_ (what we believe the scaler was asked for).
+  task<outcome<void>> scale(int replicas, std::string cause);
+  // scale(settings.replicas), retried with backoff while the scaler is unavailable and someone
+  // waits; false when the wake ended (failed, admin sleep, shutdown).
+  task<bool> scale_up(Clock::time_point started);
+  // A running backend that is healthy becomes ready without a scale call.
+  bool adopt(std::string_view why);
+  // A backend left up (it went away while idle, a wake failed, someone started it) is due to
+  // stop: stopping. Only when nobody uses it.
+  void stop_if_owed();
+  // The wake ended without a ready backend: held requests were answered; stop what was started.
+  void wake_failed();
+  Clock::duration idle_wait() const;
+
+  Shared& s_;
+  Executor ex_;
+  std::unique_ptr<scaler::Scaler> scaler_;
+  Probe probe_;
+  upstream::Pool& pool_;
+  Timer signal_;
+  std::atomic<bool> poked_{false};
+  Timer done_;  // cancelled when the controller has ended
+
+  // The controller's own (its executor only).
+  bool up_ = false;                 // the scaler was asked for replicas above 0, as far as we know
+  Clock::duration grace_{};         // an owed stop is due this long after the last activity
+  State after_stop_ = State::asleep;  // where a stop leads: asleep, or failed after a failed wake
+  int stop_failures_ = 0;           // failed scale-downs in a row
+  Clock::time_point stop_retry_at_ = Clock::time_point::min();
+  bool look_now_ = true;  // the idle loop observes without waiting first
+  bool stop_requested_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace va::activator

@@ -1,0 +1,72 @@
+#pragma once
+// What a backend's two halves share: the request side (Backend: acquire, leases, admin, /status)
+// and the controller (Controller: the state machine, the only caller of the scaler). Everything
+// here is guarded by `mu`, and every member function expects it held.
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "activator/queue.hpp"
+#include "activity/activity.hpp"
+#include "config/config.hpp"
+#include "core/time_source.hpp"
+#include "metrics/metrics.hpp"
+#include "scaler/scaler.hpp"
+
+namespace va::activator {
+
+enum class State { asleep, waking, ready, stopping, failed };
+std::string_view name(State s);
+
+struct Settings {
+  std::string name;
+  std::chrono::milliseconds idle_timeout;
+  std::chrono::milliseconds wake_timeout;
+  std::size_t max_pending;
+  config::Health health;
+  int replicas;
+};
+
+class Shared {
+ public:
+  Shared(Settings settings, metrics::Metrics& metrics, TimeSource& time);
+
+  const Settings settings;
+  metrics::Metrics& metrics;
+  TimeSource& time;
+  mutable std::mutex mu;
+
+  State state = State::asleep;
+  std::string cause;       // of the last state change
+  std::string last_error;  // shown in /status and in a wake_timeout's 503
+  bool shutting_down = false;
+  bool suspect = false;  // a connection to the ready backend failed: the controller re-checks
+  activity::Activity activity;
+  WaitQueue queue;
+  // When the controller looks at a ready backend next by itself: a request that ends pokes it
+  // only if the idle deadline comes sooner (a poke per request would cost a trip to it each).
+  Clock::time_point ready_wakes_at = Clock::time_point::min();
+  std::optional<double> last_wake_seconds;
+  unsigned long wakes = 0;
+  int failed_wakes = 0;                     // in a row; the backoff before the next wake
+  std::optional<scaler::Observed> observed;  // the scaler's last answer that was not an error
+
+  void set_state(State to, std::string_view why);
+  // Held requests, in arrival order: granted (and counted in flight), or refused.
+  void release_waiters();
+  void fail_waiters(errc code, const std::string& message);
+  // waking → failed, held requests refused with `reason`; false if it was no longer waking.
+  bool fail_wake(const std::string& reason);
+  // Why the backend goes up or down now, for the scaler's record ("3 requests held").
+  std::string scale_cause() const;
+  void update_gauges();
+  void account_awake(Clock::time_point now);
+
+ private:
+  Clock::time_point awake_accounted_;
+  metrics::Gauge* in_flight_gauge_;
+  metrics::Gauge* pending_gauge_;
+  std::optional<State> state_gauges_shown_;
+};
+
+}  // namespace va::activator
