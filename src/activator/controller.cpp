@@ -187,7 +187,8 @@ Clock::duration Controller::idle_wait() const {
       wait = std::min(wait, due - s_.time.now());
     }
   }
-  return wait;
+  // Never a wait of nothing: a scaler that answers without suspending would spin this thread.
+  return std::max<Clock::duration>(wait, 100ms);
 }
 
 task<void> Controller::run_idle() {
@@ -259,7 +260,11 @@ task<void> Controller::run_waking() {
   // A replica still up when the wake begins (it failed its health probe before its exit was
   // observed) may die now: that is no failed start, so it gets one more scale call.
   bool adopted = before && before->ready > 0;
-  if (!co_await scale_up(started)) {
+  // Already asked for (by this controller before it restarted, by someone else, or left up
+  // after a readiness blip): the same call again would change nothing. Wait for it.
+  const bool asked =
+      before && !before->fatal && before->desired >= s_.settings.replicas;
+  if (!asked && !co_await scale_up(started)) {
     co_return;
   }
   // vLLM refuses connections until the model is loaded, so probing often costs nothing and

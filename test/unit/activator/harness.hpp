@@ -28,6 +28,7 @@ struct World {
   bool wedged = false;              // the replica is up but not ready (NotReady, failing probes)
   std::string fatal;                // the replica cannot start: the scaler reports this reason
   int probe_status = 200;           // what a loaded replica's health path answers
+  bool exit_clears_on_restart = false;  // `fatal` is a process that exited, not a lasting cause
 };
 
 struct Call {
@@ -46,6 +47,8 @@ class FakeScaler final : public scaler::Scaler {
       violations.push_back("(c) scale_to(0) with " + std::to_string(backend->in_flight()) +
                            " in flight and " + std::to_string(backend->pending()) + " held");
     }
+    const auto index = calls.size();
+    calls.push_back({time_.now(), replicas, false});  // as it is made; `ok` when it returns
     if (scale_delay > Clock::duration::zero()) {
       co_await sleep_for(time_, scale_delay);
     }
@@ -59,7 +62,7 @@ class FakeScaler final : public scaler::Scaler {
     } else {
       failure = fail_always;
     }
-    calls.push_back({time_.now(), replicas, !failure});
+    calls[index].ok = !failure;
     if (failure) {
       co_return fail(*failure, *failure == errc::scaler_unavailable
                                    ? "kubernetes API: connection refused"
@@ -68,11 +71,20 @@ class FakeScaler final : public scaler::Scaler {
     if (replicas > 0 && world_.desired == 0) {
       world_.up_since = time_.now();
     }
+    if (replicas > 0 && world_.exit_clears_on_restart) {
+      world_.fatal.clear();  // a process that exited is started again
+      world_.up_since = time_.now();
+    }
     if (replicas == 0 && world_.desired > 0) {
       zeroed_at = time_.now();
     }
     world_.desired = replicas;
     co_return outcome<void>{};
+  }
+
+  task<void> shutdown() override {
+    shut_down = true;
+    co_return;
   }
 
   task<outcome<scaler::Observed>> observe() override {
@@ -115,6 +127,7 @@ class FakeScaler final : public scaler::Scaler {
   std::optional<errc> fail_always;  // then every one does
   Clock::duration scale_delay{};  // how long a scale call takes
   bool observe_unavailable = false;
+  bool shut_down = false;
   int observe_throws = 0;
   int observes = 0;
   std::vector<Call> calls;
