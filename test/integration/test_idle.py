@@ -1,6 +1,8 @@
 """Scale to zero: the idle stop, counted from the end of the last response, and what is activity."""
 
 import concurrent.futures as cf
+import os
+import signal
 import threading
 import time
 
@@ -169,3 +171,24 @@ def test_health_models_and_admin_calls_do_not_postpone_the_idle_stop(proxy):
     p.wait_state("asleep", timeout=10)
     wait_pid_gone(pid)
     assert len(p.started_pids()) == 1
+
+
+def test_a_wedged_backend_is_stopped_at_idle_timeout_and_the_next_request_wakes_a_new_one(proxy):
+    """Invariant (a) with the process scaler: an engine that hangs (SIGSTOP: the process holds its
+    GPU, nothing answers) while idle is stopped idle_timeout after the last request, SIGKILLed
+    after stop_timeout since it cannot handle SIGTERM, and the next request starts a new one."""
+    port = free_port()
+    idle = 2.0
+    p = proxy(config(port, idle="2s", stop_timeout="1s"))
+    ended, pid = wake_with_one_request(p)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_pid_gone(pid, timeout=idle + 1 + 10)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert time.monotonic() - ended >= 0.8 * idle
+    p.wait_state("asleep", timeout=10)
+    assert http("POST", p.url + "/v1/chat/completions", CHAT)[0] == 200
+    pids = p.started_pids()
+    assert len(pids) == 2 and pids[0] == pid and pid_alive(pids[1])

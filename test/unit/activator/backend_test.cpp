@@ -249,16 +249,20 @@ TEST(Backend, AnAdminWakeDuringStoppingIsNotDropped) {
 
 // (8) /status showed the configured replicas, not what is there.
 TEST(Backend, StatusShowsTheObservedReplicas) {
-  Harness h;
+  Harness h(Harness::Timeouts{.replicas = 3});
+  h.world.ready_limit = 1;  // one of three pods becomes ready (the others: no GPU left)
   h.start();
   h.request();
   ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
-  EXPECT_EQ(h.backend->status().at("replicas").as_int64(), 1);
+  auto s = h.backend->status();
+  EXPECT_EQ(s.at("state").as_string(), "ready");
+  EXPECT_EQ(s.at("replicas").as_int64(), 1);
+  EXPECT_EQ(s.at("desired_replicas").as_int64(), 3);
   h.world.wedged = true;
   ASSERT_TRUE(h.time.run_until([&] { return h.state() == "asleep"; }, 5s));
-  const auto s = h.backend->status();
+  s = h.backend->status();
   EXPECT_EQ(s.at("replicas").as_int64(), 0);
-  EXPECT_EQ(s.at("desired_replicas").as_int64(), 1);
+  EXPECT_EQ(s.at("desired_replicas").as_int64(), 3);
 }
 
 // (8) A controller that threw was never restarted: the backend was never managed again.

@@ -26,6 +26,7 @@ struct World {
   Clock::time_point up_since{};     // when desired last went above 0
   Clock::duration load_time = 20s;  // from scale-up to ready
   bool wedged = false;              // the replica is up but not ready (NotReady, failing probes)
+  int ready_limit = 1000;           // at most this many replicas become ready
   std::string fatal;                // the replica cannot start: the scaler reports this reason
   int probe_status = 200;           // what a loaded replica's health path answers
   bool exit_clears_on_restart = false;  // `fatal` is a process that exited, not a lasting cause
@@ -106,7 +107,9 @@ class FakeScaler final : public scaler::Scaler {
   // Ready replicas: loaded, not wedged, not dead.
   int ready() const {
     const bool loaded = world_.desired > 0 && time_.now() - world_.up_since >= world_.load_time;
-    return loaded && !world_.wedged && world_.fatal.empty() ? world_.desired : 0;
+    return loaded && !world_.wedged && world_.fatal.empty()
+               ? std::min(world_.desired, world_.ready_limit)
+               : 0;
   }
   // What the health path answers: 0 when nothing listens.
   int probe() const {
@@ -155,6 +158,7 @@ class Harness {
     std::chrono::milliseconds idle = 60s;
     std::chrono::milliseconds wake = 120s;
     std::chrono::milliseconds interval = 1s;
+    int replicas = 1;
   };
 
   Harness() : Harness(Timeouts{}) {}
@@ -183,7 +187,7 @@ class Harness {
                           .health = config::Health{.path = "/health",
                                                    .interval = timeouts_.interval,
                                                    .headers = {}},
-                          .replicas = 1},
+                          .replicas = timeouts_.replicas},
         ioc.get_executor(),
         [this](Executor) {
           auto s = std::make_unique<FakeScaler>(world, time);

@@ -1,0 +1,163 @@
+"""Invariant (a) and (c) of docs/state-machine.md on the real control plane, for the controller
+defects of issue 16 that only a real cluster shows end to end:
+
+- a vLLM pod that turns NotReady while idle (a wedged engine: the process is there, /health does
+  not answer) is no reason to keep its GPU: the Deployment is back at 0 `idle_timeout` after the
+  last request (defect 1; before, it stayed at 1 with no traffic, all night);
+- the Kubernetes API stopped just as the idle scale-down goes out, and a request arriving while
+  that scale-down fails: the pod, still up and healthy, is kept and serves the request at once,
+  with the API still down (defects 2 and 3; before, the request waited for a scale call that
+  could not succeed and got 503 at wake_timeout, or the pod was killed under it).
+
+The wedged engine is the pod's vllm-sim stopped with SIGSTOP (the test kubelet's probe then times
+out and it writes Ready=False); the stopped API is kube-apiserver stopped with SIGSTOP (it accepts
+connections and answers nothing), as in test_failures.py. Both are resumed in a `finally`."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import MODEL
+from support import chat, eventually, http, pid_alive
+
+SIM_ARGS = ["--model", MODEL, "--itl", "1ms"]
+CHAT = chat(model=MODEL)
+COMPLETIONS = b"POST /v1/chat/completions"
+HEALTH = "    health: { interval: 250ms }\n"
+
+
+@pytest.fixture(autouse=True)
+def at_zero(cluster):
+    """Each test starts with the Deployment at 0 and no pod left."""
+    cluster.scale(0)
+    cluster.wait_no_pods()
+    yield
+
+
+def post(p, timeout=60):
+    return http("POST", p.url + "/v1/chat/completions", CHAT, None, timeout)
+
+
+def replicas(cluster) -> int:
+    return cluster.deployment()["spec"].get("replicas", 0)
+
+
+def the_pod(cluster) -> tuple[str, dict]:
+    """The one pod the test kubelet runs, as the kubelet knows it (no API call): (name, {address,
+    port, pid, log})."""
+    [(name, pod)] = cluster.kubelet.pods().items()
+    assert pod["pid"] is not None, pod
+    return name, pod
+
+
+def served(pod: dict) -> int:
+    """Chat completions the pod's vllm-sim answered, from its access log."""
+    with open(pod["log"], "rb") as f:
+        return f.read().count(COMPLETIONS)
+
+
+def transitions(p) -> list[tuple[str, str, str]]:
+    return [(e["from"], e["to"], e.get("cause", "")) for e in p.events("backend state")]
+
+
+def test_a_pod_turned_not_ready_while_idle_is_scaled_to_zero_at_idle_timeout(
+        cluster, kubernetes_config, proxy):
+    idle = 8.0
+    p = proxy(kubernetes_config(idle="8s", wake="60s", extra=HEALTH))
+    assert post(p)[0] == 200
+    ended = time.monotonic()
+    name, pod = the_pod(cluster)
+    assert served(pod) == 1
+    assert replicas(cluster) == 1 and p.backend()["state"] == "ready"
+
+    os.kill(pod["pid"], signal.SIGSTOP)  # the engine wedges: the process holds the GPU, /health hangs
+    try:
+        # The kubelet's probe times out, the pod turns NotReady, readyReplicas goes to 0, and the
+        # proxy sees its backend gone, well before idle_timeout.
+        eventually(lambda: cluster.deployment()["status"].get("readyReplicas", 0) == 0, timeout=idle - 1,
+                   what="readyReplicas 0")
+        eventually(lambda: p.backend()["state"] != "ready", timeout=idle - 1 - (time.monotonic() - ended),
+                   what="/status leaving ready")
+        went_away = time.monotonic()
+        assert went_away - ended < idle - 1
+        assert any(f == "ready" and t == "asleep" and "went away" in c for f, t, c in transitions(p)), \
+            transitions(p)
+        assert replicas(cluster) == 1  # not stopped at once: the idle timeout still counts
+        # The GPU goes back idle_timeout after the last request ended (plus the stop itself).
+        eventually(lambda: replicas(cluster) == 0, timeout=idle + 15 - (time.monotonic() - ended),
+                   what=f"the Deployment at 0 within idle_timeout ({idle:g} s) + 15 s after the last "
+                        f"request, with its pod NotReady (/status: {p.backend()})")
+        stopped = time.monotonic()
+        assert stopped - ended >= 0.8 * idle, "stopped before idle_timeout"
+        assert p.wait_state("asleep", timeout=10)
+        b = p.backend()
+        assert (b["state"], b["in_flight"], b["pending"], b["wakes"]) == ("asleep", 0, 0, 1)
+        print(f"\nNotReady {went_away - ended:.1f} s and Deployment at 0 {stopped - ended:.1f} s "
+              f"after the request (idle_timeout {idle:g} s)")
+    finally:
+        if pid_alive(pod["pid"]):
+            os.kill(pod["pid"], signal.SIGCONT)  # it then handles the SIGTERM of the pod's deletion
+    cluster.wait_no_pods()
+
+
+def test_the_api_stopped_during_a_scale_down_keeps_the_pod_for_a_request_arriving(
+        cluster, kubernetes_config, proxy):
+    idle, wake = 6.0, 20.0
+    p = proxy(kubernetes_config(idle="6s", wake="20s", extra=HEALTH))
+    assert post(p)[0] == 200
+    name, pod = the_pod(cluster)
+    assert served(pod) == 1
+    b = p.backend()
+    assert b["state"] == "ready"
+    # Stop the API just before the idle scale-down goes out, so that the PATCH times out.
+    eventually(lambda: p.backend()["seconds_until_scale_down"] is not None, timeout=5,
+               what="the idle clock running")
+    stop_due = time.monotonic() + p.backend()["seconds_until_scale_down"]
+    time.sleep(max(0.0, stop_due - 1.0 - time.monotonic()))
+    apiserver = cluster.control_plane.pids()["kube-apiserver"]
+    os.kill(apiserver, signal.SIGSTOP)
+    resumed = False
+    try:
+        # The scale-down fails (the client's request timeout): stopping, with the error.
+        eventually(lambda: (lambda b: b["state"] == "stopping" and b["last_error"])(p.backend()),
+                   timeout=20, what="/status: stopping with a last_error")
+        b = p.backend()
+        assert "kubernetes API" in b["last_error"] or "timed out" in b["last_error"], b
+        # A request now: served at once by the pod that is still up, the API still stopped.
+        t0 = time.monotonic()
+        code, _, body = post(p, timeout=wake + 15)
+        took = time.monotonic() - t0
+        assert code == 200, f"{code} after {took:.1f} s: {body[:300]!r}"
+        assert took < wake / 2, f"answered after {took:.1f} s (wake_timeout {wake:g} s)"
+        assert cluster.kubelet.pods().keys() == {name} and cluster.kubelet.pods()[name]["pid"] == pod["pid"]
+        assert served(pod) == 2  # the same pod's vllm-sim answered it
+        assert p.backend()["state"] == "ready"
+        ts = transitions(p)
+        assert ("stopping", "waking") in [(f, t) for f, t, _ in ts], ts
+        assert ts[-1][:2] == ("waking", "ready"), ts
+        os.kill(apiserver, signal.SIGCONT)
+        resumed = True
+    finally:
+        if not resumed:
+            os.kill(apiserver, signal.SIGCONT)
+    ended = t0 + took
+    # The API answers again: the pod was kept (the failed scale-down was not applied later).
+    time.sleep(1)
+    if replicas(cluster) != 1:  # DEBUG
+        import json
+        print("PROXY LOG\n" + "\n".join(l for l in p.output().splitlines() if "kubernetes" in l or "backend state" in l or "scale" in l))
+        for e in cluster.control_plane.audit_events():
+            print("AUDIT", e.get("stage"), e.get("verb"), (e.get("user") or {}).get("username"), e.get("requestReceivedTimestamp"), e.get("stageTimestamp"), (e.get("responseStatus") or {}).get("code"), e.get("requestURI"))
+        print("t0", time.time())
+    assert replicas(cluster) == 1
+    assert cluster.pods() == [name] and pid_alive(pod["pid"])
+    # And with no traffic it goes back to 0 after idle_timeout.
+    eventually(lambda: replicas(cluster) == 0, timeout=idle + 15, what="the Deployment at 0 after idle")
+    stopped = time.monotonic()
+    assert stopped - ended >= 0.8 * idle
+    p.wait_state("asleep", timeout=10)
+    cluster.wait_no_pods()
+    print(f"\nrequest during the failed scale-down answered in {took:.2f} s by pod {name}; "
+          f"Deployment at 0 {stopped - ended:.1f} s after the API resumed")
