@@ -23,12 +23,13 @@
 // `kubectl describe deployment` shows. shutdown() stops the watches and leaves the Deployment as it
 // is, for the next proxy to adopt.
 //
-// Setup checks: from the first call on, and then every `check_interval`, SelfSubjectAccessReviews
-// ask whether the proxy may make each request above, and a GET of the Scale whether the Deployment
-// exists; what is missing is setup_problems(), logged when it changes. Until the first check has
-// answered that is one problem ("not checked yet"), so that a proxy with a bad Role is never
-// ready even for a moment; a check the API does not answer changes nothing (an API outage must not
-// make every proxy unready), but the first one's failure clears "not checked yet".
+// Setup checks (kubernetes_setup.cpp): from the first call on, and then every `check_interval`,
+// SelfSubjectAccessReviews ask whether the proxy may make each request above, and a GET of the
+// Scale whether the Deployment exists; what is missing is setup_problems(), logged when it
+// changes. Until the first check has answered that is one problem ("not checked yet"), so that a
+// proxy with a bad Role is never ready even for a moment; a check the API does not answer changes
+// nothing (an API outage must not make every proxy unready), but the first one's failure clears
+// "not checked yet".
 //
 // Threading: every member runs on the executor given to the constructor (the Backend's
 // controller's).
