@@ -159,6 +159,7 @@ task<std::string> KubernetesScaler::pod_selector() {
     }
     auto& r = std::get<0>(got);
     if (r && r->status == 200) {
+      ++patches_;
       error_code ec;
       const auto v = json::parse(r->body, ec);
       auto selector = text(child(v.if_object(), "status"), "selector");
@@ -209,6 +210,7 @@ task<void> KubernetesScaler::reflect(Reflector& r) {
 
 task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
   const std::string target = r.path + "?" + r.query;
+  const auto patches_before = patches_;
   auto got =
       co_await (client_.request(http::verb::get, target) || stop_.async_wait(use_nothrow_task));
   if (got.index() == 1) {
@@ -240,7 +242,12 @@ task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
   r.synced = true;
   ++r.lists;
   if (&r == &deployment_) {
-    pending_rv_.clear();  // the list is at least as new as our PATCH
+    // A LIST without resourceVersion is read from etcd with quorum: it holds every write answered
+    // before it was sent, but maybe not a PATCH answered while it was on its way.
+    if (patches_ == patches_before ||
+        text(child(deployment(), "metadata"), "resourceVersion") == pending_rv_) {
+      pending_rv_.clear();
+    }
     recent_rvs_.clear();
   }
   log::info("kubernetes list", {{"backend", settings_.backend},
@@ -440,6 +447,7 @@ task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) 
     auto r = co_await client_.request(http::verb::patch, scale_path_, body,
                                       "application/merge-patch+json");
     if (r && r->status == 200) {
+      ++patches_;
       error_code ec;
       const auto v = json::parse(r->body, ec);
       const auto rv = text(child(v.if_object(), "metadata"), "resourceVersion");

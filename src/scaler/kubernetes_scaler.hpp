@@ -13,8 +13,9 @@
 // fatal when a pod waits in CrashLoopBackOff, ImagePullBackOff, ErrImagePull and the like; an
 // unschedulable pod is a reason, not fatal (the cluster may add a node). After a PATCH the
 // Deployment as cached is older than the PATCH until the watch delivers the PATCH's own
-// resourceVersion: until then observe() answers the replicas asked for (RVs are compared for
-// equality only, as they are opaque).
+// resourceVersion, or a LIST sent after the PATCH was answered delivers the Deployment: until
+// then observe() answers the replicas asked for (RVs are compared for equality only, as they are
+// opaque; a LIST sent before the PATCH was answered may be older than it).
 //
 // scale_to() is a merge PATCH of .../deployments/NAME/scale, retried on 429 (Retry-After), 409 and
 // 5xx for `retry_for`, then errc::scaler_unavailable, as is a transport error at once (the Backend
@@ -122,8 +123,10 @@ class KubernetesScaler final : public Scaler {
   Timer idle_;       // expires at min() when the last loop ended
   std::mt19937 rng_;
 
-  // After our PATCH: the Deployment's resourceVersion it produced, until the watch delivers it.
+  // After our PATCH: the Deployment's resourceVersion it produced, until the watch delivers it,
+  // or a LIST sent after the PATCH was answered (counted by patches_) holds it.
   std::string pending_rv_;
+  unsigned long patches_ = 0;           // scale PATCHes answered 200
   std::deque<std::string> recent_rvs_;  // of the Deployment's last watch events
   int pending_replicas_ = 0;
   Clock::time_point pending_since_{};

@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <deque>
+#include <functional>
 #include <set>
 
 #include "unit/k8s/tls_server.hpp"
@@ -147,6 +149,35 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
     return out;
   }
 
+  // Writes `r` as the whole answer of a streamed request (the connection closes after it).
+  static task<void> write(TlsServer::Stream& s, Reply r) {
+    r.version(11);
+    r.keep_alive(false);
+    r.prepare_payload();
+    co_await http::async_write(s, r, use_nothrow);
+  }
+  static task<void> write(TlsServer::Stream& s, const std::string& bytes) {
+    co_await net::async_write(s, net::buffer(bytes), use_nothrow);
+  }
+  static task<void> sleep(TlsServer::Stream& s, std::chrono::milliseconds d) {
+    Timer t(s.get_executor(), d);
+    co_await t.async_wait(use_nothrow);
+  }
+  static bool is_list(const Request& r) {
+    return r.target().starts_with("/apis/apps/v1/namespaces/llm/deployments?") &&
+           r.target().find("watch=1") == std::string::npos;
+  }
+
+  // Runs the io_context until `done` or for at most `limit`.
+  void run_until(const std::function<bool()>& done,
+                 std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    ioc_.restart();
+    const auto deadline = Clock::now() + limit;
+    while (!done() && Clock::now() < deadline) {
+      ioc_.run_for(std::chrono::milliseconds(5));
+    }
+  }
+
   std::deque<Reply> patches;
   std::set<std::string> denied;  // "<verb> <resource>" the access reviews deny
   bool deployment_exists = true;
@@ -199,6 +230,39 @@ TEST_F(KubernetesScalerTest, APatchThatChangesNothingIsNotWaitedFor) {
   EXPECT_EQ(o->desired, 1);
   EXPECT_EQ(o->ready, 1);  // no wait for a watch event that will not come
   EXPECT_TRUE(requests(server, http::verb::post, kEvents).empty());  // 1 → 1 is no scale
+  stop(scaler);
+}
+
+TEST_F(KubernetesScalerTest, AListSentBeforeOurPatchAndAnsweredAfterItDoesNotUndoIt) {
+  // The first LIST of the Deployment is held until our scale-up has been answered: it shows the
+  // Deployment at 0, as it was when the LIST was read.
+  bool patched = false;
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  server.stream_with(
+      [&](const Request&, TlsServer::Stream& s) -> task<void> {
+        while (!patched) {
+          co_await sleep(s, std::chrono::milliseconds(5));
+        }
+        co_await write(s, reply(http::status::ok, deployments));
+      },
+      is_list);
+  auto scaler = make(server);
+  net::co_spawn(ioc_, scaler.observe(), net::detached);  // starts the watches: the LIST is sent
+  const auto listed = [&] {
+    return std::any_of(server.received.begin(), server.received.end(),
+                       [](const auto& r) { return is_list(r.request); });
+  };
+  run_until(listed);
+  ASSERT_TRUE(listed());
+  ASSERT_TRUE(drive(scaler.scale_to(1, "1 request held")));  // answered at resourceVersion 101
+  patched = true;
+  std::optional<outcome<Observed>> o;
+  for (int i = 0; i < 100 && !(o && *o); ++i) {
+    o = drive(scaler.observe());
+  }
+  ASSERT_TRUE(o && *o);
+  EXPECT_EQ((*o)->desired, 1);  // not the list's 0: the watch has not delivered our PATCH yet
+  EXPECT_EQ((*o)->ready, 0);
   stop(scaler);
 }
 
