@@ -260,11 +260,13 @@ task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
 }
 
 task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
-  // Below the client's idle timeout; the server ends the watch cleanly at timeoutSeconds.
-  std::uniform_int_distribution<int> timeout(240, 290);
+  // The server ends the watch cleanly at timeoutSeconds; one still open watch_grace later is dead.
+  std::uniform_int_distribution<long> timeout(settings_.watch_timeout_min.count(),
+                                              settings_.watch_timeout_max.count());
+  const std::chrono::seconds asked(timeout(rng_));
   const std::string target = r.path + "?" + r.query + "&watch=1&allowWatchBookmarks=true" +
                              "&resourceVersion=" + query_escape(r.rv) +
-                             "&timeoutSeconds=" + std::to_string(timeout(rng_));
+                             "&timeoutSeconds=" + std::to_string(asked.count());
   bool expired = false;
   std::string error;
   int events = 0;
@@ -280,7 +282,8 @@ task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
     apply(r, e);
     return true;
   };
-  auto got = co_await (client_.watch(target, on_event) || stop_.async_wait(use_nothrow_task));
+  auto got = co_await (client_.watch(target, asked + settings_.watch_grace, on_event) ||
+                       stop_.async_wait(use_nothrow_task));
   if (got.index() == 1) {
     co_return true;  // stopping
   }

@@ -4,9 +4,11 @@
 // What it knows comes from two list-then-watch loops on the backend's controller's executor, as
 // client-go's reflector does: the Deployment
 // (fieldSelector=metadata.name=NAME, the only form RBAC resourceNames allows) and the pods of the
-// Scale's status.selector. A watch that ends is resumed from the last resourceVersion; an expired
-// one (HTTP 410, an ERROR event 410/Expired/Gone, 1.20's 500 "compacted") lists again. An API that
-// is down is retried with backoff and jitter, never in a tight loop.
+// Scale's status.selector. Each watch asks for a short timeoutSeconds (15-25 s) and one that has
+// not ended 5 s after that is taken as dead, so that a connection gone silent is found within
+// 30 s. A watch that ends is resumed from the last resourceVersion; an expired one (HTTP 410, an
+// ERROR event 410/Expired/Gone, 1.20's 500 "compacted") lists again. An API that is down is
+// retried with backoff and jitter, never in a tight loop.
 //
 // observe() answers from what the watches saw: desired = spec.replicas; ready = readyReplicas once
 // status.observedGeneration has caught up with metadata.generation after our own scale-up;
@@ -64,6 +66,15 @@ class KubernetesScaler final : public Scaler {
     // A scale PATCH answered 429, 409 or 5xx is retried this long; a transport error (API down,
     // timed out) is returned at once as errc::scaler_unavailable for the Backend to retry.
     std::chrono::milliseconds retry_for = std::chrono::seconds(3);
+    // Each watch asks the API server to end it after a timeoutSeconds drawn in [min, max] (so that
+    // many proxies' watches spread out), and is taken as dead if it has not ended watch_grace
+    // after that: a watch cut without a reset (a dead apiserver, a partition, a proxy that dropped
+    // the connection) is found within max + grace of its start. A watch that ends is resumed from
+    // its last resourceVersion (the bookmark the server sends just before it ends the watch),
+    // without a LIST.
+    std::chrono::seconds watch_timeout_min = std::chrono::seconds(15);
+    std::chrono::seconds watch_timeout_max = std::chrono::seconds(25);
+    std::chrono::milliseconds watch_grace = std::chrono::seconds(5);
     // Between failed list/watch attempts: 500 ms doubling to this, each with ±50% jitter.
     std::chrono::milliseconds watch_backoff_max = std::chrono::seconds(10);
     // Between two setup checks (RBAC can change under a running proxy).
