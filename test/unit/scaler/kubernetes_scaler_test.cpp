@@ -337,6 +337,46 @@ TEST_F(KubernetesScalerTest, AWatchThatGoesSilentIsFoundDeadAndResumedWithinItsT
   stop(scaler);
 }
 
+TEST_F(KubernetesScalerTest, AWatchThatEndsIsResumedFromItsBookmarkWithoutAList) {
+  // The API server ends the first watch at its timeoutSeconds, after the bookmark it sends just
+  // before; the next watch starts from the bookmark's resourceVersion.
+  std::vector<std::string> watches;  // of the Deployment
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  server.stream_with(
+      [&](const Request& req, TlsServer::Stream& s) -> task<void> {
+        co_await write(s,
+                       "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n");
+        const std::string target(req.target());
+        if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?")) {
+          watches.push_back(target);
+          if (watches.size() == 1) {
+            co_await write(
+                s, k8s::testing::chunk(R"({"type":"BOOKMARK","object":{"kind":"Deployment",)"
+                                       R"("metadata":{"resourceVersion":"150"}}})"
+                                       "\n"));
+            co_await sleep(s, std::chrono::seconds(1));
+            co_await write(s, k8s::testing::chunk(""));
+            co_return;
+          }
+        }
+        co_await sleep(s, std::chrono::hours(1));
+      },
+      [](const Request& r) { return r.target().find("watch=1") != std::string::npos; });
+  auto s = settings(server);
+  s.watch_timeout_min = s.watch_timeout_max = std::chrono::seconds(1);
+  KubernetesScaler scaler(std::move(s), ioc_.get_executor());
+  ASSERT_TRUE(drive(scaler.observe()));
+  run_until([&] { return watches.size() >= 2; });
+  ASSERT_GE(watches.size(), 2u);
+  EXPECT_NE(watches[0].find("&resourceVersion=100&"), std::string::npos) << watches[0];
+  EXPECT_NE(watches[1].find("&resourceVersion=150&"), std::string::npos) << watches[1];
+  EXPECT_EQ(std::count_if(server.received.begin(), server.received.end(),
+                          [](const auto& r) { return is_list(r.request); }),
+            1);
+  stop(scaler);
+}
+
 TEST_F(KubernetesScalerTest, AForbiddenPatchFailsAtOnceNamingTheApiError) {
   patches.push_back(reply(http::status::forbidden,
                           R"({"kind":"Status","message":"deployments.apps \"vllm\" is )"
