@@ -292,6 +292,7 @@ task<outcome<Response>> Client::request(http::verb verb, std::string target, std
 }
 
 task<outcome<Response>> Client::stream_watch(const std::string& target,
+                                             std::chrono::milliseconds limit,
                                              const WatchCallback& on_event,
                                              const std::string& token) {
   http::request<http::empty_body> req{http::verb::get, cluster_.path_prefix + target, 11};
@@ -311,7 +312,13 @@ task<outcome<Response>> Client::stream_watch(const std::string& target,
   auto c = std::move(*fresh);
   auto& tcp_stream = beast::get_lowest_layer(c->stream);
   const auto where = [&] { return describe(http::verb::get, target); };
+  bool streaming = false;
   const auto transport = [&](const error_code& ec) -> Failure {
+    if (ec == beast::error::timeout && streaming) {
+      return {errc::scaler_error, where() + ": timed out: the watch had not ended " +
+                                      std::to_string(limit.count()) +
+                                      " ms after it was sent; the connection is taken as dead"};
+    }
     if (ec == beast::error::timeout) {
       return {errc::scaler_error, where() + ": timed out"};
     }
@@ -321,6 +328,8 @@ task<outcome<Response>> Client::stream_watch(const std::string& target,
     return {errc::scaler_error, where() + ": read: " + ec.message()};
   };
 
+  // The server's timeoutSeconds runs from about now: the whole stream must end before `limit`.
+  const auto deadline = Clock::now() + limit;
   tcp_stream.expires_after(settings_.request_timeout);
   auto [wec, wn] = co_await http::async_write(c->stream, req, use_nothrow);
   if (wec) {
@@ -337,7 +346,7 @@ task<outcome<Response>> Client::stream_watch(const std::string& target,
                {},
                std::string(head[http::field::retry_after]),
                std::string(head[http::field::content_type])};
-  const bool streaming = out.status == 200;
+  streaming = out.status == 200;
 
   WatchDecoder decoder(settings_.watch_max_line);
   std::vector<char> chunk(64 * 1024);
@@ -345,8 +354,11 @@ task<outcome<Response>> Client::stream_watch(const std::string& target,
     auto& body = parser.get().body();
     body.data = chunk.data();
     body.size = chunk.size();
-    // Timed per read: a watch lasts as long as the server sends something.
-    tcp_stream.expires_after(streaming ? settings_.watch_idle_timeout : settings_.request_timeout);
+    if (streaming) {
+      tcp_stream.expires_at(deadline);
+    } else {
+      tcp_stream.expires_after(settings_.request_timeout);
+    }
     auto [rec, rn] = co_await http::async_read_some(c->stream, c->buffer, parser, use_nothrow);
     if (rec && rec != http::error::need_buffer) {
       co_return transport(rec);
@@ -380,18 +392,19 @@ task<outcome<Response>> Client::stream_watch(const std::string& target,
   co_return out;
 }
 
-task<outcome<Response>> Client::watch(std::string target, WatchCallback on_event) {
+task<outcome<Response>> Client::watch(std::string target, std::chrono::milliseconds limit,
+                                      WatchCallback on_event) {
   auto token = co_await bearer_token();
   if (!token) {
     co_return token.error();
   }
-  auto r = co_await stream_watch(target, on_event, *token);
+  auto r = co_await stream_watch(target, limit, on_event, *token);
   if (r && r->status == 401 && token_rejected(*token)) {
     token = co_await bearer_token();
     if (!token) {
       co_return token.error();
     }
-    r = co_await stream_watch(target, on_event, *token);
+    r = co_await stream_watch(target, limit, on_event, *token);
   }
   co_return r;
 }

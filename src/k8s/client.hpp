@@ -47,9 +47,6 @@ class Client {
     std::size_t max_idle_connections = 4;
     std::chrono::milliseconds max_idle = std::chrono::seconds(60);
     std::uint64_t body_limit = 64 * 1024 * 1024;
-    // A watch fails when nothing arrives for this long (bookmarks come about once a minute; the
-    // caller's timeoutSeconds should be below it, so that the server ends the watch first).
-    std::chrono::milliseconds watch_idle_timeout = std::chrono::minutes(5);
     std::size_t watch_max_line = 16 * 1024 * 1024;  // the longest event line accepted
     std::string user_agent = "vllm-autoscaler/" VA_VERSION;
     // An exec credential plugin is killed when it has not answered within this time.
@@ -76,11 +73,15 @@ class Client {
   // arrives; on_event returns false to stop watching. The answer is a Response: status 200 with
   // an empty body when the stream ended (the server's timeoutSeconds, on_event stopping it),
   // otherwise the server's error answer with its body (see is_expired_response, api_failure). A
-  // Failure for transport errors, a cut stream, no bytes for watch_idle_timeout, cancellation
-  // (errc::scaler_error) and malformed events (errc::bad_request, errc::body_too_large). A 401 is
-  // retried once with a re-read token, as request().
+  // Failure for transport errors, a cut stream, a stream not ended `limit` after the request was
+  // sent, cancellation (errc::scaler_error) and malformed events (errc::bad_request,
+  // errc::body_too_large). `limit` is the target's timeoutSeconds plus a margin: a healthy server
+  // always ends the watch first, and a connection gone silent without a reset (a dead apiserver,
+  // a partition, a proxy that dropped it) is found right after. A 401 is retried once with a
+  // re-read token, as request().
   using WatchCallback = std::function<bool(WatchEvent&&)>;
-  task<outcome<Response>> watch(std::string target, WatchCallback on_event);
+  task<outcome<Response>> watch(std::string target, std::chrono::milliseconds limit,
+                                WatchCallback on_event);
 
   // The bearer token to send ("" for none): from the exec plugin when the cluster config has one
   // (cached until it expires; concurrent callers share one run of the plugin), else from the
@@ -95,8 +96,8 @@ class Client {
   task<outcome<std::unique_ptr<Connection>>> connect();
   task<outcome<Response>> send(http::verb verb, const std::string& target, const std::string& body,
                                const std::string& content_type, const std::string& token);
-  task<outcome<Response>> stream_watch(const std::string& target, const WatchCallback& on_event,
-                                       const std::string& token);
+  task<outcome<Response>> stream_watch(const std::string& target, std::chrono::milliseconds limit,
+                                       const WatchCallback& on_event, const std::string& token);
   std::unique_ptr<Connection> take_idle();
   void put_idle(std::unique_ptr<Connection> c);
   std::string describe(http::verb verb, std::string_view target) const;

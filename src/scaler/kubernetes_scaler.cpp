@@ -9,7 +9,6 @@
 
 #include "core/log.hpp"
 #include "core/spawn.hpp"
-#include "k8s/access_review.hpp"
 #include "k8s/watch.hpp"
 
 namespace va::scaler {
@@ -135,73 +134,6 @@ std::chrono::milliseconds KubernetesScaler::backoff(int failures, std::chrono::m
   return std::chrono::milliseconds(static_cast<long>(base.count() * jitter(rng_)));
 }
 
-// --- the setup checks -------------------------------------------------------------------------
-
-task<outcome<std::vector<std::string>>> KubernetesScaler::check_setup() {
-  const auto& ns = settings_.namespace_;
-  const auto& name = settings_.deployment;
-  // Every request this scaler makes (and the Role in deploy/kubernetes grants).
-  const std::vector<k8s::Access> needs = {
-      {"get", "apps", "deployments", "scale", ns, name},
-      {"patch", "apps", "deployments", "scale", ns, name},
-      {"list", "apps", "deployments", "", ns, name},
-      {"watch", "apps", "deployments", "", ns, name},
-      {"list", "", "pods", "", ns, ""},
-      {"watch", "", "pods", "", ns, ""},
-      {"create", "", "events", "", ns, ""},
-  };
-  auto problems = co_await k8s::denied(client_, needs);
-  if (!problems) {
-    co_return problems.error();
-  }
-  // Whether the Deployment exists, where the proxy may look.
-  const auto no_get = "cannot " + k8s::describe(needs.front());
-  if (std::find(problems->begin(), problems->end(), no_get) == problems->end()) {
-    auto r = co_await client_.request(http::verb::get, scale_path_);
-    if (!r) {
-      co_return r.error();
-    }
-    if (r->status == 404) {
-      problems->push_back(deployment_.what + " not found");
-    }
-  }
-  co_return std::move(*problems);
-}
-
-task<void> KubernetesScaler::run_checks() {
-  bool answered = false;
-  for (int failures = 0; !stopping_;) {
-    auto problems = co_await check_setup();
-    if (stopping_) {
-      break;
-    }
-    if (!problems) {
-      log::warn("kubernetes setup check failed; trying again",
-                {{"backend", settings_.backend}, {"error", problems.error().message}});
-      if (!answered) {
-        set_setup_problems({});  // nothing known against it: an API outage is not a bad Role
-        answered = true;
-      }
-      co_await pause(backoff(++failures, 1s));
-      continue;
-    }
-    failures = 0;
-    answered = true;
-    if (*problems != setup_problems()) {
-      for (const auto& p : *problems) {
-        log::error("setup problem", {{"backend", settings_.backend}, {"problem", p}});
-      }
-      if (problems->empty()) {
-        log::info("setup checked: the scaler may do all it needs",
-                  {{"backend", settings_.backend}});
-      }
-      set_setup_problems(std::move(*problems));
-    }
-    co_await pause(settings_.check_interval);
-  }
-  loop_done();
-}
-
 // --- the watches ------------------------------------------------------------------------------
 
 task<void> KubernetesScaler::run_deployment() {
@@ -227,6 +159,7 @@ task<std::string> KubernetesScaler::pod_selector() {
     }
     auto& r = std::get<0>(got);
     if (r && r->status == 200) {
+      ++patches_;
       error_code ec;
       const auto v = json::parse(r->body, ec);
       auto selector = text(child(v.if_object(), "status"), "selector");
@@ -277,6 +210,7 @@ task<void> KubernetesScaler::reflect(Reflector& r) {
 
 task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
   const std::string target = r.path + "?" + r.query;
+  const auto patches_before = patches_;
   auto got =
       co_await (client_.request(http::verb::get, target) || stop_.async_wait(use_nothrow_task));
   if (got.index() == 1) {
@@ -308,7 +242,12 @@ task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
   r.synced = true;
   ++r.lists;
   if (&r == &deployment_) {
-    pending_rv_.clear();  // the list is at least as new as our PATCH
+    // A LIST without resourceVersion is read from etcd with quorum: it holds every write answered
+    // before it was sent, but maybe not a PATCH answered while it was on its way.
+    if (patches_ == patches_before ||
+        text(child(deployment(), "metadata"), "resourceVersion") == pending_rv_) {
+      pending_rv_.clear();
+    }
     recent_rvs_.clear();
   }
   log::info("kubernetes list", {{"backend", settings_.backend},
@@ -321,11 +260,13 @@ task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
 }
 
 task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
-  // Below the client's idle timeout; the server ends the watch cleanly at timeoutSeconds.
-  std::uniform_int_distribution<int> timeout(240, 290);
+  // The server ends the watch cleanly at timeoutSeconds; one still open watch_grace later is dead.
+  std::uniform_int_distribution<long> timeout(settings_.watch_timeout_min.count(),
+                                              settings_.watch_timeout_max.count());
+  const std::chrono::seconds asked(timeout(rng_));
   const std::string target = r.path + "?" + r.query + "&watch=1&allowWatchBookmarks=true" +
                              "&resourceVersion=" + query_escape(r.rv) +
-                             "&timeoutSeconds=" + std::to_string(timeout(rng_));
+                             "&timeoutSeconds=" + std::to_string(asked.count());
   bool expired = false;
   std::string error;
   int events = 0;
@@ -341,7 +282,8 @@ task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
     apply(r, e);
     return true;
   };
-  auto got = co_await (client_.watch(target, on_event) || stop_.async_wait(use_nothrow_task));
+  auto got = co_await (client_.watch(target, asked + settings_.watch_grace, on_event) ||
+                       stop_.async_wait(use_nothrow_task));
   if (got.index() == 1) {
     co_return true;  // stopping
   }
@@ -508,6 +450,7 @@ task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) 
     auto r = co_await client_.request(http::verb::patch, scale_path_, body,
                                       "application/merge-patch+json");
     if (r && r->status == 200) {
+      ++patches_;
       error_code ec;
       const auto v = json::parse(r->body, ec);
       const auto rv = text(child(v.if_object(), "metadata"), "resourceVersion");

@@ -4,17 +4,20 @@
 // What it knows comes from two list-then-watch loops on the backend's controller's executor, as
 // client-go's reflector does: the Deployment
 // (fieldSelector=metadata.name=NAME, the only form RBAC resourceNames allows) and the pods of the
-// Scale's status.selector. A watch that ends is resumed from the last resourceVersion; an expired
-// one (HTTP 410, an ERROR event 410/Expired/Gone, 1.20's 500 "compacted") lists again. An API that
-// is down is retried with backoff and jitter, never in a tight loop.
+// Scale's status.selector. Each watch asks for a short timeoutSeconds (15-25 s) and one that has
+// not ended 5 s after that is taken as dead, so that a connection gone silent is found within
+// 30 s. A watch that ends is resumed from the last resourceVersion; an expired one (HTTP 410, an
+// ERROR event 410/Expired/Gone, 1.20's 500 "compacted") lists again. An API that is down is
+// retried with backoff and jitter, never in a tight loop.
 //
 // observe() answers from what the watches saw: desired = spec.replicas; ready = readyReplicas once
 // status.observedGeneration has caught up with metadata.generation after our own scale-up;
 // fatal when a pod waits in CrashLoopBackOff, ImagePullBackOff, ErrImagePull and the like; an
 // unschedulable pod is a reason, not fatal (the cluster may add a node). After a PATCH the
 // Deployment as cached is older than the PATCH until the watch delivers the PATCH's own
-// resourceVersion: until then observe() answers the replicas asked for (RVs are compared for
-// equality only, as they are opaque).
+// resourceVersion, or a LIST sent after the PATCH was answered delivers the Deployment: until
+// then observe() answers the replicas asked for (RVs are compared for equality only, as they are
+// opaque; a LIST sent before the PATCH was answered may be older than it).
 //
 // scale_to() is a merge PATCH of .../deployments/NAME/scale, retried on 429 (Retry-After), 409 and
 // 5xx for `retry_for`, then errc::scaler_unavailable, as is a transport error at once (the Backend
@@ -23,12 +26,13 @@
 // `kubectl describe deployment` shows. shutdown() stops the watches and leaves the Deployment as it
 // is, for the next proxy to adopt.
 //
-// Setup checks: from the first call on, and then every `check_interval`, SelfSubjectAccessReviews
-// ask whether the proxy may make each request above, and a GET of the Scale whether the Deployment
-// exists; what is missing is setup_problems(), logged when it changes. Until the first check has
-// answered that is one problem ("not checked yet"), so that a proxy with a bad Role is never
-// ready even for a moment; a check the API does not answer changes nothing (an API outage must not
-// make every proxy unready), but the first one's failure clears "not checked yet".
+// Setup checks (kubernetes_setup.cpp): from the first call on, and then every `check_interval`,
+// SelfSubjectAccessReviews ask whether the proxy may make each request above, and a GET of the
+// Scale whether the Deployment exists; what is missing is setup_problems(), logged when it
+// changes. Until the first check has answered that is one problem ("not checked yet"), so that a
+// proxy with a bad Role is never ready even for a moment; a check the API does not answer changes
+// nothing (an API outage must not make every proxy unready), but the first one's failure clears
+// "not checked yet".
 //
 // Threading: every member runs on the executor given to the constructor (the Backend's
 // controller's).
@@ -62,6 +66,15 @@ class KubernetesScaler final : public Scaler {
     // A scale PATCH answered 429, 409 or 5xx is retried this long; a transport error (API down,
     // timed out) is returned at once as errc::scaler_unavailable for the Backend to retry.
     std::chrono::milliseconds retry_for = std::chrono::seconds(3);
+    // Each watch asks the API server to end it after a timeoutSeconds drawn in [min, max] (so that
+    // many proxies' watches spread out), and is taken as dead if it has not ended watch_grace
+    // after that: a watch cut without a reset (a dead apiserver, a partition, a proxy that dropped
+    // the connection) is found within max + grace of its start. A watch that ends is resumed from
+    // its last resourceVersion (the bookmark the server sends just before it ends the watch),
+    // without a LIST.
+    std::chrono::seconds watch_timeout_min = std::chrono::seconds(15);
+    std::chrono::seconds watch_timeout_max = std::chrono::seconds(25);
+    std::chrono::milliseconds watch_grace = std::chrono::seconds(5);
     // Between failed list/watch attempts: 500 ms doubling to this, each with ±50% jitter.
     std::chrono::milliseconds watch_backoff_max = std::chrono::seconds(10);
     // Between two setup checks (RBAC can change under a running proxy).
@@ -121,8 +134,10 @@ class KubernetesScaler final : public Scaler {
   Timer idle_;       // expires at min() when the last loop ended
   std::mt19937 rng_;
 
-  // After our PATCH: the Deployment's resourceVersion it produced, until the watch delivers it.
+  // After our PATCH: the Deployment's resourceVersion it produced, until the watch delivers it,
+  // or a LIST sent after the PATCH was answered (counted by patches_) holds it.
   std::string pending_rv_;
+  unsigned long patches_ = 0;           // scale PATCHes answered 200
   std::deque<std::string> recent_rvs_;  // of the Deployment's last watch events
   int pending_replicas_ = 0;
   Clock::time_point pending_since_{};

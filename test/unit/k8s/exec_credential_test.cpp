@@ -343,7 +343,7 @@ TEST_F(ExecPluginTest, UnauthorizedRunsThePluginAgainAndRetriesOnce) {
 
   // A watch does the same.
   always_refuse = false;
-  auto w = run(client.watch("/w", [](WatchEvent&&) { return true; }));
+  auto w = run(client.watch("/w", std::chrono::seconds(10), [](WatchEvent&&) { return true; }));
   ASSERT_TRUE(w) << w.error().message;
   EXPECT_EQ(w->status, 401u);  // tok-3, then tok-4: neither is tok-2
   EXPECT_EQ(bearer(5), "Bearer tok-3");

@@ -118,10 +118,13 @@ class TlsServer {
   void close_after_each_response() { close_after_each_ = true; }
 
   using Stream = beast::ssl_stream<TcpStream>;
-  // Answers every request with `streamer` instead of the handler: it writes the raw response
-  // itself (see chunk()); the connection is closed when it returns.
+  // Answers every request (or those `which` picks) with `streamer` instead of the handler: it
+  // writes the raw response itself (see chunk()); the connection is closed when it returns.
   using Streamer = std::function<task<void>(const Request&, Stream&)>;
-  void stream_with(Streamer streamer) { streamer_ = std::move(streamer); }
+  void stream_with(Streamer streamer, std::function<bool(const Request&)> which = {}) {
+    streamer_ = std::move(streamer);
+    stream_which_ = std::move(which);
+  }
 
   std::string port() const { return std::to_string(acceptor_.local_endpoint().port()); }
   std::vector<Received> received;
@@ -167,7 +170,7 @@ class TlsServer {
         co_return;
       }
       received.push_back(Received{req, sni ? sni : "", id});
-      if (streamer_) {
+      if (streamer_ && (!stream_which_ || stream_which_(req))) {
         co_await streamer_(req, stream);
         beast::get_lowest_layer(stream).socket().close();
         co_return;
@@ -193,6 +196,7 @@ class TlsServer {
   Acceptor acceptor_;
   Handler handler_;
   Streamer streamer_;
+  std::function<bool(const Request&)> stream_which_;
   bool close_after_each_ = false;
 };
 

@@ -207,6 +207,7 @@ class WatchClientTest : public testing::TlsApiTest {
   static constexpr const char* kTarget =
       "/apis/apps/v1/namespaces/llm/deployments?fieldSelector=metadata.name%3Dvllm&watch=1"
       "&resourceVersion=50123&allowWatchBookmarks=true&timeoutSeconds=300";
+  static constexpr std::chrono::milliseconds kLimit = std::chrono::seconds(10);
 };
 
 TEST_F(WatchClientTest, StreamsChunkedEventsAsTheyArrive) {
@@ -229,7 +230,7 @@ TEST_F(WatchClientTest, StreamsChunkedEventsAsTheyArrive) {
     co_await write(s, chunk(kExpired.substr(10)) + chunk(""));
   });
   Client client(cluster(server), ioc_.get_executor());
-  auto r = run(client.watch(kTarget, [&](WatchEvent&& e) {
+  auto r = run(client.watch(kTarget, kLimit, [&](WatchEvent&& e) {
     seen.push_back(std::move(e));
     return true;
   }));
@@ -250,7 +251,7 @@ TEST_F(WatchClientTest, StreamsChunkedEventsAsTheyArrive) {
   EXPECT_EQ(req[http::field::accept], "application/json");
 }
 
-TEST_F(WatchClientTest, IdleTimeoutCutStreamAndMalformedEventAreFailures) {
+TEST_F(WatchClientTest, ASilentStreamACutOneAndAMalformedEventAreFailures) {
   int mode = 0;
   TlsServer server(ioc_, server_cert_, [](const Request&) { return std::nullopt; });
   server.stream_with([&](const Request&, TlsServer::Stream& s) -> task<void> {
@@ -264,34 +265,59 @@ TEST_F(WatchClientTest, IdleTimeoutCutStreamAndMalformedEventAreFailures) {
       co_await write(s, chunk("{not json}\n" + kModified) + chunk(""));
     }
   });
-  Client::Settings settings;
-  settings.watch_idle_timeout = std::chrono::milliseconds(200);
-  Client client(cluster(server), ioc_.get_executor(), settings);
+  Client client(cluster(server), ioc_.get_executor());
   int events = 0;
   auto count = [&](WatchEvent&&) {
     ++events;
     return true;
   };
 
-  auto idle = run(client.watch("/w", count));
+  auto idle = run(client.watch("/w", std::chrono::milliseconds(200), count));
   ASSERT_FALSE(idle);
   EXPECT_EQ(idle.error().code, errc::scaler_error);
   EXPECT_THAT(idle.error().message, HasSubstr(": GET /w: timed out"));
   EXPECT_EQ(events, 1);
 
   mode = 1;
-  auto cut = run(client.watch("/w", count));
+  auto cut = run(client.watch("/w", kLimit, count));
   ASSERT_FALSE(cut);
   EXPECT_THAT(cut.error().message, HasSubstr(": GET /w: read: "));
   EXPECT_EQ(events, 1);
 
   mode = 2;
-  auto bad = run(client.watch("/w", count));
+  auto bad = run(client.watch("/w", kLimit, count));
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, errc::bad_request);
   EXPECT_THAT(bad.error().message, HasSubstr("malformed event (not JSON"));
   EXPECT_EQ(events, 1);
   EXPECT_EQ(server.connections, 3);  // a connection per watch
+}
+
+TEST_F(WatchClientTest, AWatchNotEndedWithinItsLimitFailsThoughEventsStillArrive) {
+  // A bookmark every 50 ms, and never the end the watch's timeoutSeconds asked for.
+  TlsServer server(ioc_, server_cert_, [](const Request&) { return std::nullopt; });
+  server.stream_with([&](const Request&, TlsServer::Stream& s) -> task<void> {
+    co_await write(s, kHead);
+    for (int i = 0; i < 200; ++i) {
+      co_await write(s, chunk(kBookmark));
+      co_await sleep(s, std::chrono::milliseconds(50));
+    }
+  });
+  Client client(cluster(server), ioc_.get_executor());
+  int events = 0;
+  const auto start = Clock::now();
+  auto r = run(client.watch("/w", std::chrono::milliseconds(300), [&](WatchEvent&&) {
+    ++events;
+    return true;
+  }));
+  const auto took = Clock::now() - start;
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::scaler_error);
+  EXPECT_THAT(r.error().message,
+              HasSubstr(": GET /w: timed out: the watch had not ended 300 ms after it was sent"));
+  EXPECT_GE(events, 3);
+  EXPECT_GE(took, std::chrono::milliseconds(300));
+  EXPECT_LT(took, std::chrono::seconds(2));
 }
 
 TEST_F(WatchClientTest, CallbackStopsTheWatch) {
@@ -303,7 +329,7 @@ TEST_F(WatchClientTest, CallbackStopsTheWatch) {
   });
   Client client(cluster(server), ioc_.get_executor());
   int events = 0;
-  auto r = run(client.watch("/w", [&](WatchEvent&&) {
+  auto r = run(client.watch("/w", kLimit, [&](WatchEvent&&) {
     ++events;
     return false;
   }));
@@ -324,7 +350,7 @@ TEST_F(WatchClientTest, CancellationEndsTheWatch) {
   auto race = [&]() -> task<outcome<Response>> {
     using namespace net::experimental::awaitable_operators;
     Timer timer(ioc_, std::chrono::milliseconds(300));
-    auto r = co_await (client.watch("/w", [&](WatchEvent&&) {
+    auto r = co_await (client.watch("/w", kLimit, [&](WatchEvent&&) {
       ++events;
       return true;
     }) || timer.async_wait(use_task));
@@ -349,7 +375,7 @@ TEST_F(WatchClientTest, ErrorAnswerIsAResponse) {
                    [&](const Request&) { return reply(http::status::gone, gone); });
   Client client(cluster(server), ioc_.get_executor());
   int events = 0;
-  auto r = run(client.watch("/w", [&](WatchEvent&&) {
+  auto r = run(client.watch("/w", kLimit, [&](WatchEvent&&) {
     ++events;
     return true;
   }));

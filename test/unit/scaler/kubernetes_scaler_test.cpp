@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <deque>
+#include <functional>
 #include <set>
 
 #include "unit/k8s/tls_server.hpp"
@@ -80,10 +82,15 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
 
   KubernetesScaler make(const TlsServer& server,
                         std::chrono::milliseconds check_interval = std::chrono::seconds(60)) {
-    KubernetesScaler::Settings settings{
+    return KubernetesScaler(settings(server, check_interval), ioc_.get_executor());
+  }
+  KubernetesScaler::Settings settings(
+      const TlsServer& server,
+      std::chrono::milliseconds check_interval = std::chrono::seconds(60)) {
+    KubernetesScaler::Settings s{
         .backend = "b", .namespace_ = "llm", .deployment = "vllm", .cluster = cluster(server)};
-    settings.check_interval = check_interval;
-    return KubernetesScaler(std::move(settings), ioc_.get_executor());
+    s.check_interval = check_interval;
+    return s;
   }
 
   // A cluster config for an API server that is not there: nothing listens on its port any more.
@@ -147,6 +154,35 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
     return out;
   }
 
+  // Writes `r` as the whole answer of a streamed request (the connection closes after it).
+  static task<void> write(TlsServer::Stream& s, Reply r) {
+    r.version(11);
+    r.keep_alive(false);
+    r.prepare_payload();
+    co_await http::async_write(s, r, use_nothrow);
+  }
+  static task<void> write(TlsServer::Stream& s, const std::string& bytes) {
+    co_await net::async_write(s, net::buffer(bytes), use_nothrow);
+  }
+  static task<void> sleep(TlsServer::Stream& s, std::chrono::milliseconds d) {
+    Timer t(s.get_executor(), d);
+    co_await t.async_wait(use_nothrow);
+  }
+  static bool is_list(const Request& r) {
+    return r.target().starts_with("/apis/apps/v1/namespaces/llm/deployments?") &&
+           r.target().find("watch=1") == std::string::npos;
+  }
+
+  // Runs the io_context until `done` or for at most `limit`.
+  void run_until(const std::function<bool()>& done,
+                 std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    ioc_.restart();
+    const auto deadline = Clock::now() + limit;
+    while (!done() && Clock::now() < deadline) {
+      ioc_.run_for(std::chrono::milliseconds(5));
+    }
+  }
+
   std::deque<Reply> patches;
   std::set<std::string> denied;  // "<verb> <resource>" the access reviews deny
   bool deployment_exists = true;
@@ -199,6 +235,145 @@ TEST_F(KubernetesScalerTest, APatchThatChangesNothingIsNotWaitedFor) {
   EXPECT_EQ(o->desired, 1);
   EXPECT_EQ(o->ready, 1);  // no wait for a watch event that will not come
   EXPECT_TRUE(requests(server, http::verb::post, kEvents).empty());  // 1 → 1 is no scale
+  stop(scaler);
+}
+
+TEST_F(KubernetesScalerTest, AListSentBeforeOurPatchAndAnsweredAfterItDoesNotUndoIt) {
+  // The first LIST of the Deployment is held until our scale-up has been answered: it shows the
+  // Deployment at 0, as it was when the LIST was read.
+  bool patched = false;
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  server.stream_with(
+      [&](const Request&, TlsServer::Stream& s) -> task<void> {
+        while (!patched) {
+          co_await sleep(s, std::chrono::milliseconds(5));
+        }
+        co_await write(s, reply(http::status::ok, deployments));
+      },
+      is_list);
+  auto scaler = make(server);
+  net::co_spawn(ioc_, scaler.observe(), net::detached);  // starts the watches: the LIST is sent
+  const auto listed = [&] {
+    return std::any_of(server.received.begin(), server.received.end(),
+                       [](const auto& r) { return is_list(r.request); });
+  };
+  run_until(listed);
+  ASSERT_TRUE(listed());
+  ASSERT_TRUE(drive(scaler.scale_to(1, "1 request held")));  // answered at resourceVersion 101
+  patched = true;
+  std::optional<outcome<Observed>> o;
+  for (int i = 0; i < 100 && !(o && *o); ++i) {
+    o = drive(scaler.observe());
+  }
+  ASSERT_TRUE(o && *o);
+  EXPECT_EQ((*o)->desired, 1);  // not the list's 0: the watch has not delivered our PATCH yet
+  EXPECT_EQ((*o)->ready, 0);
+  stop(scaler);
+}
+
+TEST_F(KubernetesScalerTest, AWatchThatGoesSilentIsFoundDeadAndResumedWithinItsTimeout) {
+  // The first watch of the Deployment is answered, then nothing more ever comes, and it never
+  // ends: the apiserver died, or a proxy on the way dropped the connection, without a reset.
+  // Meanwhile the Deployment became ready; the next watch delivers that.
+  const std::string ready_event =
+      R"({"type":"MODIFIED","object":{"kind":"Deployment","metadata":{"name":"vllm",)"
+      R"("namespace":"llm","uid":"u-1","resourceVersion":"102","generation":2},)"
+      R"("spec":{"replicas":1},"status":{"observedGeneration":2,"readyReplicas":1}}})"
+      "\n";
+  std::vector<std::pair<Clock::time_point, std::string>> watches;  // of the Deployment
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  server.stream_with(
+      [&](const Request& req, TlsServer::Stream& s) -> task<void> {
+        co_await write(s,
+                       "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n");
+        const std::string target(req.target());
+        if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?")) {
+          watches.emplace_back(Clock::now(), target);
+          if (watches.size() == 2) {
+            co_await write(s, k8s::testing::chunk(ready_event));
+          }
+        }
+        co_await sleep(s, std::chrono::hours(1));  // silent, never ended
+      },
+      [](const Request& r) { return r.target().find("watch=1") != std::string::npos; });
+  auto s = settings(server);
+  s.watch_timeout_min = s.watch_timeout_max = std::chrono::seconds(1);
+  s.watch_grace = std::chrono::milliseconds(300);
+  KubernetesScaler scaler(std::move(s), ioc_.get_executor());
+  auto o = drive(scaler.observe());
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->ready, 0);
+  run_until([&] { return !watches.empty(); });
+  ASSERT_FALSE(watches.empty());
+  // The change made meanwhile is seen through the next watch, without waiting minutes.
+  const auto began = watches[0].first;
+  const auto ready = [&] {
+    auto seen = drive(scaler.observe());
+    return seen && seen->ready == 1;
+  };
+  run_until(ready, std::chrono::seconds(5));
+  const auto seen_at = Clock::now();
+  ASSERT_GE(watches.size(), 2u) << "the silent watch was trusted";
+  EXPECT_TRUE(ready());
+  const auto detected = watches[1].first - began;
+  std::printf("dead watch replaced after %lld ms, its change observed after %lld ms\n",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(detected).count()),
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(seen_at - began).count()));
+  // timeoutSeconds (1 s) + grace (300 ms) + the first retry's backoff (250 to 750 ms).
+  EXPECT_GE(detected, std::chrono::milliseconds(1300));
+  EXPECT_LT(detected, std::chrono::milliseconds(2500));
+  const auto& first = watches[0].second;
+  EXPECT_NE(first.find("&timeoutSeconds=1"), std::string::npos) << first;
+  EXPECT_NE(first.find("&allowWatchBookmarks=true"), std::string::npos) << first;
+  // Resumed from where it was, without a LIST.
+  EXPECT_NE(watches[1].second.find("&resourceVersion=100&"), std::string::npos)
+      << watches[1].second;
+  EXPECT_EQ(std::count_if(server.received.begin(), server.received.end(),
+                          [](const auto& r) { return is_list(r.request); }),
+            1);
+  stop(scaler);
+}
+
+TEST_F(KubernetesScalerTest, AWatchThatEndsIsResumedFromItsBookmarkWithoutAList) {
+  // The API server ends the first watch at its timeoutSeconds, after the bookmark it sends just
+  // before; the next watch starts from the bookmark's resourceVersion.
+  std::vector<std::string> watches;  // of the Deployment
+  TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
+  server.stream_with(
+      [&](const Request& req, TlsServer::Stream& s) -> task<void> {
+        co_await write(s,
+                       "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n");
+        const std::string target(req.target());
+        if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?")) {
+          watches.push_back(target);
+          if (watches.size() == 1) {
+            co_await write(
+                s, k8s::testing::chunk(R"({"type":"BOOKMARK","object":{"kind":"Deployment",)"
+                                       R"("metadata":{"resourceVersion":"150"}}})"
+                                       "\n"));
+            co_await sleep(s, std::chrono::seconds(1));
+            co_await write(s, k8s::testing::chunk(""));
+            co_return;
+          }
+        }
+        co_await sleep(s, std::chrono::hours(1));
+      },
+      [](const Request& r) { return r.target().find("watch=1") != std::string::npos; });
+  auto s = settings(server);
+  s.watch_timeout_min = s.watch_timeout_max = std::chrono::seconds(1);
+  KubernetesScaler scaler(std::move(s), ioc_.get_executor());
+  ASSERT_TRUE(drive(scaler.observe()));
+  run_until([&] { return watches.size() >= 2; });
+  ASSERT_GE(watches.size(), 2u);
+  EXPECT_NE(watches[0].find("&resourceVersion=100&"), std::string::npos) << watches[0];
+  EXPECT_NE(watches[1].find("&resourceVersion=150&"), std::string::npos) << watches[1];
+  EXPECT_EQ(std::count_if(server.received.begin(), server.received.end(),
+                          [](const auto& r) { return is_list(r.request); }),
+            1);
   stop(scaler);
 }
 
