@@ -7,6 +7,7 @@
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <ctime>
 
+#include "core/backoff.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
 #include "k8s/watch.hpp"
@@ -128,8 +129,7 @@ task<void> KubernetesScaler::pause(std::chrono::milliseconds d) {
 }
 
 std::chrono::milliseconds KubernetesScaler::backoff(int failures, std::chrono::milliseconds first) {
-  const auto base = std::min<std::chrono::milliseconds>(first * (1 << std::min(failures - 1, 10)),
-                                                        settings_.watch_backoff_max);
+  const auto base = va::backoff(failures, first, settings_.watch_backoff_max);
   std::uniform_real_distribution<double> jitter(0.5, 1.5);
   return std::chrono::milliseconds(static_cast<long>(base.count() * jitter(rng_)));
 }

@@ -151,6 +151,9 @@ def test_the_api_stopped_during_a_scale_down_keeps_the_pod_for_a_request_arrivin
         for e in cluster.control_plane.audit_events():
             print("AUDIT", e.get("stage"), e.get("verb"), (e.get("user") or {}).get("username"), e.get("requestReceivedTimestamp"), e.get("stageTimestamp"), (e.get("responseStatus") or {}).get("code"), e.get("requestURI"))
         print("t0", time.time())
+        d = cluster.deployment()
+        print("MF", json.dumps(d["metadata"].get("managedFields")), d["metadata"].get("generation"))
+        print("APISERVER", "\n".join(l for l in cluster.control_plane.log("kube-apiserver").splitlines()[-30:]))
     assert replicas(cluster) == 1
     assert cluster.pods() == [name] and pid_alive(pod["pid"])
     # And with no traffic it goes back to 0 after idle_timeout.
