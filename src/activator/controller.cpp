@@ -302,7 +302,9 @@ task<void> Controller::run_waking() {
       }
       co_return;
     }
-    if (observed && observed->ready > 0 && co_await healthy()) {
+    // With the scaler's API unreadable, the probe alone says whether what we asked for serves.
+    const bool up = observed ? observed->ready > 0 : up_;
+    if (up && co_await healthy()) {
       std::lock_guard lock(s_.mu);
       if (s_.state != State::waking) {
         co_return;  // an admin sleep took over while the probe ran
