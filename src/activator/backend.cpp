@@ -13,12 +13,17 @@ using namespace net::experimental::awaitable_operators;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// GET health.path on the pool's target, bounded by twice the probe interval (1–5 s).
+// GET a path on the pool's target, bounded by twice the probe interval (1–5 s), with the backend's
+// upstream_headers (an API key vLLM asks for) and health.headers.
 Controller::Probe default_probe(Executor ex, upstream::Pool& pool, const config::Health& health) {
-  return [ex, &pool, &health]() -> task<int> {
+  std::map<std::string, std::string> headers(pool.target().headers.begin(),
+                                             pool.target().headers.end());
+  for (const auto& [name, value] : health.headers) {
+    headers[name] = value;
+  }
+  return [ex, &pool, &health, headers](const std::string& path) -> task<upstream::ProbeResult> {
     const auto timeout = std::clamp<std::chrono::milliseconds>(health.interval * 2, 1s, 5s);
-    auto r = co_await upstream::probe(ex, pool.target(), health.path, health.headers, timeout);
-    co_return r.status;
+    co_return co_await upstream::probe(ex, pool.target(), path, headers, timeout);
   };
 }
 
@@ -213,6 +218,11 @@ std::size_t Backend::in_flight() const {
 std::size_t Backend::pending() const {
   std::lock_guard lock(shared_.mu);
   return shared_.queue.size();
+}
+
+std::vector<std::string> Backend::reported_models() const {
+  std::lock_guard lock(shared_.mu);
+  return shared_.reported_models;
 }
 
 State Backend::state() const {

@@ -90,6 +90,8 @@ class Backend {
   std::size_t in_flight() const;
   std::size_t pending() const;
   State state() const;
+  // The ids the backend's own /v1/models listed when it was last ready (none before).
+  std::vector<std::string> reported_models() const;
   boost::json::object status() const;
   // What stops the scaler from working as configured (Scaler::setup_problems()). Any thread.
   std::vector<std::string> setup_problems() const {

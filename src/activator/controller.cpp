@@ -1,5 +1,7 @@
 #include "activator/controller.hpp"
 
+#include <boost/json.hpp>
+
 #include "config/duration.hpp"
 #include "core/backoff.hpp"
 #include "core/log.hpp"
@@ -141,7 +143,7 @@ task<outcome<scaler::Observed>> Controller::observe() {
 }
 
 task<bool> Controller::healthy() {
-  const int status = co_await probe_();
+  const int status = static_cast<int>((co_await probe_(s_.settings.health.path)).status);
   if (status != 200 && status != 0) {
     std::lock_guard lock(s_.mu);
     s_.last_error =
@@ -173,7 +175,27 @@ bool Controller::adopt(std::string_view why) {
   }
   s_.set_state(State::ready, why);
   s_.release_waiters();
+  models_due_ = true;
   return true;
+}
+
+task<void> Controller::learn_models() {
+  auto r = co_await probe_("/v1/models");
+  error_code ec;
+  const auto doc = r.status == 200 ? boost::json::parse(r.body, ec) : boost::json::value();
+  const auto* data = doc.is_object() ? doc.as_object().if_contains("data") : nullptr;
+  if (ec || data == nullptr || !data->is_array()) {
+    co_return;  // not an OpenAI server, or not now: keep what was learnt before
+  }
+  std::vector<std::string> models;
+  for (const auto& m : data->as_array()) {
+    const auto* id = m.is_object() ? m.as_object().if_contains("id") : nullptr;
+    if (id != nullptr && id->is_string()) {
+      models.emplace_back(id->as_string());
+    }
+  }
+  std::lock_guard lock(s_.mu);
+  s_.reported_models = std::move(models);
 }
 
 // --- asleep and failed ------------------------------------------------------------------------
@@ -318,6 +340,7 @@ task<void> Controller::run_waking() {
       s_.activity.touch(s_.time.now());
       s_.set_state(State::ready, "health probe answered 200");
       s_.release_waiters();
+      models_due_ = true;
       co_return;
     }
     if (observed && !observed->reason.empty()) {
@@ -396,6 +419,9 @@ task<bool> Controller::scale_up(Clock::time_point started) {
 // --- ready ------------------------------------------------------------------------------------
 
 task<void> Controller::run_ready() {
+  if (std::exchange(models_due_, false)) {
+    co_await learn_models();  // after the held requests were released, not before
+  }
   for (;;) {
     auto now = s_.time.now();
     Clock::time_point next;

@@ -24,13 +24,14 @@
 
 #include "activator/shared.hpp"
 #include "upstream/pool.hpp"
+#include "upstream/probe.hpp"
 
 namespace va::activator {
 
 class Controller {
  public:
-  // The health probe: the status the backend's health path answered, 0 for no answer.
-  using Probe = std::function<task<int>()>;
+  // GET `path` on the backend (the health probe, its model list): status 0 for no answer.
+  using Probe = std::function<task<upstream::ProbeResult>(const std::string& path)>;
 
   Controller(Shared& shared, Executor ex, std::unique_ptr<scaler::Scaler> scaler, Probe probe,
              upstream::Pool& pool);
@@ -56,6 +57,8 @@ class Controller {
 
   task<outcome<scaler::Observed>> observe();
   task<bool> healthy();
+  // What the backend serves (GET /v1/models), kept for the proxy's own /v1/models.
+  task<void> learn_models();
   // Asks the scaler for `replicas`, keeping up_ (what we believe the scaler was asked for).
   task<outcome<void>> scale(int replicas, std::string cause);
   // scale(settings.replicas), retried with backoff while the scaler is unavailable and someone
@@ -85,7 +88,8 @@ class Controller {
   State after_stop_ = State::asleep;  // where a stop leads: asleep, or failed after a failed wake
   int stop_failures_ = 0;           // failed scale-downs in a row
   Clock::time_point stop_retry_at_ = Clock::time_point::min();
-  bool look_now_ = true;  // the idle loop observes without waiting first
+  bool look_now_ = true;     // the idle loop observes without waiting first
+  bool models_due_ = false;  // ready since the model list was last asked for
   bool stop_requested_ = false;
   bool stopped_ = false;
 };

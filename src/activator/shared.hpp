@@ -50,6 +50,7 @@ class Shared {
   unsigned long wakes = 0;
   int failed_wakes = 0;                     // in a row; the backoff before the next wake
   std::optional<scaler::Observed> observed;  // the scaler's last answer that was not an error
+  std::vector<std::string> reported_models;  // the backend's /v1/models when it was last up
 
   void set_state(State to, std::string_view why);
   // Held requests, in arrival order: granted (and counted in flight), or refused.

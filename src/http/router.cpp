@@ -45,8 +45,17 @@ std::string Router::models_json() const {
   boost::json::array data;
   const auto created = static_cast<std::int64_t>(std::time(nullptr));
   for (const auto& e : entries_) {
-    const auto state = e.backend->status().at("state");
-    for (const auto& m : e.models) {
+    const auto state = activator::name(e.backend->state());
+    auto models = e.models;
+    if (e.backend == any_model_) {
+      // It serves whatever it has: what it listed itself when it was last up.
+      for (auto& m : e.backend->reported_models()) {
+        if (std::find(models.begin(), models.end(), m) == models.end()) {
+          models.push_back(std::move(m));
+        }
+      }
+    }
+    for (const auto& m : models) {
       data.push_back(boost::json::object{{"id", m},
                                          {"object", "model"},
                                          {"created", created},

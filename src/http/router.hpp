@@ -34,7 +34,8 @@ class Router {
   activator::Backend* only_backend() const {
     return entries_.size() == 1 ? entries_.front().backend : nullptr;
   }
-  // GET /v1/models: every configured model in OpenAI's list shape, with its backend's state.
+  // GET /v1/models: every configured model in OpenAI's list shape, with its backend's state; for
+  // a single backend with no `models`, the ones it listed itself when it was last up.
   std::string models_json() const;
 
  private:

@@ -7,7 +7,7 @@ task<ProbeResult> probe(Executor ex, const Target& target, const std::string& pa
                         std::chrono::milliseconds timeout) {
   auto [ec, up] = co_await Pool::connect(ex, target, timeout);
   if (ec) {
-    co_return ProbeResult{0, ec};
+    co_return ProbeResult{0, ec, {}};
   }
   http::request<http::empty_body> req{http::verb::get, path, 11};
   req.set(http::field::host, target.host_header);
@@ -21,15 +21,15 @@ task<ProbeResult> probe(Executor ex, const Target& target, const std::string& pa
   deadline.watch(socket, Clock::now() + timeout);
   auto [wec, wn] = co_await http::async_write(socket, req, use_nothrow);
   if (wec) {
-    co_return ProbeResult{0, deadline.explain(wec)};
+    co_return ProbeResult{0, deadline.explain(wec), {}};
   }
   beast::flat_buffer buf;
   http::response<http::string_body> res;
   auto [rec, rn] = co_await http::async_read(socket, buf, res, use_nothrow);
   if (rec) {
-    co_return ProbeResult{0, deadline.explain(rec)};
+    co_return ProbeResult{0, deadline.explain(rec), {}};
   }
-  co_return ProbeResult{res.result_int(), {}};
+  co_return ProbeResult{res.result_int(), {}, std::move(res.body())};
 }
 
 }  // namespace va::upstream

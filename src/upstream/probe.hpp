@@ -10,6 +10,7 @@ namespace va::upstream {
 struct ProbeResult {
   unsigned status = 0;  // 0 when no HTTP answer came
   error_code error;     // connection refused while vLLM loads, timeouts, …
+  std::string body;
 };
 
 task<ProbeResult> probe(Executor ex, const Target& target, const std::string& path,

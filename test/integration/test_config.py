@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from proxy import sim_command
-from support import BIN_DIR, Proc, free_port, http, metrics, sim_last_request
+from support import BIN_DIR, Proc, eventually, free_port, http, metrics, sim_last_request
 
 BIN = BIN_DIR / "vllm-autoscaler"
 
@@ -225,6 +225,12 @@ def test_upstream_alone_serves_every_model_the_backend_has(procs, sim):
     m = metrics(p.admin_url)
     assert m['vllm_autoscaler_requests_total{backend="default",code="404"}'] == 1
     assert m.get('vllm_autoscaler_rejected_requests_total{backend="none",reason="unknown_model"}', 0) == 0
+    # /v1/models lists what the backend listed itself when it was last up.
+    def listed():
+        status, _, body = http("GET", p.url + "/v1/models")
+        assert status == 200
+        return [(m["id"], m["backend"]) for m in json.loads(body)["data"]]
+    assert eventually(lambda: listed() == [("served-name", "default")] and listed())
 
 
 def test_process_command_shorthand_starts_the_backend_on_demand(procs):

@@ -136,6 +136,18 @@ TEST(Backend, AnIdleScaleDownIsRetriedWhileTheScalerIsUnavailable) {
   EXPECT_EQ(h.world.desired, 0);
 }
 
+TEST(Backend, RemembersTheModelsTheBackendListedWhenItWasLastUp) {
+  Harness h;
+  h.world.models = {"m1", "m2"};
+  h.start();
+  EXPECT_TRUE(h.backend->reported_models().empty());
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  EXPECT_EQ(h.backend->reported_models(), (std::vector<std::string>{"m1", "m2"}));
+  ASSERT_TRUE(h.time.run_until([&] { return h.state() == "asleep"; }, 120s));
+  EXPECT_EQ(h.backend->reported_models(), (std::vector<std::string>{"m1", "m2"}));
+}
+
 // --- the defects of issue 16, each failing on the controller before it ------------------------
 
 // (1) A replica that turns NotReady while idle used to stay up all night: asleep, never stopped.

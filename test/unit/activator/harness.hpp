@@ -29,6 +29,7 @@ struct World {
   int ready_limit = 1000;           // at most this many replicas become ready
   std::string fatal;                // the replica cannot start: the scaler reports this reason
   int probe_status = 200;           // what a loaded replica's health path answers
+  std::vector<std::string> models = {"meta-llama/Llama-3.1-8B-Instruct"};  // its /v1/models
   bool exit_clears_on_restart = false;  // `fatal` is a process that exited, not a lasting cause
 };
 
@@ -116,6 +117,18 @@ class FakeScaler final : public scaler::Scaler {
     const bool loaded = world_.desired > 0 && time_.now() - world_.up_since >= world_.load_time;
     return loaded && world_.fatal.empty() ? (world_.wedged ? 503 : world_.probe_status) : 0;
   }
+  // GET `path` on the replica: the health path, or its model list.
+  task<upstream::ProbeResult> answer(std::string path) {
+    const int status = probe();
+    if (path == "/v1/models" && status == 200) {
+      std::string body = R"({"object":"list","data":[)";
+      for (const auto& m : world_.models) {
+        body += (body.back() == '[' ? "" : ",") + (R"({"id":")" + m + R"(","object":"model"})");
+      }
+      co_return upstream::ProbeResult{200, {}, body + "]}"};
+    }
+    co_return upstream::ProbeResult{static_cast<unsigned>(status), {}, {}};
+  }
   int ups() const { return count(true); }
   int downs() const { return count(false); }
   int count(bool up, bool ok_only = true) const {
@@ -195,7 +208,9 @@ class Harness {
           return s;
         },
         pool_, metrics, budget_,
-        BackendSeams{.time = &time, .probe = [this]() -> task<int> { co_return scaler->probe(); }});
+        BackendSeams{.time = &time, .probe = [this](const std::string& path) {
+                       return scaler->answer(path);
+                     }});
     scaler->backend = &*backend;
     backend->start();
     time.settle();
