@@ -96,6 +96,7 @@ Backend::Backend(Settings settings, Executor ex, const ScalerFactory& make_scale
     metrics_.wakes_total.with({settings_.name, result});
   }
   metrics_.scale_downs_total.with({settings_.name, "idle"});
+  metrics_.client_send_timeouts_total.with({settings_.name});
 }
 
 Backend::~Backend() = default;
