@@ -189,3 +189,42 @@ def test_an_idle_tunnel_is_closed_after_upstream_timeout_and_its_lease_released(
         assert line["backend"] == "rt"
     finally:
         srv.close()
+
+
+def test_a_half_closed_tunnel_left_open_by_the_client_is_closed_after_upstream_timeout(proxy):
+    """The upstream ends its side at once; the client neither sends nor closes: the idle clock now
+    watches the client's side, and the tunnel is closed upstream_timeout after the last byte."""
+    closed = []
+
+    def tunnel(conn, head, rest):
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        try:
+            while conn.recv(4096):
+                pass
+        finally:
+            closed.append(time.monotonic())
+        return None
+
+    srv = RawUpstream(lambda conn: serve_requests(conn, tunnel))
+    try:
+        p = proxy(config_yaml(backend_yaml(
+            "rt", srv.port, ["m"], static=True, default=True,
+            extra="    upstream_timeout: 2s\n    health: { interval: 100ms }\n")))
+        p.wait_state("ready", "rt")
+        with socket.create_connection(("127.0.0.1", p.port), timeout=15) as s:
+            s.sendall(UPGRADE)
+            head, rest = read_head(s)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            assert rest == b"" and s.recv(4096) == b""  # the upstream's half-close, passed on
+            quiet = time.monotonic()
+            # The client keeps its socket open and silent.
+            released = eventually(lambda: p.backend("rt")["in_flight"] == 0 and time.monotonic(),
+                                  timeout=15, what="in_flight 0")
+            assert 2.0 * 0.9 <= released - quiet <= 2.0 + 5, released - quiet
+            eventually(lambda: closed, timeout=5, what="the upstream side closed")
+        [line] = p.events("tunnel idle")
+        assert line["backend"] == "rt"
+    finally:
+        srv.close()
