@@ -79,7 +79,7 @@ task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces) {
 }
 
 task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> pieces,
-                            std::size_t written, Patience patience) {
+                            std::size_t written, const Patience& patience) {
   beast::buffers_suffix<std::span<const net::const_buffer>> rest(pieces);
   rest.consume(written);
   error_code ec;
@@ -97,7 +97,8 @@ task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> piece
   co_return ec;
 }
 
-task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces, Patience patience) {
+task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces,
+                       const Patience& patience) {
   const auto w = write_at_once(to, pieces);
   if (w.done) {
     co_return w.ec;

@@ -202,11 +202,14 @@ struct Patience {
 };
 // write_rest() within `patience`: each part the socket takes moves the deadline on; a write that
 // makes no progress for `patience.idle` ends with net::error::timed_out. Only the writes that
-// wait pay for it: the hot path tries write_at_once() first, as above.
+// wait pay for it: the hot path tries write_at_once() first, as above. `patience` by reference:
+// an argument by value would take room in the caller's coroutine frame, and answer()'s must stay
+// within what Asio's frame cache recycles (bench/README.md, "Ninth round").
 task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> pieces,
-                            std::size_t written, Patience patience);
+                            std::size_t written, const Patience& patience);
 // write_at_once(), then write_rest() within `patience`.
-task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces, Patience patience);
+task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces,
+                       const Patience& patience);
 
 // Lets the other connections run first: for a read of what the peer cannot have sent yet (the
 // answer to what was just written). Read at once, it would fail, and that costs a syscall: Asio

@@ -121,7 +121,7 @@ ForwardResult::Outcome client_failure(Socket& client, error_code ec) {
 }
 
 // Writes the error event vLLM itself sends when a stream breaks, then ends the chunked body.
-task<void> end_broken_stream(Socket& client, wire::Patience patience) {
+task<void> end_broken_stream(Socket& client, const wire::Patience& patience) {
   static constexpr std::string_view kTail =
       "data: {\"error\":{\"message\":\"upstream connection lost mid-stream\",\"type\":"
       "\"BadGatewayError\",\"param\":null,\"code\":502}}\n\ndata: [DONE]\n\n";
@@ -369,7 +369,7 @@ task<void> pipe_bytes(Socket& from, Socket& to, Tunnel& t) {
 // side closes, or until nothing moves either way for upstream_timeout. A coroutine of its own, so
 // that answer()'s frame, which every exchange allocates, does not carry what only a tunnel needs
 // (bench/README.md, "Ninth round").
-task<ForwardResult::Outcome> tunnel(Socket& client, Exchange& ex, wire::Patience to_client) {
+task<ForwardResult::Outcome> tunnel(Socket& client, Exchange& ex, const wire::Patience& to_client) {
   Tunnel t{client, ex.socket(), to_client, ex.silence, ex.pool.upstream_timeout()};
   if (ex.buf.size() > 0) {
     const std::array<net::const_buffer, 1> pieces = {ex.buf.data()};
@@ -491,7 +491,7 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
     co_return result;
   }
 
-  error_code write_ec;  // a write to the client that failed ends the relay
+  bool write_failed = false;  // a write to the client failed (result.outcome says how)
   // The rest of the body may be long coming (a generation): the client is watched from the first
   // read that goes to the socket.
   auto start_watch = [&watch] { watch.start(); };
@@ -552,18 +552,20 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
       w.ec = co_await wire::write_rest(client, some, w.written, r.client);
     }
     if (w.ec) {
-      write_ec = w.ec;
+      write_failed = true;
+      result.outcome = client_failure(client, w.ec);
       break;
     }
     head_pending = false;
     result.response_started = true;
   }
   watch.stop();
-  const bool client_gone = write_ec || watch.gone();
+  const bool client_gone = write_failed || watch.gone();
 
   if (client_gone) {
-    result.outcome =
-        write_ec ? client_failure(client, write_ec) : ForwardResult::Outcome::client_gone;
+    if (!write_failed) {
+      result.outcome = ForwardResult::Outcome::client_gone;
+    }
     result.keep_alive = false;
   } else if (result.outcome != ForwardResult::Outcome::done) {
     result.keep_alive = false;
