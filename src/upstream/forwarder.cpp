@@ -619,7 +619,7 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
 
 task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
-                                     ForwardOptions r) {
+                                     const ForwardOptions& r) {
   auto& in = body.parser;
   Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method(),
               in.get().get_allocator());

@@ -78,10 +78,12 @@ struct StreamedBody {
 // once and each piece of body is passed on as it is read from the client. Only for a body with a
 // Content-Length (a chunked one is read whole first, so a malformed chunk never reaches the
 // upstream). `upstream` is a fresh connection (Pool::connect): a streamed body cannot be sent
-// twice, so a stale pooled connection must not get the chance to fail mid-body.
+// twice, so a stale pooled connection must not get the chance to fail mid-body. `o` by
+// reference (the caller's, alive until this returns): by value it took this coroutine's frame
+// past the 1 020 bytes Asio's frame cache recycles.
 task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
-                                     ForwardOptions o);
+                                     const ForwardOptions& o);
 
 // True for headers that apply to one connection only and must not be forwarded.
 bool is_hop_by_hop(http::field f, beast::string_view name);
