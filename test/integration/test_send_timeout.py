@@ -5,6 +5,7 @@ for backends[].upstream_timeout is closed. Either way the request's lease is rel
 returns to 0 and the backend can sleep."""
 
 import json
+import pathlib
 import socket
 import time
 
@@ -80,7 +81,8 @@ def test_a_slow_but_steady_reader_gets_the_whole_stream(proxy):
     tcp_wmem's maximum, 4 MiB by default: the response is made twice that and more, so that the
     relay does wait.)"""
     port = free_port()
-    tokens = 40_000  # about 9 MB of SSE
+    # About 230 bytes of SSE each: 9 MB, and more where the kernel lets a send buffer grow larger.
+    tokens = max(40_000, 2 * send_buffer_max() // 230)
     p = proxy(sim_config(port, "--itl", "0", top="limits: { send_timeout: 2s }"))
     # Woken first, so that the timing below is the relay's alone.
     assert sse_events(p.url + "/v1/chat/completions", chat(1, stream=True))[-1][1] == "[DONE]"
@@ -114,6 +116,11 @@ def test_a_slow_but_steady_reader_gets_the_whole_stream(proxy):
     assert line["status"] == 200
     assert line["duration_ms"] > 2 * SEND_TIMEOUT * 1000, (line, took)
     p.settle()
+
+
+def send_buffer_max() -> int:
+    """The largest a TCP send buffer grows to by itself (tcp_wmem's maximum)."""
+    return int(pathlib.Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
 
 
 def dechunk(body: bytes) -> bytes:
