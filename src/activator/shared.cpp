@@ -42,6 +42,7 @@ Shared::Shared(Settings s, metrics::Metrics& m, TimeSource& t)
   }
   metrics.scale_downs_total.with({settings.name, "idle"});
   metrics.controller_restarts_total.with({settings.name});
+  metrics.client_send_timeouts_total.with({settings.name});
   update_gauges();
 }
 

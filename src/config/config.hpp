@@ -36,6 +36,10 @@ struct Limits {
   // whatever keeps connections to us open (ingress-nginx and ALB 60 s), so that we never close one
   // just as a request is sent on it. nginx's default.
   Duration keepalive_timeout = std::chrono::seconds(75);
+  // How long a write to the client may make no progress (nginx's send_timeout): the time between
+  // two writes the client's socket took, never a limit on the whole response. Then the response is
+  // cut: a client that stopped reading must not hold its backend awake.
+  Duration send_timeout = std::chrono::seconds(60);
   Duration shutdown_timeout = std::chrono::seconds(30);
 };
 

@@ -417,7 +417,7 @@ void decode_config(Decoder& d, Problems& problems, const YAML::Node& root, Confi
           } else if (key == "limits") {
             d.map(v, p,
                   {"max_header_bytes", "max_body_bytes", "max_pending_bytes", "max_connections",
-                   "header_timeout", "keepalive_timeout", "shutdown_timeout"},
+                   "header_timeout", "keepalive_timeout", "send_timeout", "shutdown_timeout"},
                   [&](const std::string& k, const YAML::Node& lv, const std::string& lp) {
                     Limits& l = c.limits;
                     if (k == "max_header_bytes") {
@@ -432,6 +432,8 @@ void decode_config(Decoder& d, Problems& problems, const YAML::Node& root, Confi
                       d.duration(lv, lp, l.header_timeout);
                     } else if (k == "keepalive_timeout") {
                       d.duration(lv, lp, l.keepalive_timeout);
+                    } else if (k == "send_timeout") {
+                      d.duration(lv, lp, l.send_timeout);
                     } else {
                       d.duration(lv, lp, l.shutdown_timeout);
                     }
@@ -934,6 +936,7 @@ void validate(Config& c, const Origins& origins, Problems& problems) {
   }
   validate_positive("limits.header_timeout", l.header_timeout, origins, problems);
   validate_positive("limits.keepalive_timeout", l.keepalive_timeout, origins, problems);
+  validate_positive("limits.send_timeout", l.send_timeout, origins, problems);
 
   if (c.backends.empty()) {
     check("backends", "at least one backend is required");
@@ -1305,6 +1308,7 @@ std::string to_yaml(const Config& c) {
   out << YAML::Key << "max_connections" << YAML::Value << l.max_connections;
   out << YAML::Key << "header_timeout" << YAML::Value << format_duration(l.header_timeout);
   out << YAML::Key << "keepalive_timeout" << YAML::Value << format_duration(l.keepalive_timeout);
+  out << YAML::Key << "send_timeout" << YAML::Value << format_duration(l.send_timeout);
   out << YAML::Key << "shutdown_timeout" << YAML::Value << format_duration(l.shutdown_timeout);
   out << YAML::EndMap;
   out << YAML::Key << "backends" << YAML::Value << YAML::BeginSeq;

@@ -78,6 +78,34 @@ task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces) {
   co_return co_await write_rest(to, pieces, w.written);
 }
 
+task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> pieces,
+                            std::size_t written, const Patience& patience) {
+  beast::buffers_suffix<std::span<const net::const_buffer>> rest(pieces);
+  rest.consume(written);
+  error_code ec;
+  while (net::buffer_size(rest) > 0) {
+    // (Moving it on is a clock read and a lock: the timer is set again only when it fires.)
+    patience.deadline.watch(to, Clock::now() + patience.idle);
+    auto [wec, n] = co_await to.async_write_some(rest, use_nothrow);
+    rest.consume(n);
+    if (wec) {
+      ec = patience.deadline.explain(wec);
+      break;
+    }
+  }
+  patience.deadline.pause();
+  co_return ec;
+}
+
+task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces,
+                       const Patience& patience) {
+  const auto w = write_at_once(to, pieces);
+  if (w.done) {
+    co_return w.ec;
+  }
+  co_return co_await write_rest(to, pieces, w.written, patience);
+}
+
 ChunkFrame::ChunkFrame(std::size_t n) {
   auto end = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, n, 16).ptr;
   *end++ = '\r';

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "core/deadline.hpp"
 #include "core/net.hpp"
 
 namespace va::wire {
@@ -191,6 +192,24 @@ task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> piece
 
 // Writes all of `pieces`: write_at_once(), then write_rest().
 task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces);
+
+// How long a write to a peer that takes bytes slowly may make no progress (limits.send_timeout,
+// towards the client), by the peer connection's own deadline: the time between two parts the
+// socket took, never a limit on the whole write.
+struct Patience {
+  MovingDeadline& deadline;  // the connection's; watched only while a write waits, then paused
+  Clock::duration idle;
+};
+// write_rest() within `patience`: each part the socket takes moves the deadline on; a write that
+// makes no progress for `patience.idle` ends with net::error::timed_out. Only the writes that
+// wait pay for it: the hot path tries write_at_once() first, as above. `patience` by reference:
+// an argument by value would take room in the caller's coroutine frame, and answer()'s must stay
+// within what Asio's frame cache recycles (bench/README.md, "Ninth round").
+task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> pieces,
+                            std::size_t written, const Patience& patience);
+// write_at_once(), then write_rest() within `patience`.
+task<error_code> write(Socket& to, std::span<const net::const_buffer> pieces,
+                       const Patience& patience);
 
 // Lets the other connections run first: for a read of what the peer cannot have sent yet (the
 // answer to what was just written). Read at once, it would fail, and that costs a syscall: Asio

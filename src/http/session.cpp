@@ -85,8 +85,16 @@ struct Connection {
   beast::flat_buffer& buf;
   Frontend& fe;
   const std::string& client_address;
-  MovingDeadline& deadline;  // the head's, the body's, then the proxy's own answer's
+  // The head's, the body's, then the proxy's own answer's, or limits.send_timeout for the writes
+  // of a forwarded response that wait.
+  MovingDeadline& deadline;
 };
+
+// How long a write to the client may make no progress: limits.send_timeout, by the connection's
+// deadline (idle while a request is forwarded: the head and body have been read).
+wire::Patience patience(const Connection& c) {
+  return wire::Patience{c.deadline, c.fe.limits.send_timeout};
+}
 
 // What the proxy answers itself, before any backend (never activity, never a wake): /health,
 // /v1/models, 404 for a path not exposed, 401 without a valid API key. `reusable`: the
@@ -136,6 +144,19 @@ struct Proxied {
     }
   }
 
+  // The client took no byte for limits.send_timeout: the forwarder reset its connection and
+  // closed the upstream one; said and counted here, where the backend is known.
+  void cut_for_send_timeout(const upstream::ForwardResult& fwd) {
+    out.reason = "client_send_timeout";
+    keep_alive = false;
+    c.fe.metrics.client_send_timeouts_total.with({out.backend}).inc();
+    log::warn("client stopped reading",
+              {{"backend", out.backend},
+               {"send_timeout_ms", static_cast<std::int64_t>(c.fe.limits.send_timeout.count())},
+               {"bytes", fwd.bytes},
+               {"client", c.client_address}});
+  }
+
   // After forward(): what the client saw, whether the connection goes on, and the proxy's own
   // answer when the client saw nothing of the upstream's.
   void settle(const upstream::ForwardResult& fwd) {
@@ -144,10 +165,15 @@ struct Proxied {
     keep_alive = fwd.keep_alive;
     if (fwd.outcome == O::client_gone) {
       out.reason = "client_gone";
+    } else if (fwd.outcome == O::client_send_timeout) {
+      cut_for_send_timeout(fwd);
+    } else if (fwd.outcome == O::tunnel_idle) {
+      log::info("tunnel idle",
+                {{"backend", out.backend}, {"error", fwd.error}, {"client", c.client_address}});
     }
     if (fwd.response_started) {
       out.status = fwd.status;
-    } else if (fwd.outcome == O::client_gone) {
+    } else if (fwd.outcome == O::client_gone || fwd.outcome == O::client_send_timeout) {
       out.status = 499;
       keep_alive = false;
     } else if (fwd.outcome == O::request_body_failed) {
@@ -196,8 +222,10 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   p.settle(co_await upstream::forward_streamed(
       p.c.socket, upstream::StreamedBody{p.c.buf, in, p.c.deadline, body_timeout(limits)},
       p.c.client_address, std::move(upstream_stream), only->pool(),
-      upstream::ForwardOptions{
-          .client_keep_alive = p.keep_alive, .client_version = p.version, .wake_ms = {}}));
+      upstream::ForwardOptions{.client = patience(p.c),
+                               .client_keep_alive = p.keep_alive,
+                               .client_version = p.version,
+                               .wake_ms = {}}));
   co_return true;
 }
 
@@ -254,7 +282,8 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
     }
     auto fwd =
         co_await upstream::forward(c.socket, backend->pool(), up,
-                                   upstream::ForwardOptions{.client_keep_alive = p.keep_alive,
+                                   upstream::ForwardOptions{.client = patience(c),
+                                                            .client_keep_alive = p.keep_alive,
                                                             .client_version = p.version,
                                                             .wake_ms = p.out.wait_ms});
     if (fwd.outcome == upstream::ForwardResult::Outcome::connect_failed &&
@@ -298,7 +327,7 @@ task<bool> handle(Connection& c, HeadParser& head) {
   if (beast::iequals(wire::field_value(h, http::field::expect), "100-continue")) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     const std::array<net::const_buffer, 1> pieces = {net::buffer(kContinue)};
-    co_await wire::write(socket, pieces);
+    co_await wire::write(socket, pieces, patience(c));
   }
   bool streamed = false;
   if (may_stream(p, head)) {

@@ -35,6 +35,9 @@ Metrics::Metrics()
       rejected_requests_total(registry.counter("vllm_autoscaler_rejected_requests_total",
                                                "Requests answered by the proxy with an error.",
                                                {"backend", "reason"})),
+      client_send_timeouts_total(registry.counter(
+          "vllm_autoscaler_client_send_timeouts_total",
+          "Responses cut because the client took no byte for limits.send_timeout.", {"backend"})),
       backend_awake_seconds_total(registry.counter(
           "vllm_autoscaler_backend_awake_seconds_total",
           "Seconds the backend was not asleep (waking, ready or stopping): GPU time spent.",

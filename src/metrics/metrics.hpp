@@ -17,6 +17,7 @@ struct Metrics {
   Family<Histogram>& wake_duration_seconds;
   Family<Counter>& scale_downs_total;
   Family<Counter>& rejected_requests_total;
+  Family<Counter>& client_send_timeouts_total;
   Family<Counter>& backend_awake_seconds_total;
   Family<Gauge>& open_connections;
   Family<Counter>& coroutine_failures_total;

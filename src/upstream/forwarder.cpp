@@ -7,6 +7,7 @@
 #include <array>
 #include <boost/container/small_vector.hpp>
 #include <span>
+#include <tuple>
 
 #include "core/deadline.hpp"
 #include "core/log.hpp"
@@ -106,36 +107,21 @@ class ClientWatch {
   std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
 };
 
-task<void> pipe_bytes(Socket& from, Socket& to) {
-  wire::Block buf;
-  for (;;) {
-    auto [ec, n] = co_await from.async_read_some(buf.buffer(), use_nothrow);
-    if (n > 0) {
-      auto [wec, wn] = co_await net::async_write(to, net::buffer(buf.data(), n), use_nothrow);
-      if (wec) {
-        break;
-      }
-    }
-    if (ec) {
-      break;
-    }
+// What a failed write to the client means. One that made no progress for send_timeout (the
+// client stopped reading) has the client's connection reset rather than closed, as nginx's
+// reset_timedout_connection does: a close would leave the unsent bytes queued in the kernel for a
+// window that never opens.
+ForwardResult::Outcome client_failure(Socket& client, error_code ec) {
+  if (ec != net::error::timed_out) {
+    return ForwardResult::Outcome::client_gone;
   }
   error_code ignored;
-  to.shutdown(Socket::shutdown_send, ignored);
-}
-
-// WebSocket and friends, after a 101: what came with its head, then bytes both ways until either
-// side closes. A coroutine of its own, so that answer()'s frame, which every exchange allocates,
-// does not carry what only a tunnel needs (bench/README.md, "Ninth round").
-task<void> tunnel(Socket& client, Socket& up, beast::flat_static_buffer_base& buffered) {
-  if (buffered.size() > 0) {
-    co_await net::async_write(client, buffered.data(), use_nothrow);
-  }
-  co_await (pipe_bytes(client, up) && pipe_bytes(up, client));
+  client.set_option(net::socket_base::linger(true, 0), ignored);
+  return ForwardResult::Outcome::client_send_timeout;
 }
 
 // Writes the error event vLLM itself sends when a stream breaks, then ends the chunked body.
-task<void> end_broken_stream(Socket& client) {
+task<void> end_broken_stream(Socket& client, const wire::Patience& patience) {
   static constexpr std::string_view kTail =
       "data: {\"error\":{\"message\":\"upstream connection lost mid-stream\",\"type\":"
       "\"BadGatewayError\",\"param\":null,\"code\":502}}\n\ndata: [DONE]\n\n";
@@ -143,7 +129,7 @@ task<void> end_broken_stream(Socket& client) {
   const std::array<net::const_buffer, 4> pieces = {frame.head(), net::buffer(kTail),
                                                    net::buffer(wire::kChunkEnd),
                                                    net::buffer(wire::kLastChunk)};
-  co_await wire::write(client, pieces);
+  co_await wire::write(client, pieces, patience);
 }
 
 // Whether the backend's upstream_headers set a field named `name` (the client's is dropped).
@@ -321,6 +307,86 @@ struct Exchange {
   MovingDeadline& silence;  // the connection's
 };
 
+// What a tunnel's two directions share: the client connection's patience for writes to the
+// client (limits.send_timeout), and the upstream connection's own deadline as the tunnel's idle
+// clock (backends[].upstream_timeout), moved on by every byte either way. One timer for both
+// directions, set again only when it fires. It watches a socket that a direction reads from (the
+// upstream, or the client once the upstream has half-closed), and the upstream while a write to
+// it waits: whichever it cuts, that direction ends, and cut() ends the other.
+struct Tunnel {
+  Socket& client;
+  Socket& up;
+  wire::Patience to_client;
+  MovingDeadline& quiet;
+  Clock::duration idle;
+  Socket* watched = &up;
+  bool idle_cut = false;  // closed because nothing moved for `idle`
+  bool too_slow = false;  // closed because the client took nothing for send_timeout
+
+  void moved() { quiet.watch(*watched, Clock::now() + idle); }
+  // Ends both directions: whatever either waits for, on either socket, returns.
+  void cut() {
+    error_code ignored;
+    for (Socket* s : {&client, &up}) {
+      s->shutdown(Socket::shutdown_both, ignored);
+      s->cancel(ignored);
+    }
+  }
+};
+
+// One direction of a tunnel. Its peer's close is passed on as a half-close and the other
+// direction goes on; anything else (an error, either deadline) ends both.
+task<void> pipe_bytes(Socket& from, Socket& to, Tunnel& t) {
+  wire::Block buf;
+  error_code ec;
+  error_code wec;
+  while (!ec && !wec) {
+    std::size_t n = 0;
+    std::tie(ec, n) = co_await from.async_read_some(buf.buffer(), use_nothrow);
+    if (n > 0) {
+      t.moved();
+      const std::array<net::const_buffer, 1> piece = {net::buffer(buf.data(), n)};
+      wec = co_await wire::write(to, piece,
+                                 &to == &t.client ? t.to_client : wire::Patience{t.quiet, t.idle});
+      if (!wec) {
+        t.moved();  // (a write that waited paused the clock)
+      }
+    }
+  }
+  if (ec == net::error::eof && !wec) {
+    error_code ignored;
+    to.shutdown(Socket::shutdown_send, ignored);
+    t.watched = &to;  // what the other direction reads from
+    t.moved();
+    co_return;
+  }
+  t.too_slow = t.too_slow || (&to == &t.client && wec == net::error::timed_out);
+  t.idle_cut = t.idle_cut || t.quiet.expired();
+  t.cut();
+}
+
+// WebSocket and friends, after a 101: what came with its head, then bytes both ways until either
+// side closes, or until nothing moves either way for upstream_timeout. A coroutine of its own, so
+// that answer()'s frame, which every exchange allocates, does not carry what only a tunnel needs
+// (bench/README.md, "Ninth round").
+task<ForwardResult::Outcome> tunnel(Socket& client, Exchange& ex, const wire::Patience& to_client) {
+  Tunnel t{client, ex.socket(), to_client, ex.silence, ex.pool.upstream_timeout()};
+  if (ex.buf.size() > 0) {
+    const std::array<net::const_buffer, 1> pieces = {ex.buf.data()};
+    if (auto ec = co_await wire::write(client, pieces, to_client)) {
+      t.cut();
+      co_return client_failure(client, ec);
+    }
+  }
+  t.moved();
+  co_await (pipe_bytes(client, t.up, t) && pipe_bytes(t.up, client, t));
+  ex.silence.pause();
+  if (t.too_slow) {
+    co_return client_failure(client, net::error::timed_out);
+  }
+  co_return t.idle_cut ? ForwardResult::Outcome::tunnel_idle : ForwardResult::Outcome::done;
+}
+
 std::string silence_error(const Exchange& ex) {
   return fmt::format("sent nothing for {} (backends[].upstream_timeout)",
                      ex.pool.upstream_timeout());
@@ -404,10 +470,10 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
     const std::array<net::const_buffer, 1> pieces = {net::buffer(head)};
     auto w = wire::write_at_once(client, pieces);
     if (!w.done) {
-      w.ec = co_await wire::write_rest(client, pieces, w.written);
+      w.ec = co_await wire::write_rest(client, pieces, w.written, r.client);
     }
     if (w.ec) {
-      result.outcome = ForwardResult::Outcome::client_gone;
+      result.outcome = client_failure(client, w.ec);
       co_return result;
     }
     head_pending = false;
@@ -416,12 +482,16 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
 
   if (switching) {
     watch.stop();
-    co_await tunnel(client, up, ex.buf);
+    result.outcome = co_await tunnel(client, ex, r.client);
     result.keep_alive = false;
+    if (result.outcome == ForwardResult::Outcome::tunnel_idle) {
+      result.error = fmt::format("no byte either way for {} (backends[].upstream_timeout)",
+                                 ex.pool.upstream_timeout());
+    }
     co_return result;
   }
 
-  bool write_failed = false;
+  bool write_failed = false;  // a write to the client failed (result.outcome says how)
   // The rest of the body may be long coming (a generation): the client is watched from the first
   // read that goes to the socket.
   auto start_watch = [&watch] { watch.start(); };
@@ -446,7 +516,7 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
         // Before the head went out the client gets the proxy's 502 instead; after it, a chunked
         // stream ends with vLLM's own error event.
         if (chunked && !head_pending) {
-          co_await end_broken_stream(client);
+          co_await end_broken_stream(client, r.client);
         }
       }
       break;
@@ -479,10 +549,11 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
     const auto some = std::span(pieces.data(), k);
     auto w = wire::write_at_once(client, some);
     if (!w.done) {
-      w.ec = co_await wire::write_rest(client, some, w.written);
+      w.ec = co_await wire::write_rest(client, some, w.written, r.client);
     }
     if (w.ec) {
       write_failed = true;
+      result.outcome = client_failure(client, w.ec);
       break;
     }
     head_pending = false;
@@ -492,7 +563,9 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
   const bool client_gone = write_failed || watch.gone();
 
   if (client_gone) {
-    result.outcome = ForwardResult::Outcome::client_gone;
+    if (!write_failed) {
+      result.outcome = ForwardResult::Outcome::client_gone;
+    }
     result.keep_alive = false;
   } else if (result.outcome != ForwardResult::Outcome::done) {
     result.keep_alive = false;
@@ -546,7 +619,7 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
 
 task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
-                                     ForwardOptions r) {
+                                     const ForwardOptions& r) {
   auto& in = body.parser;
   Exchange ex(pool, Connection{std::move(upstream), false}, in.get().method(),
               in.get().get_allocator());

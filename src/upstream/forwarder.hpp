@@ -2,7 +2,9 @@
 // Sends one client request to the upstream and relays the response back, chunk by chunk, never
 // buffering a whole response: each upstream read is written to the client before the next one,
 // so SSE events pass one by one. A client that leaves closes the upstream connection (that is how
-// vLLM learns to abort the generation). Upgrade (101) responses become a byte tunnel.
+// vLLM learns to abort the generation), and so does one that stops reading for
+// limits.send_timeout. Upgrade (101) responses become a byte tunnel, closed after
+// backends[].upstream_timeout with no byte either way.
 #include <optional>
 #include <string>
 
@@ -13,6 +15,9 @@
 namespace va::upstream {
 
 struct ForwardOptions {
+  // The client connection's deadline and limits.send_timeout: a write to the client that makes
+  // no progress this long cuts the response (Outcome::client_send_timeout).
+  wire::Patience client;
   bool client_keep_alive = true;
   unsigned client_version = 11;   // 10: no chunked coding towards the client
   std::optional<double> wake_ms;  // adds `Server-Timing: wake;dur=<ms>` when set
@@ -41,6 +46,10 @@ struct ForwardResult {
     upstream_failed,   // the upstream broke (before or after the status line: see response_started)
     upstream_timeout,  // the upstream sent nothing for upstream_timeout (before or after the head)
     client_gone,       // the client disconnected; the upstream connection was closed
+    // The client took no byte for limits.send_timeout: its connection is reset, the upstream one
+    // closed (the response is cut; nothing else can reach a client that does not read).
+    client_send_timeout,
+    tunnel_idle,  // a tunnel moved no byte either way for upstream_timeout: both sides closed
     request_body_failed,  // streamed body: the client body broke off or exceeded the limit
   };
   Outcome outcome = Outcome::done;
@@ -69,10 +78,12 @@ struct StreamedBody {
 // once and each piece of body is passed on as it is read from the client. Only for a body with a
 // Content-Length (a chunked one is read whole first, so a malformed chunk never reaches the
 // upstream). `upstream` is a fresh connection (Pool::connect): a streamed body cannot be sent
-// twice, so a stale pooled connection must not get the chance to fail mid-body.
+// twice, so a stale pooled connection must not get the chance to fail mid-body. `o` by
+// reference (the caller's, alive until this returns): by value it took this coroutine's frame
+// past the 1 020 bytes Asio's frame cache recycles.
 task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
-                                     ForwardOptions o);
+                                     const ForwardOptions& o);
 
 // True for headers that apply to one connection only and must not be forwarded.
 bool is_hop_by_hop(http::field f, beast::string_view name);

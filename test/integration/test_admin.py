@@ -26,6 +26,7 @@ DESIGN_FAMILIES = {
     "vllm_autoscaler_wake_duration_seconds": ("histogram", {"backend"}),
     "vllm_autoscaler_scale_downs_total": ("counter", {"backend", "reason"}),
     "vllm_autoscaler_rejected_requests_total": ("counter", {"backend", "reason"}),
+    "vllm_autoscaler_client_send_timeouts_total": ("counter", {"backend"}),
     "vllm_autoscaler_backend_awake_seconds_total": ("counter", {"backend"}),
     "vllm_autoscaler_setup_problems": ("gauge", {"backend"}),
     "vllm_autoscaler_controller_restarts_total": ("counter", {"backend"}),

@@ -96,6 +96,7 @@ TEST_F(LoaderTest, EveryDefaultAppliesWhenKeysAreAbsent) {
   EXPECT_EQ(c.limits.max_connections, 10000u);
   EXPECT_EQ(c.limits.header_timeout, seconds(10));
   EXPECT_EQ(c.limits.keepalive_timeout, seconds(75));
+  EXPECT_EQ(c.limits.send_timeout, seconds(60));
   EXPECT_EQ(c.limits.shutdown_timeout, seconds(30));
   ASSERT_EQ(c.backends.size(), 1u);
   const Backend& b = c.backends[0];
@@ -135,6 +136,7 @@ limits:
   max_connections: 40
   header_timeout: 3s
   keepalive_timeout: 620s
+  send_timeout: 90s
   shutdown_timeout: 0s
 backends:
   - name: qwen
@@ -175,6 +177,7 @@ backends:
   EXPECT_EQ(c.limits.max_connections, 40u);
   EXPECT_EQ(c.limits.header_timeout, seconds(3));
   EXPECT_EQ(c.limits.keepalive_timeout, seconds(620));
+  EXPECT_EQ(c.limits.send_timeout, seconds(90));
   EXPECT_EQ(c.limits.shutdown_timeout, seconds(0));
   ASSERT_EQ(c.backends.size(), 2u);
   const Backend& q = c.backends[0];
@@ -296,7 +299,7 @@ TEST_F(LoaderTest, BareNumberIsNotADuration) {
 
 TEST_F(LoaderTest, ZeroDurationsAreRejectedExceptShutdownTimeout) {
   const auto problems = yaml_problems(R"(
-limits: { header_timeout: 0s, shutdown_timeout: 0s }
+limits: { header_timeout: 0s, send_timeout: 0s, shutdown_timeout: 0s }
 backends:
   - upstream: http://a:1
     default: true
@@ -306,6 +309,7 @@ backends:
     scaler: { type: process, command: [x], stop_timeout: 0s }
 )");
   EXPECT_THAT(problems, ElementsAre("limits.header_timeout: must be greater than 0",
+                                    "limits.send_timeout: must be greater than 0",
                                     "backends[0].idle_timeout: must be greater than 0",
                                     "backends[0].wake_timeout: must be greater than 0",
                                     "backends[0].health.interval: must be greater than 0",
@@ -1024,6 +1028,7 @@ TEST_F(LoaderTest, ToYamlUsesTheInputKeys) {
                           "max_connections:",
                           "header_timeout: 10s",
                           "keepalive_timeout: 75s",
+                          "send_timeout: 1m",
                           "shutdown_timeout: 30s",
                           "backends:",
                           "name: default",
