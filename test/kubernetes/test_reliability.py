@@ -130,8 +130,11 @@ def test_the_api_stopped_during_a_scale_down_keeps_the_pod_for_a_request_arrivin
     os.kill(apiserver, signal.SIGSTOP)
     try:
         # The scale-down fails (the kubernetes client's 5 s request timeout): stopping, with the error.
-        by(time.monotonic() + 20, lambda: (lambda b: b["state"] == "stopping" and b["last_error"])(p.backend()),
-           "/status: stopping with a last_error", cluster, p)
+        def stopping_with_error():
+            b = p.backend()
+            return b["state"] == "stopping" and b["last_error"]
+
+        by(time.monotonic() + 20, stopping_with_error, "/status: stopping with a last_error", cluster, p)
         assert "kubernetes API" in p.backend()["last_error"], p.backend()
         # A request now: served at once by the pod that is still up, with the API still stopped.
         t0 = time.monotonic()
