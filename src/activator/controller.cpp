@@ -158,8 +158,11 @@ task<outcome<void>> Controller::scale(int replicas, std::string cause) {
   auto r = co_await scaler_->scale_to(replicas, std::move(cause));
   if (r) {
     up_ = replicas > 0;
+    stop_unsure_ = false;
   } else if (r.error().code != errc::scaler_unavailable) {
     up_ = was_up;  // refused: nothing changed
+  } else if (replicas == 0) {
+    stop_unsure_ = true;
   }
   co_return r;
 }
@@ -451,6 +454,10 @@ task<void> Controller::run_ready() {
       suspect = s_.suspect;
     }
     auto observed = co_await observe();
+    if (observed && stop_unsure_) {
+      // The API answers again: make sure the scale-down it could not confirm does not land now.
+      co_await scale(s_.settings.replicas, "kept for requests after a scale-down that timed out");
+    }
     bool dead = observed && observed->ready == 0;
     if (!dead && suspect) {
       dead = !co_await healthy();

@@ -90,6 +90,9 @@ class Controller {
   Clock::time_point stop_retry_at_ = Clock::time_point::min();
   bool look_now_ = true;     // the idle loop observes without waiting first
   bool models_due_ = false;  // ready since the model list was last asked for
+  // A scale to 0 failed as unavailable (it may have timed out on its way): the API may still
+  // apply it. A backend kept up asks for its replicas again once the API answers.
+  bool stop_unsure_ = false;
   bool stop_requested_ = false;
   bool stopped_ = false;
 };

@@ -195,6 +195,30 @@ TEST(Backend, AScaleDownRetryNeverKillsAPodARequestArrivedFor) {
   EXPECT_EQ(h.world.desired, 1);
 }
 
+// A scale-down that timed out may still be applied by the API server later (it was seen on a
+// real one, resumed after SIGSTOP): a backend kept for a request asks for its replicas again as
+// soon as the API answers, once.
+TEST(Backend, ABackendKeptAfterAStopThatTimedOutAsksForItsReplicasAgain) {
+  Harness h;
+  h.start();
+  h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.scaler->fail_next_down = {errc::scaler_unavailable};
+  h.scaler->observe_unavailable = true;
+  ASSERT_TRUE(h.time.run_until([&] { return h.scaler->calls.size() == 2; }, 120s));
+  auto& r = h.request();
+  ASSERT_TRUE(h.time.run_until([&] { return r.result.has_value(); }, 1s));
+  EXPECT_TRUE(granted(r));
+  EXPECT_EQ(h.scaler->calls.size(), 2u);  // nothing while the API is down
+  h.scaler->observe_unavailable = false;
+  h.time.advance(5s);
+  ASSERT_EQ(h.scaler->calls.size(), 3u);
+  EXPECT_EQ(h.scaler->calls[2].replicas, 1);
+  EXPECT_TRUE(h.scaler->calls[2].ok);
+  h.time.advance(30s);
+  EXPECT_EQ(h.scaler->calls.size(), 3u);  // once
+}
+
 // (3) With the API down and the pod up (an earlier stop failed), held requests used to wait for a
 // scale call that could not succeed and got 503 at wake_timeout.
 TEST(Backend, AWakeProbesBeforeItScales) {
