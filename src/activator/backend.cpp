@@ -51,10 +51,9 @@ Backend::Backend(Settings settings, Executor ex, const ScalerFactory& make_scale
     : shared_(std::move(settings), metrics, seams.time ? *seams.time : steady_time()),
       pool_(pool),
       budget_(budget) {
-  auto probe = seams.probe ? std::move(seams.probe)
-                           : default_probe(ex, pool_, shared_.settings.health);
-  controller_ =
-      std::make_unique<Controller>(shared_, ex, make_scaler(ex), std::move(probe), pool_);
+  auto probe =
+      seams.probe ? std::move(seams.probe) : default_probe(ex, pool_, shared_.settings.health);
+  controller_ = std::make_unique<Controller>(shared_, ex, make_scaler(ex), std::move(probe), pool_);
 }
 
 Backend::~Backend() = default;
@@ -73,10 +72,9 @@ task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, Socket& client)
       co_return Acquired{std::move(*lease), std::nullopt};
     }
     if (shared_.queue.size() >= shared_.settings.max_pending) {
-      co_return Failure{errc::queue_full,
-                        "backend '" + name() + "' is waking and already holds " +
-                            std::to_string(shared_.settings.max_pending) +
-                            " requests (max_pending)"};
+      co_return Failure{errc::queue_full, "backend '" + name() + "' is waking and already holds " +
+                                              std::to_string(shared_.settings.max_pending) +
+                                              " requests (max_pending)"};
     }
     if (!budget_.try_add(body_bytes)) {
       co_return Failure{errc::queue_full, "held request bodies reached limits.max_pending_bytes"};
@@ -167,8 +165,9 @@ void Backend::end_request() {
     std::lock_guard lock(shared_.mu);
     shared_.activity.end(shared_.time.now());
     const auto& a = shared_.activity;
-    poke = a.in_flight() == 0 && (shared_.state != State::ready ||
-                                  a.last() + shared_.settings.idle_timeout < shared_.ready_wakes_at);
+    poke =
+        a.in_flight() == 0 && (shared_.state != State::ready ||
+                               a.last() + shared_.settings.idle_timeout < shared_.ready_wakes_at);
     shared_.update_gauges();
   }
   if (poke) {

@@ -94,9 +94,7 @@ class Backend {
   std::vector<std::string> reported_models() const;
   boost::json::object status() const;
   // What stops the scaler from working as configured (Scaler::setup_problems()). Any thread.
-  std::vector<std::string> setup_problems() const {
-    return controller_->scaler().setup_problems();
-  }
+  std::vector<std::string> setup_problems() const { return controller_->scaler().setup_problems(); }
   // Adds the time spent awake up to now to backend_awake_seconds_total.
   void account_awake();
 

@@ -167,14 +167,22 @@ task<outcome<void>> Controller::scale(int replicas, std::string cause) {
   co_return r;
 }
 
-bool Controller::adopt(std::string_view why) {
+bool Controller::become_ready(std::string_view why, std::optional<Clock::time_point> started) {
   std::lock_guard lock(s_.mu);
-  if (!idle_state(s_.state) && s_.state != State::waking) {
-    return false;
+  const bool waking = s_.state == State::waking;
+  if (!waking && !idle_state(s_.state)) {
+    return false;  // an admin sleep took over
   }
-  if (s_.state == State::waking) {
+  if (waking) {
     s_.failed_wakes = 0;
     s_.last_error.clear();
+  }
+  if (started) {
+    const auto took = seconds(s_.time.now() - *started);
+    s_.last_wake_seconds = took;
+    s_.metrics.wakes_total.with({s_.settings.name, "success"}).inc();
+    s_.metrics.wake_duration_seconds.with({s_.settings.name}).observe(took);
+    s_.activity.touch(s_.time.now());
   }
   s_.set_state(State::ready, why);
   s_.release_waiters();
@@ -228,7 +236,7 @@ task<void> Controller::run_idle() {
   }
   auto observed = co_await observe();
   if (observed && !observed->fatal && observed->desired > 0 && observed->ready > 0 &&
-      co_await healthy() && adopt("adopted a running backend")) {
+      co_await healthy() && become_ready("adopted a running backend", std::nullopt)) {
     co_return;
   }
   stop_if_owed();
@@ -246,52 +254,62 @@ void Controller::stop_if_owed() {
   after_stop_ = s_.state;
   const bool failed = s_.state == State::failed;
   s_.metrics.scale_downs_total.with({s_.settings.name, failed ? "failed" : "idle"}).inc();
-  s_.set_state(State::stopping, failed ? "the wake failed and nobody waits"
-                                       : "up with nobody using it for " +
-                                             config::format_duration(ceil_ms(grace_)));
+  s_.set_state(State::stopping,
+               failed ? "the wake failed and nobody waits"
+                      : "up with nobody using it for " + config::format_duration(ceil_ms(grace_)));
 }
 
 // --- waking -----------------------------------------------------------------------------------
 
 task<void> Controller::run_waking() {
-  int failed_wakes = 0;
-  {
-    std::lock_guard lock(s_.mu);
-    failed_wakes = s_.failed_wakes;
-  }
-  // After failed wakes, wait before the next start (1 s, 2 s, 4 s … 30 s): a backend that cannot
-  // start must not be restarted by every request. Held requests keep their own deadline.
-  if (failed_wakes > 0) {
-    const auto pause = backoff(failed_wakes, 1s, 30s);
-    log::info("backing off before the next wake",
-              {{"backend", s_.settings.name}, {"seconds", seconds(pause)}});
-    const auto until = s_.time.now() + pause;
-    while (s_.time.now() < until && !stop_requested_) {
-      co_await wait_poke(until - s_.time.now());
-      std::lock_guard lock(s_.mu);
-      if (s_.state != State::waking) {
-        co_return;
-      }
-    }
+  if (!co_await pause_after_failed_wakes()) {
+    co_return;
   }
   const auto started = s_.time.now();
   // Look before scaling: a backend we left up (a stop that failed, a readiness blip) that is
   // serving is used as it is, even when the scaler cannot tell (its API is down).
   auto before = co_await observe();
   const bool running = before ? !before->fatal && before->desired > 0 && before->ready > 0 : up_;
-  if (running && co_await healthy() && adopt("health probe answered 200")) {
+  if (running && co_await healthy() && become_ready("health probe answered 200", started)) {
     co_return;
   }
-  // A replica still up when the wake begins (it failed its health probe before its exit was
-  // observed) may die now: that is no failed start, so it gets one more scale call.
-  bool adopted = before && before->ready > 0;
   // Already asked for (by this controller before it restarted, by someone else, or left up
   // after a readiness blip): the same call again would change nothing. Wait for it.
-  const bool asked =
-      before && !before->fatal && before->desired >= s_.settings.replicas;
+  const bool asked = before && !before->fatal && before->desired >= s_.settings.replicas;
   if (!asked && !co_await scale_up(started)) {
     co_return;
   }
+  // A replica still up when the wake began (it failed its health probe before its exit was
+  // observed) may die now: that is no failed start, so it gets one more scale call.
+  co_await await_ready(started, before && before->ready > 0);
+}
+
+task<bool> Controller::pause_after_failed_wakes() {
+  int failed_wakes = 0;
+  {
+    std::lock_guard lock(s_.mu);
+    failed_wakes = s_.failed_wakes;
+  }
+  if (failed_wakes == 0) {
+    co_return true;
+  }
+  // 1 s, 2 s, 4 s … 30 s: a backend that cannot start must not be restarted by every request.
+  // Held requests keep their own deadline.
+  const auto pause = backoff(failed_wakes, 1s, 30s);
+  log::info("backing off before the next wake",
+            {{"backend", s_.settings.name}, {"seconds", seconds(pause)}});
+  const auto until = s_.time.now() + pause;
+  while (s_.time.now() < until && !stop_requested_) {
+    co_await wait_poke(until - s_.time.now());
+    std::lock_guard lock(s_.mu);
+    if (s_.state != State::waking) {
+      co_return false;
+    }
+  }
+  co_return !stop_requested_;
+}
+
+task<void> Controller::await_ready(Clock::time_point started, bool replica_was_up) {
   // vLLM refuses connections until the model is loaded, so probing often costs nothing and
   // shortens the gap between "ready" and the first forwarded byte.
   const auto period = std::min<Clock::duration>(s_.settings.health.interval, 25ms);
@@ -303,18 +321,13 @@ task<void> Controller::run_waking() {
       }
     }
     auto observed = co_await observe();
-    if (observed && observed->fatal && std::exchange(adopted, false)) {
-      log::info("backend replica died during the wake; starting again",
-                {{"backend", s_.settings.name}, {"reason", observed->reason}});
-      if (!co_await scale_up(started)) {
-        co_return;
-      }
-      continue;
-    }
-    if (observed && !observed->fatal && observed->desired < 1) {
-      // Someone scaled it down during the wake (kubectl scale --replicas=0): requests still wait.
-      log::info("backend scaled down by someone else during the wake; scaling up again",
-                {{"backend", s_.settings.name}});
+    const bool died = observed && observed->fatal && std::exchange(replica_was_up, false);
+    if (died || (observed && !observed->fatal && observed->desired < 1)) {
+      // The replica that was up died, or someone scaled it down during the wake (kubectl scale
+      // --replicas=0): requests still wait.
+      log::info("backend gone during the wake; scaling up again",
+                {{"backend", s_.settings.name},
+                 {"reason", died ? observed->reason : "scaled to 0 by someone else"}});
       if (!co_await scale_up(started)) {
         co_return;
       }
@@ -330,42 +343,35 @@ task<void> Controller::run_waking() {
     // With the scaler's API unreadable, the probe alone says whether what we asked for serves.
     const bool up = observed ? observed->ready > 0 : up_;
     if (up && co_await healthy()) {
-      std::lock_guard lock(s_.mu);
-      if (s_.state != State::waking) {
-        co_return;  // an admin sleep took over while the probe ran
-      }
-      const auto took = s_.time.now() - started;
-      s_.last_wake_seconds = seconds(took);
-      s_.metrics.wakes_total.with({s_.settings.name, "success"}).inc();
-      s_.metrics.wake_duration_seconds.with({s_.settings.name}).observe(seconds(took));
-      s_.failed_wakes = 0;
-      s_.last_error.clear();
-      s_.activity.touch(s_.time.now());
-      s_.set_state(State::ready, "health probe answered 200");
-      s_.release_waiters();
-      models_due_ = true;
-      co_return;
+      become_ready("health probe answered 200", started);
+      co_return;  // or an admin sleep took over while the probe ran
     }
     if (observed && !observed->reason.empty()) {
       std::lock_guard lock(s_.mu);
       s_.last_error = observed->reason;
     }
-    if (s_.time.now() - started >= s_.settings.wake_timeout) {
-      std::lock_guard lock(s_.mu);
-      // Held requests time out on their own; the wake goes on while anyone still waits.
-      if (s_.queue.empty() && s_.state == State::waking) {
-        s_.last_error = "not ready within wake_timeout " +
-                        config::format_duration(s_.settings.wake_timeout) +
-                        (s_.last_error.empty() ? "" : " (" + s_.last_error + ")");
-        s_.metrics.wakes_total.with({s_.settings.name, "timeout"}).inc();
-        ++s_.failed_wakes;
-        s_.set_state(State::failed, s_.last_error);
-        wake_failed();
-        co_return;
-      }
+    if (gave_up(started)) {
+      co_return;
     }
     co_await wait_poke(period);
   }
+}
+
+bool Controller::gave_up(Clock::time_point started) {
+  std::lock_guard lock(s_.mu);
+  // Held requests time out on their own; the wake goes on while anyone still waits.
+  if (s_.time.now() - started < s_.settings.wake_timeout || !s_.queue.empty() ||
+      s_.state != State::waking) {
+    return false;
+  }
+  s_.last_error = "not ready within wake_timeout " +
+                  config::format_duration(s_.settings.wake_timeout) +
+                  (s_.last_error.empty() ? "" : " (" + s_.last_error + ")");
+  s_.metrics.wakes_total.with({s_.settings.name, "timeout"}).inc();
+  ++s_.failed_wakes;
+  s_.set_state(State::failed, s_.last_error);
+  wake_failed();
+  return true;
 }
 
 void Controller::wake_failed() {
@@ -422,7 +428,7 @@ task<bool> Controller::scale_up(Clock::time_point started) {
 // --- ready ------------------------------------------------------------------------------------
 
 task<void> Controller::run_ready() {
-  if (std::exchange(models_due_, false)) {
+  if (std::exchange(models_due_, false) && s_.settings.learn_models) {
     co_await learn_models();  // after the held requests were released, not before
   }
   for (;;) {
@@ -475,8 +481,7 @@ task<void> Controller::run_ready() {
       // Left up and unused, it is stopped idle_timeout after the last activity (stop_if_owed).
       grace_ = s_.settings.idle_timeout;
       look_now_ = true;
-      s_.set_state(s_.queue.empty() ? State::asleep : State::waking,
-                   "backend went away: " + why);
+      s_.set_state(s_.queue.empty() ? State::asleep : State::waking, "backend went away: " + why);
       co_return;
     }
     s_.release_waiters();
@@ -517,8 +522,9 @@ task<void> Controller::run_stopping() {
     // backoff, for as long as nobody needs the backend.
     s_.last_error = r.error().message;
     ++stop_failures_;
-    const auto pause = backoff(stop_failures_, r.error().code == errc::scaler_unavailable ? 250ms : 1s,
-                               r.error().code == errc::scaler_unavailable ? 5s : 30s);
+    const auto pause =
+        backoff(stop_failures_, r.error().code == errc::scaler_unavailable ? 250ms : 1s,
+                r.error().code == errc::scaler_unavailable ? 5s : 30s);
     stop_retry_at_ = s_.time.now() + pause;
     log::warn("scale-down failed; retrying", {{"backend", s_.settings.name},
                                               {"error", s_.last_error},

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "activator/shared.hpp"
 #include "upstream/pool.hpp"
@@ -64,8 +65,13 @@ class Controller {
   // scale(settings.replicas), retried with backoff while the scaler is unavailable and someone
   // waits; false when the wake ended (failed, admin sleep, shutdown).
   task<bool> scale_up(Clock::time_point started);
-  // A running backend that is healthy becomes ready without a scale call.
-  bool adopt(std::string_view why);
+  // Ready, held requests granted; false if an admin sleep took over. `started`: when the wake
+  // that got here began (recorded as its duration); none when a running backend is adopted.
+  bool become_ready(std::string_view why, std::optional<Clock::time_point> started);
+  task<bool> pause_after_failed_wakes();  // false when the wake ended meanwhile
+  task<void> await_ready(Clock::time_point started, bool replica_was_up);
+  // wake_timeout passed and nobody waits: failed. False while anyone waits.
+  bool gave_up(Clock::time_point started);
   // A backend left up (it went away while idle, a wake failed, someone started it) is due to
   // stop: stopping. Only when nobody uses it.
   void stop_if_owed();
@@ -83,10 +89,10 @@ class Controller {
   Timer done_;  // cancelled when the controller has ended
 
   // The controller's own (its executor only).
-  bool up_ = false;                 // the scaler was asked for replicas above 0, as far as we know
-  Clock::duration grace_{};         // an owed stop is due this long after the last activity
+  bool up_ = false;          // the scaler was asked for replicas above 0, as far as we know
+  Clock::duration grace_{};  // an owed stop is due this long after the last activity
   State after_stop_ = State::asleep;  // where a stop leads: asleep, or failed after a failed wake
-  int stop_failures_ = 0;           // failed scale-downs in a row
+  int stop_failures_ = 0;             // failed scale-downs in a row
   Clock::time_point stop_retry_at_ = Clock::time_point::min();
   bool look_now_ = true;     // the idle loop observes without waiting first
   bool models_due_ = false;  // ready since the model list was last asked for

@@ -25,6 +25,9 @@ struct Settings {
   std::size_t max_pending;
   config::Health health;
   int replicas;
+  // Ask the backend's /v1/models when it is up: it serves every model (the only backend, with
+  // no `models` list), and the proxy's /v1/models lists what it has.
+  bool learn_models = false;
 };
 
 class Shared {
@@ -48,7 +51,7 @@ class Shared {
   Clock::time_point ready_wakes_at = Clock::time_point::min();
   std::optional<double> last_wake_seconds;
   unsigned long wakes = 0;
-  int failed_wakes = 0;                     // in a row; the backoff before the next wake
+  int failed_wakes = 0;                      // in a row; the backoff before the next wake
   std::optional<scaler::Observed> observed;  // the scaler's last answer that was not an error
   std::vector<std::string> reported_models;  // the backend's /v1/models when it was last up
 

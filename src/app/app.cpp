@@ -78,7 +78,8 @@ void App::Impl::build() {
                                      .wake_timeout = b.wake_timeout,
                                      .max_pending = b.max_pending,
                                      .health = b.health,
-                                     .replicas = b.scaler.replicas},
+                                     .replicas = b.scaler.replicas,
+                                     .learn_models = cfg.backends.size() == 1 && b.models.empty()},
         ioc.get_executor(), [&b](Executor ex) { return scaler::make_scaler(b, std::move(ex)); },
         *pools.back(), metrics, budget);
     backends.push_back(std::move(backend));

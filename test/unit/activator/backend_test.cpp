@@ -104,8 +104,7 @@ TEST(Backend, HeldRequestsGetTheScalerErrorAtWakeTimeout) {
   auto& r = h.request();
   ASSERT_TRUE(h.time.run_until([&] { return r.ended.has_value(); }, 300s));
   ASSERT_EQ(refused_with(r), errc::wake_timeout);
-  EXPECT_NE(r.result->error().message.find("kubernetes API: connection refused"),
-            std::string::npos)
+  EXPECT_NE(r.result->error().message.find("kubernetes API: connection refused"), std::string::npos)
       << r.result->error().message;
   // The next attempt finds nobody waiting: the wake ends instead of retrying forever.
   ASSERT_TRUE(h.time.run_until([&] { return h.state() == "failed"; }, 5s));

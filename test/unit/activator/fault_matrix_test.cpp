@@ -44,46 +44,81 @@ enum class Fault {
 
 constexpr Start kStarts[] = {Start::asleep,     Start::waking,   Start::ready_idle,
                              Start::ready_busy, Start::stopping, Start::failed};
-constexpr Fault kFaults[] = {
-    Fault::scale_unavailable_once, Fault::scale_unavailable_always, Fault::scale_forbidden_once,
-    Fault::scale_forbidden_always, Fault::scale_conflict_once,      Fault::observe_ready_0,
-    Fault::observe_desired_0,      Fault::observe_fatal,            Fault::observe_unavailable,
-    Fault::probe_fails,            Fault::probe_times_out,          Fault::process_exits,
-    Fault::request_arrives,        Fault::client_leaves,            Fault::admin_wake,
-    Fault::admin_sleep,            Fault::sigterm,                  Fault::controller_throws};
+constexpr Fault kFaults[] = {Fault::scale_unavailable_once,
+                             Fault::scale_unavailable_always,
+                             Fault::scale_forbidden_once,
+                             Fault::scale_forbidden_always,
+                             Fault::scale_conflict_once,
+                             Fault::observe_ready_0,
+                             Fault::observe_desired_0,
+                             Fault::observe_fatal,
+                             Fault::observe_unavailable,
+                             Fault::probe_fails,
+                             Fault::probe_times_out,
+                             Fault::process_exits,
+                             Fault::request_arrives,
+                             Fault::client_leaves,
+                             Fault::admin_wake,
+                             Fault::admin_sleep,
+                             Fault::sigterm,
+                             Fault::controller_throws};
 
 std::string_view name(Start s) {
   switch (s) {
-    case Start::asleep: return "asleep";
-    case Start::waking: return "waking";
-    case Start::ready_idle: return "ready_idle";
-    case Start::ready_busy: return "ready_busy";
-    case Start::stopping: return "stopping";
-    case Start::failed: return "failed";
+    case Start::asleep:
+      return "asleep";
+    case Start::waking:
+      return "waking";
+    case Start::ready_idle:
+      return "ready_idle";
+    case Start::ready_busy:
+      return "ready_busy";
+    case Start::stopping:
+      return "stopping";
+    case Start::failed:
+      return "failed";
   }
   return "?";
 }
 
 std::string_view name(Fault f) {
   switch (f) {
-    case Fault::scale_unavailable_once: return "scale_unavailable_once";
-    case Fault::scale_unavailable_always: return "scale_unavailable_always";
-    case Fault::scale_forbidden_once: return "scale_forbidden_once";
-    case Fault::scale_forbidden_always: return "scale_forbidden_always";
-    case Fault::scale_conflict_once: return "scale_conflict_once";
-    case Fault::observe_ready_0: return "observe_ready_0";
-    case Fault::observe_desired_0: return "observe_desired_0";
-    case Fault::observe_fatal: return "observe_fatal";
-    case Fault::observe_unavailable: return "observe_unavailable";
-    case Fault::probe_fails: return "probe_fails";
-    case Fault::probe_times_out: return "probe_times_out";
-    case Fault::process_exits: return "process_exits";
-    case Fault::request_arrives: return "request_arrives";
-    case Fault::client_leaves: return "client_leaves";
-    case Fault::admin_wake: return "admin_wake";
-    case Fault::admin_sleep: return "admin_sleep";
-    case Fault::sigterm: return "sigterm";
-    case Fault::controller_throws: return "controller_throws";
+    case Fault::scale_unavailable_once:
+      return "scale_unavailable_once";
+    case Fault::scale_unavailable_always:
+      return "scale_unavailable_always";
+    case Fault::scale_forbidden_once:
+      return "scale_forbidden_once";
+    case Fault::scale_forbidden_always:
+      return "scale_forbidden_always";
+    case Fault::scale_conflict_once:
+      return "scale_conflict_once";
+    case Fault::observe_ready_0:
+      return "observe_ready_0";
+    case Fault::observe_desired_0:
+      return "observe_desired_0";
+    case Fault::observe_fatal:
+      return "observe_fatal";
+    case Fault::observe_unavailable:
+      return "observe_unavailable";
+    case Fault::probe_fails:
+      return "probe_fails";
+    case Fault::probe_times_out:
+      return "probe_times_out";
+    case Fault::process_exits:
+      return "process_exits";
+    case Fault::request_arrives:
+      return "request_arrives";
+    case Fault::client_leaves:
+      return "client_leaves";
+    case Fault::admin_wake:
+      return "admin_wake";
+    case Fault::admin_sleep:
+      return "admin_sleep";
+    case Fault::sigterm:
+      return "sigterm";
+    case Fault::controller_throws:
+      return "controller_throws";
   }
   return "?";
 }
@@ -135,26 +170,48 @@ class FaultMatrix : public ::testing::TestWithParam<std::tuple<Start, Fault>> {
   void inject(Fault f) {
     auto& sc = *h.scaler;
     switch (f) {
-      case Fault::scale_unavailable_once: sc.fail_next = {errc::scaler_unavailable}; break;
-      case Fault::scale_unavailable_always: sc.fail_always = errc::scaler_unavailable; break;
-      case Fault::scale_forbidden_once: sc.fail_next = {errc::scaler_error}; break;
-      case Fault::scale_forbidden_always: sc.fail_always = errc::scaler_error; break;
-      case Fault::scale_conflict_once: sc.fail_next = {errc::scaler_error}; break;
-      case Fault::observe_ready_0: h.world.wedged = true; break;
+      case Fault::scale_unavailable_once:
+        sc.fail_next = {errc::scaler_unavailable};
+        break;
+      case Fault::scale_unavailable_always:
+        sc.fail_always = errc::scaler_unavailable;
+        break;
+      case Fault::scale_forbidden_once:
+        sc.fail_next = {errc::scaler_error};
+        break;
+      case Fault::scale_forbidden_always:
+        sc.fail_always = errc::scaler_error;
+        break;
+      case Fault::scale_conflict_once:
+        sc.fail_next = {errc::scaler_error};
+        break;
+      case Fault::observe_ready_0:
+        h.world.wedged = true;
+        break;
       case Fault::observe_desired_0:
         h.world.desired = 0;
         ++external_changes;
         break;
-      case Fault::observe_fatal: h.world.fatal = "CrashLoopBackOff: CUDA out of memory"; break;
-      case Fault::observe_unavailable: sc.observe_unavailable = true; break;
-      case Fault::probe_fails: h.world.probe_status = 500; break;
-      case Fault::probe_times_out: h.world.probe_status = 0; break;
+      case Fault::observe_fatal:
+        h.world.fatal = "CrashLoopBackOff: CUDA out of memory";
+        break;
+      case Fault::observe_unavailable:
+        sc.observe_unavailable = true;
+        break;
+      case Fault::probe_fails:
+        h.world.probe_status = 500;
+        break;
+      case Fault::probe_times_out:
+        h.world.probe_status = 0;
+        break;
       case Fault::process_exits:
         h.world.fatal = "process exited with status 1";
         h.world.exit_clears_on_restart = true;
         ++external_changes;
         break;
-      case Fault::request_arrives: h.request(); break;
+      case Fault::request_arrives:
+        h.request();
+        break;
       case Fault::client_leaves: {
         auto& r = h.request();
         error_code ec;
@@ -162,13 +219,19 @@ class FaultMatrix : public ::testing::TestWithParam<std::tuple<Start, Fault>> {
         h.time.settle();
         break;
       }
-      case Fault::admin_wake: h.backend->wake("admin"); break;
-      case Fault::admin_sleep: h.backend->sleep("admin"); break;
+      case Fault::admin_wake:
+        h.backend->wake("admin");
+        break;
+      case Fault::admin_sleep:
+        h.backend->sleep("admin");
+        break;
       case Fault::sigterm:
         h.backend->begin_shutdown();
         spawn(h.ioc.get_executor(), shut_down(), "shutdown");
         break;
-      case Fault::controller_throws: sc.observe_throws = 1; break;
+      case Fault::controller_throws:
+        sc.observe_throws = 1;
+        break;
     }
     h.time.settle();
   }
@@ -257,19 +320,21 @@ TEST_P(FaultMatrix, KeepsTheInvariants) {
     std::ofstream(path, std::ios::app)
         << "| " << name(start) << " | " << name(fault) << " | " << h.state() << " | "
         << h.world.desired << " | " << zero << " | " << h.scaler->ups() << " / "
-        << h.scaler->downs() << " / " << (h.scaler->count(true, false) + h.scaler->count(false, false) -
-                                          h.scaler->ups() - h.scaler->downs())
-        << " | " << granted << " / " << refused << " | "
-        << (HasFailure() ? "FAIL" : "pass") << " |\n";
+        << h.scaler->downs() << " / "
+        << (h.scaler->count(true, false) + h.scaler->count(false, false) - h.scaler->ups() -
+            h.scaler->downs())
+        << " | " << granted << " / " << refused << " | " << (HasFailure() ? "FAIL" : "pass")
+        << " |\n";
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    States, FaultMatrix, ::testing::Combine(::testing::ValuesIn(kStarts), ::testing::ValuesIn(kFaults)),
-    [](const ::testing::TestParamInfo<FaultMatrix::ParamType>& info) {
-      return std::string(name(std::get<0>(info.param))) + "__" +
-             std::string(name(std::get<1>(info.param)));
-    });
+INSTANTIATE_TEST_SUITE_P(States, FaultMatrix,
+                         ::testing::Combine(::testing::ValuesIn(kStarts),
+                                            ::testing::ValuesIn(kFaults)),
+                         [](const ::testing::TestParamInfo<FaultMatrix::ParamType>& info) {
+                           return std::string(name(std::get<0>(info.param))) + "__" +
+                                  std::string(name(std::get<1>(info.param)));
+                         });
 
 }  // namespace
 }  // namespace va::activator

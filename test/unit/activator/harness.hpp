@@ -45,7 +45,8 @@ class FakeScaler final : public scaler::Scaler {
 
   task<outcome<void>> scale_to(int replicas, std::string cause) override {
     causes.push_back(cause);
-    if (replicas == 0 && backend != nullptr && (backend->in_flight() > 0 || backend->pending() > 0)) {
+    if (replicas == 0 && backend != nullptr &&
+        (backend->in_flight() > 0 || backend->pending() > 0)) {
       violations.push_back("(c) scale_to(0) with " + std::to_string(backend->in_flight()) +
                            " in flight and " + std::to_string(backend->pending()) + " held");
     }
@@ -141,7 +142,7 @@ class FakeScaler final : public scaler::Scaler {
   std::deque<errc> fail_next;       // the next scale calls fail with these
   std::deque<errc> fail_next_down;  // the next scale-downs fail with these
   std::optional<errc> fail_always;  // then every one does
-  Clock::duration scale_delay{};  // how long a scale call takes
+  Clock::duration scale_delay{};    // how long a scale call takes
   bool observe_unavailable = false;
   bool shut_down = false;
   int observe_throws = 0;
@@ -193,14 +194,15 @@ class Harness {
 
   Backend& start() {
     backend.emplace(
-        Backend::Settings{.name = "b",
-                          .idle_timeout = timeouts_.idle,
-                          .wake_timeout = timeouts_.wake,
-                          .max_pending = 1000,
-                          .health = config::Health{.path = "/health",
-                                                   .interval = timeouts_.interval,
-                                                   .headers = {}},
-                          .replicas = timeouts_.replicas},
+        Backend::Settings{
+            .name = "b",
+            .idle_timeout = timeouts_.idle,
+            .wake_timeout = timeouts_.wake,
+            .max_pending = 1000,
+            .health =
+                config::Health{.path = "/health", .interval = timeouts_.interval, .headers = {}},
+            .replicas = timeouts_.replicas,
+            .learn_models = true},
         ioc.get_executor(),
         [this](Executor) {
           auto s = std::make_unique<FakeScaler>(world, time);
@@ -208,9 +210,8 @@ class Harness {
           return s;
         },
         pool_, metrics, budget_,
-        BackendSeams{.time = &time, .probe = [this](const std::string& path) {
-                       return scaler->answer(path);
-                     }});
+        BackendSeams{.time = &time,
+                     .probe = [this](const std::string& path) { return scaler->answer(path); }});
     scaler->backend = &*backend;
     backend->start();
     time.settle();

@@ -48,7 +48,9 @@ class VirtualTime final : public TimeSource {
   }
 
   // Moves time forward by `d`, deadline by deadline, settling at each.
-  void advance(Clock::duration d) { run_until([] { return false; }, d); }
+  void advance(Clock::duration d) {
+    run_until([] { return false; }, d);
+  }
 
   // Moves time forward until `done()` holds (checked after each step) or `limit` has passed;
   // returns done().
@@ -56,8 +58,9 @@ class VirtualTime final : public TimeSource {
     const auto until = now_ + limit;
     settle();
     while (!done()) {
-      auto next = std::min_element(armed_.begin(), armed_.end(),
-                                   [](const auto& a, const auto& b) { return a.second < b.second; });
+      auto next = std::min_element(armed_.begin(), armed_.end(), [](const auto& a, const auto& b) {
+        return a.second < b.second;
+      });
       if (next == armed_.end() || next->second > until) {
         now_ = std::max(now_, until);
         settle();
