@@ -160,19 +160,31 @@ UPGRADE = (b"GET /v1/realtime HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 
 
+def tunnel_proxy(proxy, port):
+    """A proxy in front of the static upstream on `port` with `upstream_timeout: 2s`, ready."""
+    p = proxy(config_yaml(backend_yaml(
+        "rt", port, ["m"], static=True, default=True,
+        extra="    upstream_timeout: 2s\n    health: { interval: 100ms }\n")))
+    p.wait_state("ready", "rt")
+    return p
+
+
+def upgrade(s):
+    """Sends the Upgrade request on `s`: (the 101's head, what came after it)."""
+    s.sendall(UPGRADE)
+    head, rest = read_head(s)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return head, rest
+
+
 def test_an_idle_tunnel_is_closed_after_upstream_timeout_and_its_lease_released(proxy):
     closed = []
     srv = echo_upstream(closed)
     upstream_timeout = 2.0
     try:
-        p = proxy(config_yaml(backend_yaml(
-            "rt", srv.port, ["m"], static=True, default=True,
-            extra="    upstream_timeout: 2s\n    health: { interval: 100ms }\n")))
-        p.wait_state("ready", "rt")
+        p = tunnel_proxy(proxy, srv.port)
         with socket.create_connection(("127.0.0.1", p.port), timeout=15) as s:
-            s.sendall(UPGRADE)
-            head, rest = read_head(s)
-            assert head.startswith(b"HTTP/1.1 101"), head
+            head, rest = upgrade(s)
             assert p.backend("rt")["in_flight"] == 1
             # A tunnel that talks is never cut, however long it lasts: a word every 0.6 s for
             # twice upstream_timeout.
@@ -216,14 +228,9 @@ def test_a_half_closed_tunnel_left_open_by_the_client_is_closed_after_upstream_t
 
     srv = RawUpstream(lambda conn: serve_requests(conn, tunnel))
     try:
-        p = proxy(config_yaml(backend_yaml(
-            "rt", srv.port, ["m"], static=True, default=True,
-            extra="    upstream_timeout: 2s\n    health: { interval: 100ms }\n")))
-        p.wait_state("ready", "rt")
+        p = tunnel_proxy(proxy, srv.port)
         with socket.create_connection(("127.0.0.1", p.port), timeout=15) as s:
-            s.sendall(UPGRADE)
-            head, rest = read_head(s)
-            assert head.startswith(b"HTTP/1.1 101"), head
+            head, rest = upgrade(s)
             assert rest == b"" and s.recv(4096) == b""  # the upstream's half-close, passed on
             quiet = time.monotonic()
             # The client keeps its socket open and silent.

@@ -17,6 +17,10 @@
 namespace va::scaler {
 namespace {
 
+// The head of a watch's answer: its events follow in chunks.
+constexpr std::string_view kWatchHead =
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+
 using k8s::testing::reply;
 using k8s::testing::Reply;
 using k8s::testing::Request;
@@ -284,9 +288,7 @@ TEST_F(KubernetesScalerTest, AWatchThatGoesSilentIsFoundDeadAndResumedWithinItsT
   TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
   server.stream_with(
       [&](const Request& req, TlsServer::Stream& s) -> task<void> {
-        co_await write(s,
-                       "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                       "Transfer-Encoding: chunked\r\n\r\n");
+        co_await write(s, std::string(kWatchHead));
         const std::string target(req.target());
         if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?")) {
           watches.emplace_back(Clock::now(), target);
@@ -344,9 +346,7 @@ TEST_F(KubernetesScalerTest, AWatchThatEndsIsResumedFromItsBookmarkWithoutAList)
   TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
   server.stream_with(
       [&](const Request& req, TlsServer::Stream& s) -> task<void> {
-        co_await write(s,
-                       "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                       "Transfer-Encoding: chunked\r\n\r\n");
+        co_await write(s, std::string(kWatchHead));
         const std::string target(req.target());
         if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?")) {
           watches.push_back(target);
