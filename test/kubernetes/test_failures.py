@@ -44,7 +44,8 @@ def test_a_failing_pod_fails_held_requests_early_naming_the_reason(cluster, kube
     # The GPU goes back: the failed wake scales the Deployment to 0 again.
     eventually(lambda: cluster.deployment()["spec"].get("replicas", 0) == 0, timeout=30,
                what="scaled back to 0")
-    assert p.backend()["state"] == "failed"
+    # It shows `stopping` while the scale call is answered, then `failed` again.
+    eventually(lambda: p.backend()["state"] == "failed", timeout=10, what="failed once stopped")
 
 
 def test_an_unschedulable_pod_is_reported_and_waited_on(cluster, kubernetes_config, proxy):
