@@ -50,6 +50,9 @@ def test_two_threads_each_serve_connections(proxy):
     # Connections go to the two I/O threads in turn: under load from 4 keep-alive clients, the
     # second thread (io-1) works as well as the first (the main thread).
     p = proxy(config(free_port()))
+    # The `listening` line comes before the I/O threads start; an answer from the admin port comes
+    # after they are named.
+    assert p.backend()["state"] == "asleep"
     before = cpu_ticks(p.pid)
     assert sorted(before) == ["io-1", "main"], before
     host, port = p.url.removeprefix("http://").rsplit(":", 1)
