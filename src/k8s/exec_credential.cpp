@@ -1,9 +1,6 @@
 #include "k8s/exec_credential.hpp"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,11 +14,10 @@
 #include <vector>
 
 #include "config/duration.hpp"
+#include "core/child_process.hpp"
 #include "core/exit_status.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
-
-extern char** environ;
 
 namespace va::k8s {
 namespace {
@@ -34,21 +30,6 @@ constexpr std::size_t kMaxStdout = 1024 * 1024;
 constexpr std::size_t kMaxStderrLine = 512;
 
 std::string who(const ExecConfig& e) { return "exec credential plugin \"" + e.command + "\""; }
-
-// Closes a descriptor unless released.
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) {
-      ::close(fd);
-    }
-  }
-  int release() { return std::exchange(fd, -1); }
-};
 
 // The plugin's process. Killed with its process group and reaped when the run ends without
 // having reaped it (an exception, the io_context destroyed mid-run).
@@ -68,87 +49,13 @@ struct Child {
   }
 };
 
-struct Spawned {
-  pid_t pid = -1;
-  int out = -1;  // read ends, close-on-exec
-  int err = -1;
-};
-
-outcome<Spawned> spawn_plugin(const ExecConfig& e, const std::string& info) {
-  const auto overridden = [&](std::string_view name) {
-    if (name == "KUBERNETES_EXEC_INFO") {
-      return true;
-    }
-    for (const auto& [k, v] : e.env) {
-      if (k == name) {
-        return true;
-      }
-    }
-    return false;
-  };
-  std::vector<std::string> env_store;
-  for (char** p = environ; *p != nullptr; ++p) {
-    const std::string_view kv(*p);
-    if (!overridden(kv.substr(0, kv.find('=')))) {
-      env_store.emplace_back(kv);
-    }
-  }
-  for (const auto& [k, v] : e.env) {
-    env_store.push_back(k + "=" + v);
-  }
-  env_store.push_back("KUBERNETES_EXEC_INFO=" + info);
-  std::vector<char*> envp;
-  for (auto& s : env_store) {
-    envp.push_back(s.data());
-  }
-  envp.push_back(nullptr);
-  std::vector<std::string> args{e.command};
-  args.insert(args.end(), e.args.begin(), e.args.end());
-  std::vector<char*> argv;
-  for (auto& s : args) {
-    argv.push_back(s.data());
-  }
-  argv.push_back(nullptr);
-
-  int out[2] = {-1, -1};
-  int err[2] = {-1, -1};
-  if (::pipe2(out, O_CLOEXEC) != 0) {
-    return Failure{errc::scaler_error, who(e) + ": pipe: " + std::strerror(errno)};
-  }
-  Fd out_r(out[0]), out_w(out[1]);
-  if (::pipe2(err, O_CLOEXEC) != 0) {
-    return Failure{errc::scaler_error, who(e) + ": pipe: " + std::strerror(errno)};
-  }
-  Fd err_r(err[0]), err_w(err[1]);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, out_w.fd, 1);
-  posix_spawn_file_actions_adddup2(&actions, err_w.fd, 2);
-  // Not every descriptor of ours is close-on-exec (Asio's sockets are not): none may live on in
-  // the plugin.
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  for (const int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD}) {
-    sigaddset(&defaults, sig);
-  }
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  // Its own process group, so that a timeout kills what it started too.
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-  pid_t pid = -1;
-  const int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc == ENOENT) {
+outcome<SpawnedChild> spawn_plugin(const ExecConfig& e, const std::string& info) {
+  ChildOptions options{.argv = {e.command}, .env = {}, .stop_with_parent = false};
+  options.argv.insert(options.argv.end(), e.args.begin(), e.args.end());
+  options.env.assign(e.env.begin(), e.env.end());
+  options.env.emplace_back("KUBERNETES_EXEC_INFO", info);
+  SpawnedChild child = spawn_child(options);
+  if (child.pid < 0 && child.error == ENOENT && std::string_view(child.step) == "exec") {
     std::string msg = who(e) + ": not found";
     msg += e.command.find('/') == std::string::npos ? " in PATH" : "";
     if (!e.install_hint.empty()) {
@@ -156,10 +63,11 @@ outcome<Spawned> spawn_plugin(const ExecConfig& e, const std::string& info) {
     }
     return Failure{errc::scaler_error, std::move(msg)};
   }
-  if (rc != 0) {
-    return Failure{errc::scaler_error, who(e) + ": cannot run: " + std::strerror(rc)};
+  if (child.pid < 0) {
+    const std::string step = std::string_view(child.step) == "exec" ? "cannot run" : child.step;
+    return Failure{errc::scaler_error, who(e) + ": " + step + ": " + std::strerror(child.error)};
   }
-  return Spawned{pid, out_r.release(), err_r.release()};
+  return child;
 }
 
 task<void> read_stdout(net::posix::stream_descriptor& fd, std::string& out, bool& too_long) {
@@ -452,8 +360,8 @@ task<outcome<ExecCredential>> run_exec_plugin(ExecConfig exec, std::string info,
   net::posix::stream_descriptor out(ex, spawned->out);
   net::posix::stream_descriptor err(ex, spawned->err);
   std::optional<net::posix::stream_descriptor> pidfd;
-  if (const auto fd = ::syscall(SYS_pidfd_open, child.pid, 0); fd >= 0) {
-    pidfd.emplace(ex, static_cast<int>(fd));  // pidfds are close-on-exec
+  if (const int fd = open_pidfd(child.pid); fd >= 0) {
+    pidfd.emplace(ex, fd);
   }
   net::posix::stream_descriptor* const pidfd_ptr = pidfd ? &*pidfd : nullptr;
 

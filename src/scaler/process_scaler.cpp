@@ -1,21 +1,16 @@
 #include "scaler/process_scaler.hpp"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "config/loader.hpp"
+#include "core/child_process.hpp"
 #include "core/exit_status.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
-
-extern char** environ;
 
 namespace va::scaler {
 namespace {
@@ -66,97 +61,17 @@ task<void> ProcessScaler::shutdown() {
 }
 
 outcome<void> ProcessScaler::start() {
-  // Everything the child needs is prepared before fork: between fork and exec only
-  // async-signal-safe calls are allowed.
-  std::vector<std::string> env_store;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string_view kv(*e);
-    const auto key = kv.substr(0, kv.find('='));
-    if (!settings_.env.contains(std::string(key))) {
-      env_store.emplace_back(kv);
-    }
-  }
-  for (const auto& [k, v] : settings_.env) {
-    env_store.push_back(k + "=" + v);
-  }
-  std::vector<char*> envp;
-  for (auto& s : env_store) {
-    envp.push_back(s.data());
-  }
-  envp.push_back(nullptr);
-  std::vector<std::string> args = settings_.command;
-  std::vector<char*> argv;
-  for (auto& s : args) {
-    argv.push_back(s.data());
-  }
-  argv.push_back(nullptr);
-
-  int out[2] = {-1, -1}, err[2] = {-1, -1}, exec_err[2] = {-1, -1};
-  auto close_all = [&] {
-    for (int fd : {out[0], out[1], err[0], err[1], exec_err[0], exec_err[1]}) {
-      if (fd >= 0) {
-        ::close(fd);
-      }
-    }
-  };
-  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 ||
-      ::pipe2(exec_err, O_CLOEXEC) != 0) {
-    const std::string why = std::strerror(errno);
-    close_all();
-    return fail(errc::scaler_error, "pipe: " + why);
-  }
-  const pid_t parent = ::getpid();
-  const long max_fd = ::sysconf(_SC_OPEN_MAX);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    const std::string why = std::strerror(errno);
-    close_all();
-    return fail(errc::scaler_error, "fork: " + why);
-  }
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    // If the proxy dies without stopping us, the backend must not run on (and hold a GPU).
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) {
-      ::_exit(127);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);
-    ::signal(SIGTERM, SIG_DFL);
-    ::signal(SIGINT, SIG_DFL);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    ::dup2(devnull, 0);
-    ::dup2(out[1], 1);
-    ::dup2(err[1], 2);
-    // None of the proxy's descriptors may live on in the backend: a listening socket held open
-    // by the child keeps accepting connections after the proxy has closed it (on SIGTERM).
-    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-      for (long fd = 3; fd < max_fd; ++fd) {
-        ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
-      }
-    }
-    ::execvpe(argv[0], argv.data(), envp.data());
-    const int e = errno;
-    [[maybe_unused]] auto n = ::write(exec_err[1], &e, sizeof e);
-    ::_exit(127);
-  }
-  // Also here, so that a stop right after the start finds the group (no race with the child).
-  ::setpgid(pid, pid);
-  ::close(out[1]);
-  ::close(err[1]);
-  ::close(exec_err[1]);
-  int exec_errno = 0;
-  const auto n = ::read(exec_err[0], &exec_errno, sizeof exec_errno);
-  ::close(exec_err[0]);
-  if (n == sizeof exec_errno) {
-    ::waitpid(pid, nullptr, 0);
-    ::close(out[0]);
-    ::close(err[0]);
-    exit_reason_ = "cannot run " + settings_.command.front() + ": " + std::strerror(exec_errno);
+  ChildOptions options{.argv = settings_.command, .env = {}, .stop_with_parent = true};
+  options.env.assign(settings_.env.begin(), settings_.env.end());
+  const SpawnedChild child = spawn_child(options);
+  if (child.pid < 0 && std::string_view(child.step) == "exec") {
+    exit_reason_ = "cannot run " + settings_.command.front() + ": " + std::strerror(child.error);
     return fail(errc::backend_failed, exit_reason_);
   }
+  if (child.pid < 0) {
+    return fail(errc::scaler_error, std::string(child.step) + ": " + std::strerror(child.error));
+  }
+  const pid_t pid = child.pid;
   pid_ = pid;
   exit_reason_.clear();
   last_stderr_.clear();
@@ -164,10 +79,9 @@ outcome<void> ProcessScaler::start() {
             {{"backend", settings_.backend},
              {"pid", static_cast<int>(pid)},
              {"command", join(config::mask_command_secrets(settings_.command))}});
-  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  spawn(ex_, read_output(out[0], "stdout"), "process stdout");
-  spawn(ex_, read_output(err[0], "stderr"), "process stderr");
-  spawn(ex_, wait_exit(pid, pidfd), "process wait");
+  spawn(ex_, read_output(child.out, "stdout"), "process stdout");
+  spawn(ex_, read_output(child.err, "stderr"), "process stderr");
+  spawn(ex_, wait_exit(pid, open_pidfd(pid)), "process wait");
   return outcome<void>{};
 }
 
