@@ -5,11 +5,12 @@
 #include <boost/json.hpp>
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
-#include <ctime>
 
 #include "core/backoff.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
+#include "k8s/events.hpp"
+#include "k8s/objects.hpp"
 #include "k8s/watch.hpp"
 
 namespace va::scaler {
@@ -17,46 +18,13 @@ namespace {
 
 namespace json = boost::json;
 using namespace net::experimental::awaitable_operators;
-
-const json::object* child(const json::object* o, std::string_view key) {
-  const auto* v = o ? o->if_contains(key) : nullptr;
-  return v ? v->if_object() : nullptr;
-}
-
-std::string text(const json::object* o, std::string_view key) {
-  const auto* v = o ? o->if_contains(key) : nullptr;
-  return v && v->is_string() ? std::string(v->get_string()) : std::string();
-}
-
-// Absent means 0 (every int32 of a Deployment's status is omitempty).
-std::int64_t number(const json::object* o, std::string_view key) {
-  const auto* v = o ? o->if_contains(key) : nullptr;
-  if (v && v->is_int64()) {
-    return v->get_int64();
-  }
-  if (v && v->is_uint64()) {
-    return static_cast<std::int64_t>(v->get_uint64());
-  }
-  return 0;
-}
-
-const json::array* list_of(const json::object* o, std::string_view key) {
-  const auto* v = o ? o->if_contains(key) : nullptr;
-  return v ? v->if_array() : nullptr;
-}
+using k8s::child;
+using k8s::list_of;
+using k8s::number;
+using k8s::text;
 
 std::string query_escape(std::string_view s) {
   return boost::urls::encode(s, boost::urls::unreserved_chars);
-}
-
-// metav1.Time: RFC 3339 at seconds precision.
-std::string rfc3339_now() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 // What a pod's waiting container says about a wake: these do not go away by waiting.
@@ -501,46 +469,23 @@ task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) 
 }
 
 task<void> KubernetesScaler::record_event(int from, int to, const std::string& cause) {
-  const auto* d = deployment();
-  const auto now = rfc3339_now();
-  const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
-  char hex[32];
-  std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(nanos));
-  json::object involved{{"apiVersion", "apps/v1"},
-                        {"kind", "Deployment"},
-                        {"namespace", settings_.namespace_},
-                        {"name", settings_.deployment}};
-  if (const auto uid = text(child(d, "metadata"), "uid"); !uid.empty()) {
-    involved["uid"] = uid;
+  k8s::EventSpec event{.namespace_ = settings_.namespace_,
+                       .involved = {{"apiVersion", "apps/v1"},
+                                    {"kind", "Deployment"},
+                                    {"namespace", settings_.namespace_},
+                                    {"name", settings_.deployment}},
+                       .reason = to > 0 ? "ScaledUp" : "ScaledToZero",
+                       .message = to > 0 ? "Scaled up" : "Scaled down"};
+  if (const auto uid = k8s::text(k8s::child(deployment(), "metadata"), "uid"); !uid.empty()) {
+    event.involved["uid"] = uid;
   }
-  std::string message = to > 0 ? "Scaled up" : "Scaled down";
-  message += from >= 0 ? " from " + std::to_string(from) : std::string();
-  message += " to " + std::to_string(to) + (to == 1 ? " replica" : " replicas");
-  message += cause.empty() ? "" : ": " + cause;
-  const json::object event{
-      {"apiVersion", "v1"},
-      {"kind", "Event"},
-      {"metadata",
-       {{"name", settings_.deployment + "." + hex}, {"namespace", settings_.namespace_}}},
-      {"involvedObject", std::move(involved)},
-      {"reason", to > 0 ? "ScaledUp" : "ScaledToZero"},
-      {"message", message},
-      {"type", "Normal"},
-      {"source", {{"component", "vllm-autoscaler"}}},
-      {"firstTimestamp", now},
-      {"lastTimestamp", now},
-      {"count", 1}};
-  const std::string target = "/api/v1/namespaces/" + settings_.namespace_ + "/events";
-  auto r = co_await client_.request(http::verb::post, target, json::serialize(event),
-                                    "application/json");
-  if (!r || r->status >= 300) {
+  event.message += from >= 0 ? " from " + std::to_string(from) : std::string();
+  event.message += " to " + std::to_string(to) + (to == 1 ? " replica" : " replicas");
+  event.message += cause.empty() ? "" : ": " + cause;
+  if (auto r = co_await k8s::record_event(client_, event); !r) {
     // The scale happened; a missing record of it is worth a log line, not a failed wake.
     log::warn("kubernetes: could not record the scale event",
-              {{"backend", settings_.backend},
-               {"error",
-                r ? k8s::api_failure(http::verb::post, target, *r).message : r.error().message}});
+              {{"backend", settings_.backend}, {"error", r.error().message}});
   }
 }
 
