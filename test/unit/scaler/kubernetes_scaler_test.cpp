@@ -172,6 +172,24 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
     Timer t(s.get_executor(), d);
     co_await t.async_wait(use_nothrow);
   }
+  // Every watch gets a chunked head; a watch of the Deployment is then served by `deployment`
+  // (given its target): unless it answers true (the watch ends there), it then stays open and
+  // silent, like every other watch.
+  using WatchServer = std::function<task<bool>(const std::string& target, TlsServer::Stream&)>;
+  static void serve_deployment_watches(TlsServer& server, WatchServer deployment) {
+    server.stream_with(
+        [deployment](const Request& req, TlsServer::Stream& s) -> task<void> {
+          co_await write(s, std::string(kWatchHead));
+          const std::string target(req.target());
+          if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?") &&
+              co_await deployment(target, s)) {
+            co_return;
+          }
+          co_await sleep(s, std::chrono::hours(1));
+        },
+        [](const Request& r) { return r.target().find("watch=1") != std::string::npos; });
+  }
+
   static bool is_list(const Request& r) {
     return r.target().starts_with("/apis/apps/v1/namespaces/llm/deployments?") &&
            r.target().find("watch=1") == std::string::npos;
@@ -286,19 +304,14 @@ TEST_F(KubernetesScalerTest, AWatchThatGoesSilentIsFoundDeadAndResumedWithinItsT
       "\n";
   std::vector<std::pair<Clock::time_point, std::string>> watches;  // of the Deployment
   TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
-  server.stream_with(
-      [&](const Request& req, TlsServer::Stream& s) -> task<void> {
-        co_await write(s, std::string(kWatchHead));
-        const std::string target(req.target());
-        if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?")) {
-          watches.emplace_back(Clock::now(), target);
-          if (watches.size() == 2) {
-            co_await write(s, k8s::testing::chunk(ready_event));
-          }
-        }
-        co_await sleep(s, std::chrono::hours(1));  // silent, never ended
-      },
-      [](const Request& r) { return r.target().find("watch=1") != std::string::npos; });
+  serve_deployment_watches(server,
+                           [&](const std::string& target, TlsServer::Stream& s) -> task<bool> {
+                             watches.emplace_back(Clock::now(), target);
+                             if (watches.size() == 2) {
+                               co_await write(s, k8s::testing::chunk(ready_event));
+                             }
+                             co_return false;  // silent, never ended
+                           });
   auto s = settings(server);
   s.watch_timeout_min = s.watch_timeout_max = std::chrono::seconds(1);
   s.watch_grace = std::chrono::milliseconds(300);
@@ -344,25 +357,20 @@ TEST_F(KubernetesScalerTest, AWatchThatEndsIsResumedFromItsBookmarkWithoutAList)
   // before; the next watch starts from the bookmark's resourceVersion.
   std::vector<std::string> watches;  // of the Deployment
   TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
-  server.stream_with(
-      [&](const Request& req, TlsServer::Stream& s) -> task<void> {
-        co_await write(s, std::string(kWatchHead));
-        const std::string target(req.target());
-        if (target.starts_with("/apis/apps/v1/namespaces/llm/deployments?")) {
-          watches.push_back(target);
-          if (watches.size() == 1) {
-            co_await write(
-                s, k8s::testing::chunk(R"({"type":"BOOKMARK","object":{"kind":"Deployment",)"
-                                       R"("metadata":{"resourceVersion":"150"}}})"
-                                       "\n"));
-            co_await sleep(s, std::chrono::seconds(1));
-            co_await write(s, k8s::testing::chunk(""));
-            co_return;
-          }
+  serve_deployment_watches(
+      server, [&](const std::string& target, TlsServer::Stream& s) -> task<bool> {
+        watches.push_back(target);
+        if (watches.size() == 1) {
+          co_await write(s,
+                         k8s::testing::chunk(R"({"type":"BOOKMARK","object":{"kind":"Deployment",)"
+                                             R"("metadata":{"resourceVersion":"150"}}})"
+                                             "\n"));
+          co_await sleep(s, std::chrono::seconds(1));
+          co_await write(s, k8s::testing::chunk(""));
+          co_return true;
         }
-        co_await sleep(s, std::chrono::hours(1));
-      },
-      [](const Request& r) { return r.target().find("watch=1") != std::string::npos; });
+        co_return false;
+      });
   auto s = settings(server);
   s.watch_timeout_min = s.watch_timeout_max = std::chrono::seconds(1);
   KubernetesScaler scaler(std::move(s), ioc_.get_executor());
