@@ -151,7 +151,7 @@ std::optional<Lease> Backend::try_acquire() {
 }
 
 std::optional<Lease> Backend::lease_if_ready_locked() {
-  if (shared_.state != State::ready || shared_.suspect) {
+  if (shared_.state != State::ready || shared_.suspect || shared_.fenced) {
     return std::nullopt;
   }
   shared_.activity.begin();
@@ -227,6 +227,27 @@ std::vector<std::string> Backend::reported_models() const {
 State Backend::state() const {
   std::lock_guard lock(shared_.mu);
   return shared_.state;
+}
+
+Backend::Report Backend::report() const {
+  std::lock_guard lock(shared_.mu);
+  const auto& a = shared_.activity;
+  const bool idle = a.idle(shared_.queue.size());
+  return Report{.state = shared_.state,
+                .in_flight = a.in_flight(),
+                .held = shared_.queue.size(),
+                .idle_for = idle ? shared_.time.now() - a.last() : Clock::duration::zero()};
+}
+
+void Backend::fence(bool on) {
+  {
+    std::lock_guard lock(shared_.mu);
+    if (shared_.fenced == on || (on && shared_.state != State::ready)) {
+      return;
+    }
+    shared_.fenced = on;
+  }
+  controller_->poke();  // lifted: the held requests go
 }
 
 void Backend::begin_shutdown() {

@@ -66,6 +66,8 @@ class Backend {
 
   // Starts the controller: it observes what is there and adopts a running backend.
   void start() { controller_->start(); }
+  // Several proxy replicas (coord/): scale-downs need their agreement. Before start().
+  void set_peers(Peers* peers) { controller_->set_peers(peers); }
   // Proxy shutdown, phase 1: held and new requests get 503; in-flight ones go on.
   void begin_shutdown();
   // Phase 2, once in-flight requests are done: the controller ends, then the scaler's own
@@ -97,6 +99,17 @@ class Backend {
   std::vector<std::string> setup_problems() const { return controller_->scaler().setup_problems(); }
   // Adds the time spent awake up to now to backend_awake_seconds_total.
   void account_awake();
+
+  // What this replica tells the others (coord/): any thread.
+  struct Report {
+    State state = State::asleep;
+    std::size_t in_flight = 0;
+    std::size_t held = 0;
+    Clock::duration idle_for{};  // since the last activity; 0 while anything is in flight or held
+  };
+  Report report() const;
+  // While fenced a ready backend grants no lease (requests are held); lifting it releases them.
+  void fence(bool on);
 
  private:
   friend class Lease;

@@ -215,7 +215,8 @@ Clock::duration Controller::idle_wait() const {
   Clock::duration wait = s_.settings.health.interval;
   if (up_) {
     std::lock_guard lock(s_.mu);
-    const auto due = std::max(s_.activity.stop_due(s_.queue.size(), grace_), stop_retry_at_);
+    const auto due =
+        std::max({s_.activity.stop_due(s_.queue.size(), grace_), stop_retry_at_, ask_peers_at_});
     if (due != Clock::time_point::max()) {
       wait = std::min(wait, due - s_.time.now());
     }
@@ -239,24 +240,37 @@ task<void> Controller::run_idle() {
       co_await healthy() && become_ready("adopted a running backend", std::nullopt)) {
     co_return;
   }
-  stop_if_owed();
+  co_await stop_if_owed();
 }
 
-void Controller::stop_if_owed() {
-  std::lock_guard lock(s_.mu);
-  if (!up_ || !idle_state(s_.state) || stop_requested_) {
-    return;
+task<void> Controller::stop_if_owed() {
+  const auto owed = [this] {
+    return up_ && idle_state(s_.state) && !stop_requested_ &&
+           s_.time.now() >= s_.activity.stop_due(s_.queue.size(), grace_);  // unused, long enough
+  };
+  {
+    std::lock_guard lock(s_.mu);
+    if (!owed()) {
+      co_return;
+    }
   }
-  const auto now = s_.time.now();
-  if (now < s_.activity.stop_due(s_.queue.size(), grace_)) {
-    return;  // in use, or not yet
+  const bool agreed = co_await peers_agree(grace_);
+  bool stopping = false;
+  {
+    std::lock_guard lock(s_.mu);
+    stopping = agreed && owed();
+    if (stopping) {
+      after_stop_ = s_.state;
+      const bool failed = s_.state == State::failed;
+      s_.metrics.scale_downs_total.with({s_.settings.name, failed ? "failed" : "idle"}).inc();
+      s_.set_state(State::stopping, failed ? "the wake failed and nobody waits"
+                                           : "up with nobody using it for " +
+                                                 config::format_duration(ceil_ms(grace_)));
+    }
   }
-  after_stop_ = s_.state;
-  const bool failed = s_.state == State::failed;
-  s_.metrics.scale_downs_total.with({s_.settings.name, failed ? "failed" : "idle"}).inc();
-  s_.set_state(State::stopping,
-               failed ? "the wake failed and nobody waits"
-                      : "up with nobody using it for " + config::format_duration(ceil_ms(grace_)));
+  if (peers_ != nullptr && agreed) {
+    peers_->stop_decided(s_.settings.name, stopping);  // not under the lock: it fences
+  }
 }
 
 // --- waking -----------------------------------------------------------------------------------
@@ -434,26 +448,28 @@ task<void> Controller::run_ready() {
   for (;;) {
     auto now = s_.time.now();
     Clock::time_point next;
+    bool due = false;
     {
       std::lock_guard lock(s_.mu);
       if (stop_requested_ || s_.state != State::ready) {
         co_return;
       }
       const bool idle = s_.activity.idle(s_.queue.size()) && !s_.suspect;
-      if (idle && now - s_.activity.last() >= s_.settings.idle_timeout) {
-        s_.metrics.scale_downs_total.with({s_.settings.name, "idle"}).inc();
-        after_stop_ = State::asleep;
-        s_.set_state(State::stopping,
-                     "idle for " + config::format_duration(s_.settings.idle_timeout));
-        co_return;
-      }
+      const auto idle_until =
+          std::max(s_.activity.last() + s_.settings.idle_timeout, ask_peers_at_);
+      due = idle && now >= idle_until;
       next = now + s_.settings.health.interval;
       if (idle) {
-        next = std::min(next, s_.activity.last() + s_.settings.idle_timeout);
+        next = std::min(next, idle_until);
       }
       s_.ready_wakes_at = next;
     }
-    co_await wait_poke(next - now);
+    if (due && co_await stop_when_idle()) {
+      co_return;
+    }
+    if (!due) {
+      co_await wait_poke(next - now);
+    }
     bool suspect = false;
     {
       std::lock_guard lock(s_.mu);
@@ -486,6 +502,45 @@ task<void> Controller::run_ready() {
     }
     s_.release_waiters();
   }
+}
+
+task<bool> Controller::peers_agree(Clock::duration idle_timeout) {
+  if (peers_ == nullptr) {
+    co_return true;
+  }
+  if (s_.time.now() < ask_peers_at_) {
+    co_return false;
+  }
+  const auto verdict = co_await peers_->agree_to_stop(s_.settings.name, idle_timeout);
+  const auto now = s_.time.now();
+  // Asked again at the latest after a probe interval, and never in a busy loop.
+  ask_peers_at_ =
+      verdict.agreed
+          ? Clock::time_point::min()
+          : std::clamp(verdict.ask_again, now + 100ms,
+                       now + std::max<Clock::duration>(s_.settings.health.interval, 100ms));
+  co_return verdict.agreed;
+}
+
+task<bool> Controller::stop_when_idle() {
+  const bool agreed = co_await peers_agree(s_.settings.idle_timeout);
+  bool stopping = false;
+  {
+    std::lock_guard lock(s_.mu);
+    stopping = agreed && !stop_requested_ && s_.state == State::ready &&
+               s_.activity.idle(s_.queue.size()) && !s_.suspect;
+    if (stopping) {
+      s_.metrics.scale_downs_total.with({s_.settings.name, "idle"}).inc();
+      after_stop_ = State::asleep;
+      s_.set_state(State::stopping, "idle for " +
+                                        config::format_duration(s_.settings.idle_timeout) +
+                                        (peers_ != nullptr ? " on every proxy replica" : ""));
+    }
+  }
+  if (peers_ != nullptr && agreed) {
+    peers_->stop_decided(s_.settings.name, stopping);  // not under the lock: it fences
+  }
+  co_return stopping;
 }
 
 // --- stopping ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 
+#include "activator/peers.hpp"
 #include "activator/shared.hpp"
 #include "upstream/pool.hpp"
 #include "upstream/probe.hpp"
@@ -37,6 +38,8 @@ class Controller {
   Controller(Shared& shared, Executor ex, std::unique_ptr<scaler::Scaler> scaler, Probe probe,
              upstream::Pool& pool);
 
+  // Several proxy replicas: scale-downs need their agreement (before start()).
+  void set_peers(Peers* peers) { peers_ = peers; }
   void start();
   // Something changed (a request is held, one ended, an admin call): look now.
   void poke();
@@ -74,7 +77,12 @@ class Controller {
   bool gave_up(Clock::time_point started);
   // A backend left up (it went away while idle, a wake failed, someone started it) is due to
   // stop: stopping. Only when nobody uses it.
-  void stop_if_owed();
+  task<void> stop_if_owed();
+  // With peers: whether they agree to a scale-down now (else ask_peers_at_ says when to ask
+  // again). Without: true.
+  task<bool> peers_agree(Clock::duration idle_timeout);
+  // ready, idle for idle_timeout: stopping, if the peers agree. False while it stays ready.
+  task<bool> stop_when_idle();
   // The wake ended without a ready backend: held requests were answered; stop what was started.
   void wake_failed();
   Clock::duration idle_wait() const;
@@ -83,6 +91,7 @@ class Controller {
   Executor ex_;
   std::unique_ptr<scaler::Scaler> scaler_;
   Probe probe_;
+  Peers* peers_ = nullptr;
   upstream::Pool& pool_;
   Timer signal_;
   std::atomic<bool> poked_{false};
@@ -100,6 +109,7 @@ class Controller {
   // apply it. A backend kept up asks for its replicas again once the API answers.
   bool stop_unsure_ = false;
   bool stop_requested_ = false;
+  Clock::time_point ask_peers_at_ = Clock::time_point::min();  // not before, when they refused
   bool stopped_ = false;
 };
 

@@ -51,6 +51,7 @@ void Shared::set_state(State to, std::string_view why) {
   const State from = state;
   state = to;
   cause = why;
+  fenced = fenced && to == State::ready;
   if (to == State::waking && from != State::waking) {
     ++wakes;  // counted with the transition, so /status never shows a wake not yet counted
   }
@@ -62,6 +63,9 @@ void Shared::set_state(State to, std::string_view why) {
 }
 
 void Shared::release_waiters() {
+  if (fenced) {
+    return;
+  }
   activity.begin(queue.finish_all(nullptr));
   update_gauges();
 }

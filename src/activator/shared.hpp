@@ -44,6 +44,9 @@ class Shared {
   std::string last_error;  // shown in /status and in a wake_timeout's 503
   bool shutting_down = false;
   bool suspect = false;  // a connection to the ready backend failed: the controller re-checks
+  // Several proxy replicas agree on a scale-down (activator/peers.hpp): while fenced, no lease is
+  // granted; requests are held. Cleared when the backend leaves ready.
+  bool fenced = false;
   activity::Activity activity;
   WaitQueue queue;
   // When the controller looks at a ready backend next by itself: a request that ends pokes it
@@ -56,7 +59,8 @@ class Shared {
   std::vector<std::string> reported_models;  // the backend's /v1/models when it was last up
 
   void set_state(State to, std::string_view why);
-  // Held requests, in arrival order: granted (and counted in flight), or refused.
+  // Held requests, in arrival order: granted (and counted in flight), or refused. Not while
+  // fenced.
   void release_waiters();
   void fail_waiters(errc code, const std::string& message);
   // waking → failed, held requests refused with `reason`; false if it was no longer waking.
