@@ -55,7 +55,23 @@ Metrics::Metrics()
           "vllm_autoscaler_setup_problems",
           "What stops the backend's scaler from working as configured (a permission its Role "
           "lacks, a Deployment not found); the proxy is not ready while any is above 0.",
-          {"backend"})) {
+          {"backend"})),
+      coordination_leader(registry.gauge(
+          "vllm_autoscaler_coordination_leader",
+          "1 on the proxy replica that holds the leader Lease (the only one that scales down).",
+          {})),
+      coordination_members(registry.gauge(
+          "vllm_autoscaler_coordination_members",
+          "Proxy replicas whose member Lease is live, this one included.", {})),
+      coordination_fences_total(registry.counter(
+          "vllm_autoscaler_coordination_fences_total",
+          "Scale-downs put to every live replica by the leader, by result: agreed, busy (a "
+          "replica had requests or recent activity), unanswered, lost (leadership lost).",
+          {"backend", "result"})),
+      coordination_lease_writes_total(registry.counter(
+          "vllm_autoscaler_coordination_lease_writes_total",
+          "Writes of this replica's Leases to the API, by result: ok, conflict, failed.",
+          {"result"})) {
   coroutine_failures_total.with({});
   open_connections.with({});
 }

@@ -23,6 +23,11 @@ struct Metrics {
   Family<Counter>& coroutine_failures_total;
   Family<Counter>& controller_restarts_total;
   Family<Gauge>& setup_problems;
+  // Several proxy replicas (coordination:).
+  Family<Gauge>& coordination_leader;
+  Family<Gauge>& coordination_members;
+  Family<Counter>& coordination_fences_total;
+  Family<Counter>& coordination_lease_writes_total;
 
   // Rendered /metrics body; refreshes the values that are sampled rather than counted.
   std::string render();

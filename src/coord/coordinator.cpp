@@ -1,0 +1,506 @@
+#include "coord/coordinator.hpp"
+
+#include "core/log.hpp"
+#include "core/spawn.hpp"
+#include "k8s/objects.hpp"
+
+namespace va::coord {
+namespace {
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+LeaseRecord named(const std::string& name) {
+  LeaseRecord r;
+  r.name = name;
+  return r;
+}
+
+int whole_seconds(std::chrono::milliseconds d) {
+  return static_cast<int>(
+      std::max<long long>(1, std::chrono::ceil<std::chrono::seconds>(d).count()));
+}
+
+}  // namespace
+
+Coordinator::Coordinator(Settings settings, Executor ex, std::unique_ptr<LeaseStore> store,
+                         std::vector<activator::Backend*> backends, metrics::Metrics& metrics,
+                         TimeSource& time)
+    : settings_(std::move(settings)),
+      ex_(ex),
+      store_(std::move(store)),
+      backends_(std::move(backends)),
+      metrics_(metrics),
+      time_(time),
+      poke_(ex),
+      done_(ex, Clock::time_point::max()) {
+  metrics_.coordination_leader.with({}).set(0);
+  metrics_.coordination_members.with({}).set(0);
+}
+
+Coordinator::~Coordinator() { time_.disarm(poke_); }
+
+void Coordinator::start() { spawn(ex_, run(), "coordination"); }
+
+task<void> Coordinator::shutdown() {
+  co_await net::co_spawn(
+      ex_,
+      [this]() -> task<void> {
+        stopping_ = true;
+        poke_.cancel();
+        if (!ended_) {
+          co_await done_.async_wait(use_nothrow);
+        }
+      },
+      use_task);
+}
+
+Clock::duration Coordinator::tick_interval() const {
+  // A proposal waits for the members' answers: look more often meanwhile.
+  if (proposal_ && !proposal_->verdict) {
+    return std::max<Clock::duration>(settings_.heartbeat_interval / 4, 100ms);
+  }
+  return settings_.heartbeat_interval;
+}
+
+task<void> Coordinator::run() {
+  while (!stopping_) {
+    try {
+      co_await tick();
+    } catch (const std::exception& e) {
+      log::error("coordination tick failed", {{"error", e.what()}});
+    }
+    if (stopping_) {
+      break;
+    }
+    time_.arm_after(poke_, tick_interval());
+    co_await poke_.async_wait(use_nothrow);
+    time_.disarm(poke_);
+  }
+  if (proposal_ && !proposal_->verdict) {
+    decide("lost");
+  }
+  // Released: the leader Lease for another replica to take now, ours so it no longer counts.
+  if (leading_) {
+    step_down("shutting down");
+    if (auto it = seen_.find(settings_.lease_name); it != seen_.end()) {
+      auto r = stamped(it->second.record);
+      r.holder.clear();
+      r.duration_seconds = 1;
+      r.data = encode(std::optional<Fence>{});
+      written(co_await store_->update(r), "leader Lease release");
+    }
+  }
+  if (auto it = seen_.find(member_name()); it != seen_.end()) {
+    auto r = stamped(it->second.record);
+    r.duration_seconds = 1;
+    r.data = encode(MemberReport{});
+    written(co_await store_->update(r), "member Lease release");
+  }
+  ended_ = true;
+  done_.cancel();
+}
+
+task<void> Coordinator::tick() {
+  auto listed = co_await store_->list();
+  if (!listed) {
+    log::warn("coordination: cannot list the Leases", {{"error", listed.error().message}});
+    if (leading_ && time_.now() - renewed_ >= settings_.lease_duration * 2 / 3) {
+      step_down("the leader Lease could not be renewed in time");
+    }
+    expire_followed();
+    co_return;
+  }
+  observe(std::move(*listed));
+  co_await elect();
+  follow();
+  co_await publish();
+  judge();
+}
+
+void Coordinator::observe(std::vector<LeaseRecord> records) {
+  const auto now = time_.now();
+  std::lock_guard lock(mu_);
+  std::map<std::string, Seen> next;
+  for (auto& r : records) {
+    auto it = seen_.find(r.name);
+    const bool same = it != seen_.end() && it->second.record.resource_version == r.resource_version;
+    const auto changed = same ? it->second.changed : now;
+    next.emplace(r.name, Seen{std::move(r), changed});
+  }
+  seen_ = std::move(next);
+  int members = 0;
+  for (const auto& [name, s] : seen_) {
+    members += name != settings_.lease_name && live(s) ? 1 : 0;
+  }
+  metrics_.coordination_members.with({}).set(members);
+}
+
+bool Coordinator::live(const Seen& s) const {
+  return !s.record.holder.empty() &&
+         time_.now() < s.changed + std::chrono::seconds(s.record.duration_seconds);
+}
+
+std::vector<const Coordinator::Seen*> Coordinator::live_members() const {
+  std::vector<const Seen*> out;
+  const auto prefix = settings_.lease_name + "-";
+  for (const auto& [name, s] : seen_) {
+    if (name.starts_with(prefix) && name != member_name() && live(s)) {
+      out.push_back(&s);
+    }
+  }
+  return out;
+}
+
+LeaseRecord Coordinator::stamped(LeaseRecord r) const {
+  r.holder = settings_.identity;
+  r.duration_seconds = whole_seconds(settings_.lease_duration);
+  r.renew_time = k8s::format_micro_time(std::chrono::system_clock::now());
+  return r;
+}
+
+bool Coordinator::written(const outcome<std::optional<LeaseRecord>>& r, const char* what) {
+  const char* result = !r ? "failed" : *r ? "ok" : "conflict";
+  metrics_.coordination_lease_writes_total.with({result}).inc();
+  if (!r) {
+    log::warn("coordination: write failed", {{"lease", what}, {"error", r.error().message}});
+  }
+  return r && *r;
+}
+
+// --- the leader Lease, as client-go's leaderelection ---------------------------------------------
+
+task<void> Coordinator::elect() {
+  const auto now = time_.now();
+  const auto it = seen_.find(settings_.lease_name);
+  const std::string data = encode(proposal_ ? std::optional(proposal_->fence) : std::nullopt);
+  if (it == seen_.end()) {
+    auto r = stamped(named(settings_.lease_name));
+    r.acquire_time = r.renew_time;
+    r.data = data;
+    if (written(co_await store_->create(r), "leader Lease create")) {
+      become_leader("created the leader Lease");
+      renewed_ = now;
+    }
+    co_return;
+  }
+  const Seen& seen = it->second;
+  const bool mine = seen.record.holder == settings_.identity;
+  if (!mine && live(seen)) {
+    leader_ = seen.record.holder;
+    if (leading_) {
+      step_down("another replica holds the leader Lease");
+    }
+    co_return;
+  }
+  auto r = stamped(seen.record);
+  r.data = data;
+  if (!mine) {
+    r.acquire_time = r.renew_time;
+    ++r.transitions;
+  }
+  if (written(co_await store_->update(r), "leader Lease")) {
+    if (!leading_) {
+      become_leader(mine ? "holds the leader Lease" : "took over an expired leader Lease");
+    }
+    renewed_ = now;
+    if (proposal_ && proposal_->fence.stopping && --stopping_writes_ <= 0) {
+      std::lock_guard lock(mu_);
+      proposal_.reset();
+    }
+  } else if (leading_ && now - renewed_ >= settings_.lease_duration * 2 / 3) {
+    step_down("the leader Lease could not be renewed in time");
+  }
+}
+
+void Coordinator::become_leader(const char* how) {
+  std::lock_guard lock(mu_);
+  leading_ = true;
+  leader_ = settings_.identity;
+  leader_since_ = time_.now();
+  metrics_.coordination_leader.with({}).set(1);
+  log::info("coordination: leading",
+            {{"identity", settings_.identity},
+             {"how", how},
+             {"first_scale_down_after_seconds", seconds(settings_.lease_duration)}});
+}
+
+void Coordinator::step_down(const char* why) {
+  {
+    std::lock_guard lock(mu_);
+    leading_ = false;
+    metrics_.coordination_leader.with({}).set(0);
+  }
+  log::warn("coordination: no longer leading", {{"identity", settings_.identity}, {"why", why}});
+  if (proposal_ && !proposal_->verdict) {
+    decide("lost");
+  }
+}
+
+bool Coordinator::leading() const {
+  std::lock_guard lock(mu_);
+  return leading_;
+}
+
+// --- a member: follow the leader's fence, publish our activity -----------------------------------
+
+void Coordinator::follow() {
+  std::optional<Fence> fence;
+  if (const auto it = seen_.find(settings_.lease_name);
+      !leading_ && it != seen_.end() && live(it->second)) {
+    fence = decode_fence(it->second.record.data);
+  }
+  if (followed_ && fence && fence->id == followed_->fence.id) {
+    followed_->fence.stopping = followed_->fence.stopping || fence->stopping;
+  } else if (followed_ && !followed_->fence.stopping) {
+    lift_followed();  // let go (or the leader is gone)
+  }
+  expire_followed();
+  if (!fence || followed_) {
+    return;  // a new fence while a stopping one is kept is answered when that one ends
+  }
+  {
+    std::lock_guard lock(mu_);
+    followed_ = Followed{*fence, time_.now()};
+  }
+  if (auto* b = backend(fence->backend)) {
+    b->fence(true);  // before our activity is read for the answer
+  }
+}
+
+void Coordinator::expire_followed() {
+  // Unanswered for a lease_duration, a fence is let go; one that went on to a stop is kept until
+  // the backend leaves ready here (the fence ends with it), or twice as long if it never does.
+  if (!followed_) {
+    return;
+  }
+  const auto bound = followed_->fence.stopping ? 2 * settings_.lease_duration
+                                               : Clock::duration(settings_.lease_duration);
+  if (time_.now() - followed_->seen >= bound) {
+    lift_followed();
+  }
+}
+
+void Coordinator::lift_followed() {
+  if (auto* b = backend(followed_->fence.backend)) {
+    b->fence(false);
+  }
+  std::lock_guard lock(mu_);
+  followed_.reset();
+}
+
+MemberReport Coordinator::own_report() const {
+  MemberReport report;
+  for (auto* b : backends_) {
+    const auto r = b->report();
+    report.backends[b->name()] = BackendActivity{
+        .in_flight = r.in_flight,
+        .held = r.held,
+        .idle_ms = std::chrono::duration_cast<std::chrono::milliseconds>(r.idle_for).count()};
+  }
+  if (followed_) {
+    report.acked = followed_->fence.id;
+  }
+  return report;
+}
+
+task<void> Coordinator::publish() {
+  const auto it = seen_.find(member_name());
+  auto r = stamped(it != seen_.end() ? it->second.record : named(member_name()));
+  r.data = encode(own_report());
+  if (it == seen_.end()) {
+    r.acquire_time = r.renew_time;
+    written(co_await store_->create(r), "member Lease create");
+  } else {
+    written(co_await store_->update(r), "member Lease");
+  }
+}
+
+activator::Backend* Coordinator::backend(const std::string& name) const {
+  for (auto* b : backends_) {
+    if (b->name() == name) {
+      return b;
+    }
+  }
+  return nullptr;
+}
+
+// --- the leader: agree on a scale-down -----------------------------------------------------------
+
+std::string Coordinator::objection(const std::string& backend, Clock::duration idle_timeout,
+                                   const std::string& fence_id,
+                                   Clock::time_point& ask_again) const {
+  const auto now = time_.now();
+  std::string why;
+  for (const Seen* m : live_members()) {
+    const auto report = decode_report(m->record.data);
+    const auto it = report.backends.find(backend);
+    const BackendActivity a = it != report.backends.end() ? it->second : BackendActivity{};
+    const auto idle_since = m->changed - std::chrono::milliseconds(a.idle_ms);
+    const bool unknown = it == report.backends.end();
+    if (!fence_id.empty() && report.acked != fence_id) {
+      why = why.empty() ? "unanswered" : why;
+      continue;
+    }
+    if (a.busy()) {
+      ask_again = std::min(ask_again, now + settings_.heartbeat_interval);
+      return "busy";
+    }
+    if (!unknown && idle_since + idle_timeout > now) {
+      ask_again = std::min(ask_again, idle_since + idle_timeout);
+      return "busy";
+    }
+  }
+  return why;
+}
+
+task<activator::StopVerdict> Coordinator::agree_to_stop(const std::string& backend_name,
+                                                        Clock::duration idle_timeout) {
+  const auto now = time_.now();
+  activator::StopVerdict no{.agreed = false, .ask_again = now + settings_.heartbeat_interval};
+  if (!leading_ || stopping_) {
+    co_return no;
+  }
+  if (now < leader_since_ + settings_.lease_duration) {
+    no.ask_again = leader_since_ + settings_.lease_duration;  // what it missed as a follower
+    co_return no;
+  }
+  if (proposal_) {
+    co_return no;  // one at a time
+  }
+  auto ask_again = Clock::time_point::max();
+  if (!objection(backend_name, idle_timeout, "", ask_again).empty()) {
+    no.ask_again = ask_again;
+    co_return no;
+  }
+  {
+    std::lock_guard lock(mu_);
+    proposal_ = Proposal{.fence = Fence{.backend = backend_name,
+                                        .id = settings_.identity + "-" + std::to_string(++fences_),
+                                        .stopping = false},
+                         .idle_timeout = idle_timeout,
+                         .started = now,
+                         .verdict = std::nullopt};
+  }
+  if (auto* b = backend(backend_name)) {
+    b->fence(true);
+  }
+  log::info("coordination: scale-down proposed",
+            {{"backend", backend_name}, {"fence", proposal_->fence.id}});
+  const auto id = proposal_->fence.id;
+  poke_.cancel();  // announced at once
+  Timer decided(ex_);
+  decided_ = &decided;
+  while (proposal_ && proposal_->fence.id == id && !proposal_->verdict) {
+    time_.arm(decided, Clock::time_point::max());
+    co_await decided.async_wait(use_nothrow);
+  }
+  time_.disarm(decided);
+  decided_ = nullptr;
+  const bool agreed = proposal_ && proposal_->fence.id == id && proposal_->verdict == "agreed";
+  if (agreed) {
+    co_return activator::StopVerdict{.agreed = true, .ask_again = now};
+  }
+  no.ask_again = time_.now() + settings_.heartbeat_interval;
+  co_return no;
+}
+
+void Coordinator::judge() {
+  if (!proposal_ || proposal_->verdict) {
+    return;
+  }
+  auto ask_again = Clock::time_point::max();
+  const auto why =
+      objection(proposal_->fence.backend, proposal_->idle_timeout, proposal_->fence.id, ask_again);
+  if (why.empty()) {
+    decide("agreed");
+  } else if (why == "busy") {
+    decide("busy");
+  } else if (time_.now() - proposal_->started >= settings_.lease_duration) {
+    decide("unanswered");
+  }
+}
+
+void Coordinator::decide(const std::string& verdict) {
+  const auto backend_name = proposal_->fence.backend;
+  metrics_.coordination_fences_total.with({backend_name, verdict}).inc();
+  log::info("coordination: scale-down decided",
+            {{"backend", backend_name}, {"fence", proposal_->fence.id}, {"verdict", verdict}});
+  {
+    std::lock_guard lock(mu_);
+    proposal_->verdict = verdict;
+  }
+  if (verdict != "agreed") {
+    if (auto* b = backend(backend_name)) {
+      b->fence(false);
+    }
+    std::lock_guard lock(mu_);
+    proposal_.reset();
+  }
+  if (decided_) {
+    decided_->cancel();
+  }
+}
+
+void Coordinator::stop_decided(const std::string& backend_name, bool stopping) {
+  if (!proposal_ || proposal_->fence.backend != backend_name) {
+    return;
+  }
+  if (!stopping) {
+    if (auto* b = backend(backend_name)) {
+      b->fence(false);
+    }
+  }
+  std::lock_guard lock(mu_);
+  if (stopping) {
+    // Announced as stopping for a few heartbeats (until stopping_writes_ runs out), then gone:
+    // the members keep their fence until the backend leaves ready for them.
+    proposal_->fence.stopping = true;
+    stopping_writes_ = 3;
+  } else {
+    proposal_.reset();
+  }
+  poke_.cancel();
+}
+
+// --- /status -----------------------------------------------------------------------------------
+
+boost::json::object Coordinator::status() const {
+  std::lock_guard lock(mu_);
+  const auto now = time_.now();
+  boost::json::object o;
+  o["identity"] = settings_.identity;
+  o["leader"] = leader_;
+  o["leading"] = leading_;
+  boost::json::array members;
+  const auto prefix = settings_.lease_name + "-";
+  for (const auto& [name, s] : seen_) {
+    if (!name.starts_with(prefix)) {
+      continue;
+    }
+    const auto report = decode_report(s.record.data);
+    boost::json::object backends;
+    for (const auto& [b, a] : report.backends) {
+      backends[b] = {{"in_flight", a.in_flight}, {"held", a.held}, {"idle_ms", a.idle_ms}};
+    }
+    members.push_back(boost::json::object{{"identity", s.record.holder},
+                                          {"live", live(s)},
+                                          {"age_seconds", seconds(now - s.changed)},
+                                          {"backends", std::move(backends)},
+                                          {"acked", report.acked}});
+  }
+  o["members"] = std::move(members);
+  if (proposal_) {
+    o["fence"] = {{"backend", proposal_->fence.backend},
+                  {"id", proposal_->fence.id},
+                  {"seconds", seconds(now - proposal_->started)}};
+  } else if (followed_) {
+    o["fence"] = {{"backend", followed_->fence.backend},
+                  {"id", followed_->fence.id},
+                  {"seconds", seconds(now - followed_->seen)}};
+  } else {
+    o["fence"] = nullptr;
+  }
+  return o;
+}
+
+}  // namespace va::coord
