@@ -125,7 +125,8 @@ void Coordinator::observe(std::vector<LeaseRecord> records) {
     auto it = seen_.find(r.name);
     const bool same = it != seen_.end() && it->second.record.resource_version == r.resource_version;
     const auto changed = same ? it->second.changed : now;
-    next.emplace(r.name, Seen{std::move(r), changed});
+    auto name = r.name;  // before r is moved from
+    next.emplace(std::move(name), Seen{std::move(r), changed});
   }
   seen_ = std::move(next);
   int members = 0;

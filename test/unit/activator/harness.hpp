@@ -45,10 +45,11 @@ class FakeScaler final : public scaler::Scaler {
 
   task<outcome<void>> scale_to(int replicas, std::string cause) override {
     causes.push_back(cause);
-    if (replicas == 0 && backend != nullptr &&
-        (backend->in_flight() > 0 || backend->pending() > 0)) {
-      violations.push_back("(c) scale_to(0) with " + std::to_string(backend->in_flight()) +
-                           " in flight and " + std::to_string(backend->pending()) + " held");
+    for (const Backend* b : {backend, other_replica, third_replica}) {
+      if (replicas == 0 && b != nullptr && (b->in_flight() > 0 || b->pending() > 0)) {
+        violations.push_back("(c) scale_to(0) with " + std::to_string(b->in_flight()) +
+                             " in flight and " + std::to_string(b->pending()) + " held");
+      }
     }
     const auto index = calls.size();
     calls.push_back({time_.now(), replicas, false});  // as it is made; `ok` when it returns
@@ -139,6 +140,9 @@ class FakeScaler final : public scaler::Scaler {
   }
 
   Backend* backend = nullptr;
+  // Other proxy replicas in front of the same world (test/unit/coord): their requests count too.
+  Backend* other_replica = nullptr;
+  Backend* third_replica = nullptr;
   std::deque<errc> fail_next;       // the next scale calls fail with these
   std::deque<errc> fail_next_down;  // the next scale-downs fail with these
   std::optional<errc> fail_always;  // then every one does
