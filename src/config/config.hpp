@@ -1,7 +1,7 @@
 #pragma once
 // The whole configuration as plain structs (README.md, "Configuration"). Every default here is the
-// default when the key is absent. Only config/loader.cpp reads YAML, flags or the environment;
-// every other module receives these structs (or parts of them) by reference.
+// default when the key is absent. Only config::load (src/config) reads YAML, flags or the
+// environment; every other module receives these structs (or parts of them) by reference.
 #include <chrono>
 #include <map>
 #include <optional>
