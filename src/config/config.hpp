@@ -5,9 +5,10 @@
 #include <chrono>
 #include <map>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "core/config_error.hpp"
 
 namespace va::config {
 
@@ -89,17 +90,6 @@ struct Config {
   Auth auth;
   Limits limits;
   std::vector<Backend> backends;
-};
-
-// Thrown by the loader with every problem found, each prefixed by its key path
-// ("backends[0].idle_timeout: bad duration \"5 minutes\""). main prints it and exits 2.
-class ConfigError : public std::runtime_error {
- public:
-  explicit ConfigError(std::vector<std::string> problems);
-  const std::vector<std::string>& problems() const { return problems_; }
-
- private:
-  std::vector<std::string> problems_;
 };
 
 }  // namespace va::config

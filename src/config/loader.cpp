@@ -133,9 +133,6 @@ void load_keys(Auth& auth, const Origins& origins, Problems& problems) {
 
 }  // namespace
 
-ConfigError::ConfigError(std::vector<std::string> problems)
-    : std::runtime_error(join(problems, "\n")), problems_(std::move(problems)) {}
-
 Loaded load(int argc, const char* const* argv, const std::map<std::string, std::string>& env) {
   Loaded loaded;
   CommandLine cl;

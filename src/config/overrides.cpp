@@ -6,7 +6,7 @@
 #include <optional>
 #include <utility>
 
-#include "config/duration.hpp"
+#include "core/duration.hpp"
 
 namespace va::config {
 namespace {

@@ -5,9 +5,9 @@
 #include <string_view>
 #include <vector>
 
-#include "config/duration.hpp"
 #include "config/loader.hpp"
 #include "config/text.hpp"
+#include "core/duration.hpp"
 
 namespace va::config {
 namespace {

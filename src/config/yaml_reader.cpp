@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "config/duration.hpp"
+#include "core/duration.hpp"
 
 namespace va::config {
 namespace {

@@ -6,13 +6,12 @@
 #include <fstream>
 #include <sstream>
 
-#include "config/config.hpp"
+#include "core/config_error.hpp"
 
 namespace va::k8s {
 namespace {
 
 namespace fs = std::filesystem;
-using config::ConfigError;
 
 std::string trim(std::string_view s) {
   const auto* ws = " \t\r\n";

@@ -1,7 +1,7 @@
 #pragma once
 // Where the Kubernetes API is and how to authenticate to it: from a kubeconfig (as kubectl reads
 // it) or from the pod's service account (as client-go's rest.InClusterConfig). Both run once at
-// startup and throw config::ConfigError saying what is unusable; the environment is passed in.
+// startup and throw ConfigError saying what is unusable; the environment is passed in.
 // The rules followed are client-go's (rest.InClusterConfig, tools/clientcmd).
 #include <chrono>
 #include <map>

@@ -23,12 +23,12 @@ k8s::ClusterConfig cluster_config(const config::Backend& backend) {
       return k8s::in_cluster(env);
     }
     return k8s::load_kubeconfig(env);
-  } catch (const config::ConfigError& e) {
+  } catch (const ConfigError& e) {
     std::vector<std::string> problems;
     for (const auto& p : e.problems()) {
       problems.push_back(path + ": " + p);
     }
-    throw config::ConfigError(std::move(problems));
+    throw ConfigError(std::move(problems));
   }
 }
 
@@ -56,7 +56,7 @@ std::unique_ptr<Scaler> make_scaler(const config::Backend& backend, Executor ex)
   if (s.type == "static") {
     return std::make_unique<StaticScaler>();
   }
-  throw config::ConfigError(
+  throw ConfigError(
       {"backends." + backend.name + ".scaler.type: \"" + s.type + "\" is not available"});
 }
 

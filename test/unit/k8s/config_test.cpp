@@ -3,7 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "config/config.hpp"
+#include "core/config_error.hpp"
 #include "unit/k8s/temp_dir.hpp"
 
 namespace va::k8s {
@@ -32,7 +32,7 @@ template <class F>
 std::string config_error(F f) {
   try {
     f();
-  } catch (const config::ConfigError& e) {
+  } catch (const ConfigError& e) {
     return e.what();
   }
   return "";
