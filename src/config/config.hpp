@@ -50,6 +50,23 @@ struct Health {
   std::map<std::string, std::string> headers;
 };
 
+// Where a kubernetes scaler's cluster is described: resolved by the loader from the scaler's
+// settings and the environment (config/kubeconfig.hpp), so that nothing after it reads the
+// environment. Left empty for the other scaler types.
+struct ClusterSource {
+  enum class Kind {
+    none,        // neither scaler.kubeconfig, KUBECONFIG, HOME nor the service variables is set
+    kubeconfig,  // `files`, merged as kubectl merges them
+    in_cluster,  // the pod's service account
+  };
+  Kind kind = Kind::none;
+  std::vector<std::string> files;
+  std::string service_host, service_port;  // in_cluster: KUBERNETES_SERVICE_HOST and _PORT
+  // The variable that chose it ("KUBECONFIG", "HOME", "KUBERNETES_SERVICE_HOST"); empty when
+  // scaler.kubeconfig did.
+  std::string from;
+};
+
 struct Scaler {
   std::string type = "static";  // kubernetes | process | static
   // kubernetes
@@ -57,6 +74,7 @@ struct Scaler {
   std::string deployment;
   int replicas = 1;
   std::string kubeconfig;
+  ClusterSource cluster;  // filled by the loader, not a YAML key
   // process
   std::vector<std::string> command;
   std::map<std::string, std::string> env;

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <utility>
 
+#include "config/kubeconfig.hpp"
 #include "config/overrides.hpp"
 #include "config/problems.hpp"
 #include "config/text.hpp"
@@ -131,6 +132,35 @@ void load_keys(Auth& auth, const Origins& origins, Problems& problems) {
   }
 }
 
+// Where each kubernetes backend finds its cluster, so that make_scaler reads no environment.
+void resolve_clusters(Config& c, const Env& env) {
+  for (Backend& b : c.backends) {
+    if (b.scaler.type == "kubernetes") {
+      b.scaler.cluster = resolve_cluster_source(b.scaler, env);
+    }
+  }
+}
+
+// --check-config: each kubernetes backend's kubeconfig or service account is read, as
+// make_scaler reads it at startup.
+void check_clusters(const Config& c, Problems& problems) {
+  for (std::size_t i = 0; i < c.backends.size(); ++i) {
+    const Scaler& s = c.backends[i].scaler;
+    if (s.type != "kubernetes") {
+      continue;
+    }
+    std::string shown = element("backends", i) + ".scaler.kubeconfig";
+    if (!s.cluster.from.empty()) {
+      shown += " (from " + s.cluster.from + ")";
+    }
+    try {
+      load_cluster(s.cluster, shown);
+    } catch (const ConfigError& e) {
+      problems.extend(e.problems());
+    }
+  }
+}
+
 }  // namespace
 
 Loaded load(int argc, const char* const* argv, const std::map<std::string, std::string>& env) {
@@ -150,6 +180,10 @@ Loaded load(int argc, const char* const* argv, const std::map<std::string, std::
   apply_overrides(overrides, c, origins, problems);
   load_keys(c.auth, origins, problems);
   validate(c, origins, problems);
+  resolve_clusters(c, env);
+  if (loaded.action == Action::check_config) {
+    check_clusters(c, problems);
+  }
   if (!problems.empty()) {
     throw ConfigError(problems.list());
   }

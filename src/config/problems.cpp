@@ -22,6 +22,10 @@ void Problems::check(const std::string& path, const std::string& shown, std::str
   }
 }
 
+void Problems::extend(const std::vector<std::string>& lines) {
+  list_.insert(list_.end(), lines.begin(), lines.end());
+}
+
 std::string Origins::shown(const std::string& path) const {
   const auto it = sources_.find(path);
   return it == sources_.end() ? path : path + " (from " + it->second + ")";

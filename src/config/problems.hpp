@@ -22,6 +22,8 @@ class Problems {
   // Validation: skipped when `path` already has a problem. `shown` is the path as printed, which
   // names the flag or variable the value came from.
   void check(const std::string& path, const std::string& shown, std::string_view message);
+  // Problems that already start with their (shown) path, as a ConfigError from elsewhere holds.
+  void extend(const std::vector<std::string>& lines);
   bool empty() const { return list_.empty(); }
   const std::vector<std::string>& list() const { return list_; }
 
