@@ -18,7 +18,7 @@ std::optional<va::config::Config> load(const std::string& path) {
   const char* argv[] = {"vllm-autoscaler", "--config", path.c_str()};
   try {
     return va::config::load(3, argv, kEnv).config;
-  } catch (const va::config::ConfigError& e) {
+  } catch (const va::ConfigError& e) {
     VA_FUZZ_CHECK(!e.problems().empty(), "a ConfigError with no problem in it");
     return std::nullopt;
   }

@@ -4,7 +4,7 @@
 // one of which is an exec plugin.
 #include <cstdint>
 
-#include "config/config.hpp"
+#include "core/config_error.hpp"
 #include "fuzz/check.hpp"
 #include "fuzz/temp_file.hpp"
 #include "k8s/config.hpp"
@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     VA_FUZZ_CHECK(!c.host.empty() && !c.port.empty(), "a cluster without host or port");
     VA_FUZZ_CHECK(!(c.exec && (!c.token.empty() || !c.token_file.empty())),
                   "an exec plugin together with a token");
-  } catch (const va::config::ConfigError& e) {
+  } catch (const va::ConfigError& e) {
     VA_FUZZ_CHECK(!e.problems().empty(), "a ConfigError with no problem in it");
   }
   return 0;

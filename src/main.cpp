@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     }
     app::App app(std::move(loaded.config));
     return app.run();
-  } catch (const config::ConfigError& e) {
+  } catch (const ConfigError& e) {
     std::cerr << "vllm-autoscaler: invalid configuration:\n";
     for (const auto& p : e.problems()) {
       std::cerr << "  " << p << "\n";

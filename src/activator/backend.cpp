@@ -2,7 +2,7 @@
 
 #include <boost/json.hpp>
 
-#include "config/duration.hpp"
+#include "core/duration.hpp"
 #include "core/socket.hpp"
 #include "upstream/probe.hpp"
 
@@ -102,10 +102,9 @@ task<outcome<Acquired>> Backend::acquire(std::size_t body_bytes, Socket& client)
       co_return Failure{errc::client_gone, "client disconnected while held"};
     }
     const auto& last = shared_.last_error;
-    co_return Failure{errc::wake_timeout,
-                      "backend '" + name() + "' did not become ready within " +
-                          config::format_duration(shared_.settings.wake_timeout) +
-                          (last.empty() ? "" : " (last: " + last + ")")};
+    co_return Failure{errc::wake_timeout, "backend '" + name() + "' did not become ready within " +
+                                              format_duration(shared_.settings.wake_timeout) +
+                                              (last.empty() ? "" : " (last: " + last + ")")};
   }
   if (!w->granted) {
     co_return w->failure;

@@ -2,8 +2,8 @@
 
 #include <boost/json.hpp>
 
-#include "config/duration.hpp"
 #include "core/backoff.hpp"
+#include "core/duration.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
 
@@ -265,7 +265,7 @@ task<void> Controller::stop_if_owed() {
       s_.metrics.scale_downs_total.with({s_.settings.name, failed ? "failed" : "idle"}).inc();
       s_.set_state(State::stopping, failed ? "the wake failed and nobody waits"
                                            : "up with nobody using it for " +
-                                                 config::format_duration(ceil_ms(grace_)));
+                                                 format_duration(ceil_ms(grace_)));
     }
   }
   if (peers_ != nullptr && agreed) {
@@ -378,8 +378,7 @@ bool Controller::gave_up(Clock::time_point started) {
       s_.state != State::waking) {
     return false;
   }
-  s_.last_error = "not ready within wake_timeout " +
-                  config::format_duration(s_.settings.wake_timeout) +
+  s_.last_error = "not ready within wake_timeout " + format_duration(s_.settings.wake_timeout) +
                   (s_.last_error.empty() ? "" : " (" + s_.last_error + ")");
   s_.metrics.wakes_total.with({s_.settings.name, "timeout"}).inc();
   ++s_.failed_wakes;
@@ -533,7 +532,7 @@ task<bool> Controller::stop_when_idle() {
       s_.metrics.scale_downs_total.with({s_.settings.name, "idle"}).inc();
       after_stop_ = State::asleep;
       s_.set_state(State::stopping, "idle for " +
-                                        config::format_duration(s_.settings.idle_timeout) +
+                                        format_duration(s_.settings.idle_timeout) +
                                         (peers_ != nullptr ? " on every proxy replica" : ""));
     }
   }

@@ -8,8 +8,8 @@
 
 #include "activator/backend.hpp"
 #include "admin/admin.hpp"
-#include "config/duration.hpp"
 #include "config/loader.hpp"
+#include "core/duration.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
 #include "http/listener.hpp"
@@ -106,8 +106,7 @@ void App::Impl::listen() {
 }
 
 task<void> App::Impl::shutdown() {
-  log::info("shutting down",
-            {{"shutdown_timeout", config::format_duration(cfg.limits.shutdown_timeout)}});
+  log::info("shutting down", {{"shutdown_timeout", format_duration(cfg.limits.shutdown_timeout)}});
   admin.ready = false;
   frontend->shutting_down = true;
   error_code ec;

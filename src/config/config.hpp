@@ -1,13 +1,14 @@
 #pragma once
 // The whole configuration as plain structs (README.md, "Configuration"). Every default here is the
-// default when the key is absent. Only config/loader.cpp reads YAML, flags or the environment;
-// every other module receives these structs (or parts of them) by reference.
+// default when the key is absent. Only config::load (src/config) reads YAML, flags or the
+// environment; every other module receives these structs (or parts of them) by reference.
 #include <chrono>
 #include <map>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "core/config_error.hpp"
 
 namespace va::config {
 
@@ -49,6 +50,23 @@ struct Health {
   std::map<std::string, std::string> headers;
 };
 
+// Where a kubernetes scaler's cluster is described: resolved by the loader from the scaler's
+// settings and the environment (config/kubeconfig.hpp), so that nothing after it reads the
+// environment. Left empty for the other scaler types.
+struct ClusterSource {
+  enum class Kind {
+    none,        // neither scaler.kubeconfig, KUBECONFIG, HOME nor the service variables is set
+    kubeconfig,  // `files`, merged as kubectl merges them
+    in_cluster,  // the pod's service account
+  };
+  Kind kind = Kind::none;
+  std::vector<std::string> files;
+  std::string service_host, service_port;  // in_cluster: KUBERNETES_SERVICE_HOST and _PORT
+  // The variable that chose it ("KUBECONFIG", "HOME", "KUBERNETES_SERVICE_HOST"); empty when
+  // scaler.kubeconfig did.
+  std::string from;
+};
+
 struct Scaler {
   std::string type = "static";  // kubernetes | process | static
   // kubernetes
@@ -56,6 +74,7 @@ struct Scaler {
   std::string deployment;
   int replicas = 1;
   std::string kubeconfig;
+  ClusterSource cluster;  // filled by the loader, not a YAML key
   // process
   std::vector<std::string> command;
   std::map<std::string, std::string> env;
@@ -89,17 +108,6 @@ struct Config {
   Auth auth;
   Limits limits;
   std::vector<Backend> backends;
-};
-
-// Thrown by the loader with every problem found, each prefixed by its key path
-// ("backends[0].idle_timeout: bad duration \"5 minutes\""). main prints it and exits 2.
-class ConfigError : public std::runtime_error {
- public:
-  explicit ConfigError(std::vector<std::string> problems);
-  const std::vector<std::string>& problems() const { return problems_; }
-
- private:
-  std::vector<std::string> problems_;
 };
 
 }  // namespace va::config

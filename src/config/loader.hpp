@@ -23,7 +23,9 @@ struct Loaded {
 
 // Parses argv (argv[0] is the program name), reads the --config (or VLLM_AUTOSCALER_CONFIG) YAML
 // file, expands ${VAR} and ${VAR:-default} in YAML scalars from `env`, applies VLLM_AUTOSCALER_*
-// variables and flags, reads auth.api_keys_file, fills defaults and validates.
+// variables and flags, reads auth.api_keys_file, fills defaults and validates. Each kubernetes
+// backend's scaler.cluster records the kubeconfig or service account it will use
+// (config/kubeconfig.hpp); for Action::check_config that is read and checked too.
 // Throws ConfigError listing every problem found, each prefixed by its key path. For
 // Action::help and Action::version nothing but the flags is read and `config` holds defaults.
 // For Action::print_config and Action::check_config the caller prints; the config is valid.

@@ -8,7 +8,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 
-#include "config/config.hpp"
+#include "core/config_error.hpp"
 #include "core/connect.hpp"
 #include "k8s/watch.hpp"
 
@@ -59,7 +59,7 @@ std::unique_ptr<ssl::context> make_context(const ClusterConfig& c) {
     }
   }
   if (!problems.empty()) {
-    throw config::ConfigError(std::move(problems));
+    throw ConfigError(std::move(problems));
   }
   return ctx;
 }

@@ -55,7 +55,7 @@ class Client {
     std::chrono::seconds exec_expiry_margin = std::chrono::seconds(10);
   };
 
-  // Throws config::ConfigError if the CA, client certificate or key is not usable PEM.
+  // Throws ConfigError if the CA, client certificate or key is not usable PEM.
   Client(ClusterConfig cluster, Executor ex);
   Client(ClusterConfig cluster, Executor ex, Settings settings);
   ~Client();

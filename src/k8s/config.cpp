@@ -6,13 +6,12 @@
 #include <fstream>
 #include <sstream>
 
-#include "config/config.hpp"
+#include "core/config_error.hpp"
 
 namespace va::k8s {
 namespace {
 
 namespace fs = std::filesystem;
-using config::ConfigError;
 
 std::string trim(std::string_view s) {
   const auto* ws = " \t\r\n";
@@ -282,6 +281,13 @@ std::string label(const std::vector<std::string>& paths) {
   return out;
 }
 
+// Non-empty KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT.
+bool in_cluster_available(const Env& env) {
+  const auto h = env.find("KUBERNETES_SERVICE_HOST");
+  const auto p = env.find("KUBERNETES_SERVICE_PORT");
+  return h != env.end() && !h->second.empty() && p != env.end() && !p->second.empty();
+}
+
 }  // namespace
 
 std::string ClusterConfig::host_header() const {
@@ -354,27 +360,6 @@ std::optional<std::string> base64_decode(std::string_view in) {
     return std::nullopt;  // a lone 6-bit group cannot encode a byte
   }
   return out;
-}
-
-ClusterConfig load_kubeconfig(const Env& env) {
-  std::vector<std::string> paths;
-  if (const auto it = env.find("KUBECONFIG"); it != env.end() && !it->second.empty()) {
-    std::string_view list = it->second;
-    while (!list.empty()) {
-      const auto colon = list.find(':');
-      if (const auto p = list.substr(0, colon); !p.empty()) {
-        paths.emplace_back(p);
-      }
-      list = colon == std::string_view::npos ? std::string_view{} : list.substr(colon + 1);
-    }
-  } else {
-    const auto home = env.find("HOME");
-    if (home == env.end() || home->second.empty()) {
-      throw ConfigError({"kubeconfig: neither KUBECONFIG nor HOME is set"});
-    }
-    paths.push_back(home->second + "/.kube/config");
-  }
-  return load_kubeconfig_files(paths);
 }
 
 ClusterConfig load_kubeconfig_files(const std::vector<std::string>& paths) {
@@ -517,12 +502,6 @@ ClusterConfig load_kubeconfig_files(const std::vector<std::string>& paths) {
   } catch (const YAML::Exception& e) {
     throw ConfigError({all + ": " + e.what()});
   }
-}
-
-bool in_cluster_available(const Env& env) {
-  const auto h = env.find("KUBERNETES_SERVICE_HOST");
-  const auto p = env.find("KUBERNETES_SERVICE_PORT");
-  return h != env.end() && !h->second.empty() && p != env.end() && !p->second.empty();
 }
 
 ClusterConfig in_cluster(const Env& env, const std::string& root) {

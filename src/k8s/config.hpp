@@ -1,7 +1,7 @@
 #pragma once
 // Where the Kubernetes API is and how to authenticate to it: from a kubeconfig (as kubectl reads
 // it) or from the pod's service account (as client-go's rest.InClusterConfig). Both run once at
-// startup and throw config::ConfigError saying what is unusable; the environment is passed in.
+// startup and throw ConfigError saying what is unusable; the environment is passed in.
 // The rules followed are client-go's (rest.InClusterConfig, tools/clientcmd).
 #include <chrono>
 #include <map>
@@ -56,17 +56,15 @@ struct ClusterConfig {
   std::string host_header() const;
 };
 
-// Reads the kubeconfig files named by env["KUBECONFIG"] (':'-separated; empty entries skipped)
-// or else env["HOME"] + "/.kube/config", merged as kubectl does: the first file that sets
-// current-context decides it, and for each named context, cluster and user the first file that
-// defines the name wins. Relative paths resolve against the directory of the file holding them;
-// *-data fields win over paths. `exec` plugins are checked here and run by Client; an exec with
-// interactiveMode Always, with token/tokenFile, or an `auth-provider` user is a ConfigError.
-ClusterConfig load_kubeconfig(const Env& env);
+// Reads the kubeconfig files `paths` (which files to read is the config loader's choice, as
+// kubectl makes it), merged as kubectl does: the first file that sets current-context decides
+// it, and for each named context, cluster and user the first file that defines the name wins; a
+// missing file in a list of several is skipped. Relative paths resolve against the directory of
+// the file holding them; *-data fields win over paths. `exec` plugins are checked here and run
+// by Client; an exec with interactiveMode Always, with token/tokenFile, or an `auth-provider`
+// user is a ConfigError.
 ClusterConfig load_kubeconfig_files(const std::vector<std::string>& paths);
 
-// True if env has non-empty KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT.
-bool in_cluster_available(const Env& env);
 // KUBERNETES_SERVICE_HOST/PORT, root/ca.crt, root/token (kept as token_file, re-read) and
 // root/namespace (whitespace trimmed; "default" when missing).
 ClusterConfig in_cluster(const Env& env, const std::string& root = kServiceAccountDir);

@@ -13,8 +13,8 @@
 #include <utility>
 #include <vector>
 
-#include "config/duration.hpp"
 #include "core/child_process.hpp"
+#include "core/duration.hpp"
 #include "core/exit_status.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
@@ -380,9 +380,9 @@ task<outcome<ExecCredential>> run_exec_plugin(ExecConfig exec, std::string info,
       ::kill(child.pid, SIGKILL);
       co_await wait_exit(child, pidfd_ptr);  // prompt after SIGKILL
     }
-    co_return Failure{errc::scaler_unavailable, name + ": no answer within " +
-                                                    config::format_duration(timeout) + ", killed" +
-                                                    stderr_suffix};
+    co_return Failure{
+        errc::scaler_unavailable,
+        name + ": no answer within " + format_duration(timeout) + ", killed" + stderr_suffix};
   }
   if (child.status && *child.status != 0) {
     co_return Failure{errc::scaler_unavailable,

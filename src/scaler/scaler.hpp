@@ -68,7 +68,7 @@ class Scaler {
   std::vector<std::string> setup_problems_;
 };
 
-// Builds the scaler that `backend.scaler.type` names. Throws config::ConfigError for a scaler
+// Builds the scaler that `backend.scaler.type` names. Throws ConfigError for a scaler
 // that cannot be set up.
 std::unique_ptr<Scaler> make_scaler(const config::Backend& backend, Executor ex);
 

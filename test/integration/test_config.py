@@ -274,3 +274,48 @@ def test_environment_overrides_yaml_and_flags_override_environment(procs, tmp_pa
     assert f"listen: 127.0.0.1:{flag_port}" in out and "idle_timeout: 3m" in out
     out = run("--config", path, "--print-config").stdout
     assert f"listen: 127.0.0.1:{yaml_port}" in out and "idle_timeout: 90s" in out
+
+
+KUBERNETES_BACKEND = """
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+backends:
+  - name: vllm
+    models: ["m"]
+    upstream: http://127.0.0.1:9
+    scaler: {{ type: kubernetes, deployment: vllm{kubeconfig} }}
+"""
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+current-context: dev
+contexts: [{name: dev, context: {cluster: c, user: u}}]
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+"""
+
+
+def test_check_config_reads_the_kubeconfig_of_a_kubernetes_backend(tmp_path):
+    def check(kubeconfig, env=None):
+        path = write(tmp_path, KUBERNETES_BACKEND.format(
+            kubeconfig=f", kubeconfig: {kubeconfig}" if kubeconfig else ""))
+        return run("--check-config", path, env={"KUBERNETES_SERVICE_HOST": "", **(env or {})})
+
+    missing = tmp_path / "missing-kubeconfig"
+    [problem] = problems(check(missing))
+    assert problem == f"backends[0].scaler.kubeconfig: kubeconfig {missing}: cannot read the file"
+    broken = write(tmp_path, "clusters: [\n  - name: x\n", "broken-kubeconfig")
+    [problem] = problems(check(broken))
+    assert problem.startswith(f"backends[0].scaler.kubeconfig: kubeconfig {broken}: "), problem
+    no_context = write(tmp_path, "clusters: []\n", "no-context-kubeconfig")
+    [problem] = problems(check(no_context))
+    assert problem.startswith("backends[0].scaler.kubeconfig: ") and "current-context" in problem
+    # Found as kubectl finds it: $KUBECONFIG, named with the problem.
+    [problem] = problems(check(None, env={"KUBECONFIG": str(missing)}))
+    assert problem.startswith("backends[0].scaler.kubeconfig (from KUBECONFIG): "), problem
+    good = write(tmp_path, KUBECONFIG, "kubeconfig")
+    done = check(good)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "configuration is valid\n", "")
+    done = check(None, env={"KUBECONFIG": str(good)})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "configuration is valid\n", "")

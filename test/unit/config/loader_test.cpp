@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "config/duration.hpp"
+#include "core/duration.hpp"
 #include "support/temp_dir.hpp"
 
 namespace va::config {
@@ -855,12 +855,6 @@ backends:
                                          e.problems()[2] + "\n" + e.problems()[3] + "\n" +
                                          e.problems()[4]);
   }
-}
-
-TEST(ConfigError, WhatJoinsTheProblemsWithNewlines) {
-  const ConfigError e({"a: one", "b: two"});
-  EXPECT_STREQ(e.what(), "a: one\nb: two");
-  EXPECT_THAT(e.problems(), ElementsAre("a: one", "b: two"));
 }
 
 // ---- api keys ----

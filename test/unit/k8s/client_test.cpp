@@ -3,7 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "config/config.hpp"
+#include "core/config_error.hpp"
 #include "unit/k8s/temp_dir.hpp"
 #include "unit/k8s/tls_server.hpp"
 
@@ -127,14 +127,14 @@ TEST_F(ClientTest, UnusablePemIsAConfigError) {
   c.port = "1";
   c.source = "kubeconfig /x, context dev";
   c.ca_pem = "not a certificate";
-  EXPECT_THROW(Client(c, ioc_.get_executor()), config::ConfigError);
+  EXPECT_THROW(Client(c, ioc_.get_executor()), ConfigError);
   c.ca_pem = ca_.cert_pem;
   c.client_cert_pem = "junk";
   c.client_key_pem = "junk";
   try {
     Client client(c, ioc_.get_executor());
     ADD_FAILURE() << "no ConfigError";
-  } catch (const config::ConfigError& e) {
+  } catch (const ConfigError& e) {
     EXPECT_EQ(e.problems().size(), 2u);
     EXPECT_THAT(e.what(), HasSubstr("kubeconfig /x, context dev: client certificate"));
   }

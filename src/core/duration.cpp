@@ -1,12 +1,14 @@
-#include "config/duration.hpp"
+#include "core/duration.hpp"
 
 #include <array>
 #include <cstdint>
 #include <limits>
 
-namespace va::config {
+namespace va {
 
 namespace {
+
+using Duration = std::chrono::milliseconds;
 
 struct Unit {
   std::string_view suffix;
@@ -79,4 +81,4 @@ std::string format_duration(Duration d) {
   return sign + std::to_string(ms) + "ms";  // unreachable: every value divides by 1ms
 }
 
-}  // namespace va::config
+}  // namespace va

@@ -1,11 +1,11 @@
-#include "config/duration.hpp"
+#include "core/duration.hpp"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <string>
 
-namespace va::config {
+namespace va {
 namespace {
 
 using std::chrono::hours;
@@ -98,4 +98,4 @@ TEST(FormatDuration, RoundTripsThroughParse) {
 }
 
 }  // namespace
-}  // namespace va::config
+}  // namespace va
