@@ -2,9 +2,9 @@
 
 #include "core/deadline.hpp"
 #include "core/log.hpp"
-#include "core/wire.hpp"
 #include "http/errors.hpp"
 #include "upstream/forwarder.hpp"
+#include "wire/wire.hpp"
 
 namespace va::front {
 namespace {

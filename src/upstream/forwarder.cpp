@@ -11,7 +11,7 @@
 
 #include "core/deadline.hpp"
 #include "core/log.hpp"
-#include "core/wire.hpp"
+#include "wire/wire.hpp"
 
 namespace va::upstream {
 namespace {

@@ -9,8 +9,8 @@
 #include <string>
 
 #include "core/deadline.hpp"
-#include "core/wire.hpp"
 #include "upstream/pool.hpp"
+#include "wire/wire.hpp"
 
 namespace va::upstream {
 
