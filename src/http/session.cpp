@@ -4,6 +4,7 @@
 #include "core/log.hpp"
 #include "http/errors.hpp"
 #include "upstream/forwarder.hpp"
+#include "upstream/heads.hpp"
 #include "wire/wire.hpp"
 
 namespace va::front {
