@@ -117,28 +117,28 @@ struct Tunnel {
 task<void> pipe_bytes(Socket& from, Socket& to, Tunnel& t) {
   wire::Block buf;
   error_code ec;
-  error_code wec;
-  while (!ec && !wec) {
+  error_code write_error;
+  while (!ec && !write_error) {
     std::size_t n = 0;
     std::tie(ec, n) = co_await from.async_read_some(buf.buffer(), use_nothrow);
     if (n > 0) {
       t.moved();
       const std::array<net::const_buffer, 1> piece = {net::buffer(buf.data(), n)};
-      wec = co_await wire::write(to, piece,
-                                 &to == &t.client ? t.to_client : wire::Patience{t.quiet, t.idle});
-      if (!wec) {
+      write_error = co_await wire::write(
+          to, piece, &to == &t.client ? t.to_client : wire::Patience{t.quiet, t.idle});
+      if (!write_error) {
         t.moved();  // (a write that waited paused the clock)
       }
     }
   }
-  if (ec == net::error::eof && !wec) {
+  if (ec == net::error::eof && !write_error) {
     error_code ignored;
     to.shutdown(Socket::shutdown_send, ignored);
     t.watched = &to;  // what the other direction reads from
     t.moved();
     co_return;
   }
-  t.too_slow = t.too_slow || (&to == &t.client && wec == net::error::timed_out);
+  t.too_slow = t.too_slow || (&to == &t.client && write_error == net::error::timed_out);
   t.idle_cut = t.idle_cut || t.quiet.expired();
   t.cut();
 }
@@ -416,10 +416,10 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
   for (int attempt = 0;; ++attempt) {
     auto idle = pool.take_idle(client.get_executor());
     if (!idle) {
-      auto [cec, stream] = co_await pool.open();
-      if (cec) {
+      auto [connect_error, stream] = co_await pool.open();
+      if (connect_error) {
         co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
-                                .error = cec.message()};
+                                .error = connect_error.message()};
       }
       idle.emplace(Connection{std::move(stream), false});
     }
@@ -483,9 +483,9 @@ task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
       continue;
     }
     const std::array<net::const_buffer, 1> pieces = {net::buffer(ex.out.data(), got)};
-    if (auto wec = co_await wire::write(up, pieces)) {
+    if (auto upstream_error = co_await wire::write(up, pieces)) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
-                              .error = wec.message()};
+                              .error = upstream_error.message()};
     }
   }
   ClientWatch watch(client, up);
