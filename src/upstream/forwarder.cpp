@@ -260,11 +260,10 @@ struct Relay {
     return chunked && !head_pending;
   }
 
-  // After a 101: how the tunnel ended.
-  ForwardResult tunnelled(ForwardResult::Outcome outcome, const Exchange& ex) {
-    result.outcome = outcome;
+  // After a 101, once the tunnel has ended (`result.outcome` says how).
+  ForwardResult tunnelled(const Exchange& ex) {
     result.keep_alive = false;
-    if (outcome == ForwardResult::Outcome::tunnel_idle) {
+    if (result.outcome == ForwardResult::Outcome::tunnel_idle) {
       result.error = fmt::format("no byte either way for {} (backends[].upstream_timeout)",
                                  ex.pool.upstream_timeout());
     }
@@ -363,7 +362,10 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
   }
   if (relay.switching) {
     watch.stop();
-    co_return relay.tunnelled(co_await tunnel(client, ex, r.client), ex);
+    // (In a statement of its own: awaited inside the call, the outcome took a slot of its own in
+    // this frame.)
+    relay.result.outcome = co_await tunnel(client, ex, r.client);
+    co_return relay.tunnelled(ex);
   }
 
   // The rest of the body may be long coming (a generation): the client is watched from the first
