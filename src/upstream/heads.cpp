@@ -4,6 +4,8 @@
 #include <boost/container/small_vector.hpp>
 #include <string>
 
+#include "wire/hop_by_hop.hpp"
+
 namespace va::upstream {
 namespace {
 
@@ -37,7 +39,7 @@ class Nominated {
 // requests (callers handle those three before asking).
 template <class Field>
 bool hop_by_hop(const Field& f, const Nominated& nominated) {
-  return is_hop_by_hop(f.name(), f.name_string()) || nominated.contains(f.name_string());
+  return wire::is_hop_by_hop(f.name()) || nominated.contains(f.name_string());
 }
 
 // Whether the backend's upstream_headers set a field named `name` (the client's is dropped).
@@ -114,23 +116,6 @@ std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, co
     w += "\r\n";
   }
   return out;
-}
-
-bool is_hop_by_hop(http::field f, beast::string_view name) {
-  switch (f) {
-    case http::field::connection:
-    case http::field::keep_alive:
-    case http::field::proxy_connection:
-    case http::field::proxy_authenticate:
-    case http::field::te:
-    case http::field::trailer:
-    case http::field::transfer_encoding:
-    case http::field::upgrade:
-    case http::field::expect:
-      return true;
-    default:
-      return beast::iequals(name, "proxy-authorization");
-  }
 }
 
 std::pmr::string client_head(const http::response_header<wire::Fields>& res, bool switching,

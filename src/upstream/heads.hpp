@@ -2,7 +2,8 @@
 // The two heads the proxy writes for an exchange, flattened into one string each in the request's
 // memory (wire::Scratch): the request's towards the upstream and the response's towards the
 // client. Hop-by-hop fields are dropped while writing (RFC 9110 §7.6.1: the fixed list and those a
-// message's Connection header nominates), never erased from Beast's field list.
+// message's Connection header nominates; wire/hop_by_hop.hpp), never erased from Beast's field
+// list.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,8 +28,5 @@ std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, co
 // framing and keep-alive, and Server-Timing after a wake. In the request's memory.
 std::pmr::string client_head(const http::response_header<wire::Fields>& res, bool switching,
                              bool chunked, bool keep_alive, std::optional<double> wake_ms);
-
-// True for headers that apply to one connection only and must not be forwarded.
-bool is_hop_by_hop(http::field f, beast::string_view name);
 
 }  // namespace va::upstream
