@@ -15,7 +15,7 @@
 #include <cstdint>
 
 #include "fuzz/check.hpp"
-#include "upstream/forwarder.hpp"
+#include "upstream/heads.hpp"
 
 namespace va::front {
 namespace {

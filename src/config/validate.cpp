@@ -13,6 +13,7 @@
 
 #include "config/loader.hpp"
 #include "config/text.hpp"
+#include "wire/hop_by_hop.hpp"
 
 namespace va::config {
 namespace {
@@ -177,14 +178,15 @@ void validate_backend(const std::string& path, const Backend& b, const Origins& 
   check_headers("health.headers", b.health.headers);
   check_headers("upstream_headers", b.upstream_headers);
   for (const auto& [name, value] : b.upstream_headers) {
+    // The connection's own fields, the framing, and what the proxy writes itself.
     const std::string lowered = lower(name);
-    // The framing, the connection's own fields and what the proxy writes itself.
-    for (std::string_view own :
-         {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-          "te", "trailer", "expect", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"}) {
-      if (lowered == own) {
-        check("upstream_headers." + name, "is written by the proxy itself and cannot be set");
-      }
+    bool own = wire::is_hop_by_hop(http::string_to_field(name));
+    for (std::string_view f :
+         {"host", "content-length", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"}) {
+      own = own || lowered == f;
+    }
+    if (own) {
+      check("upstream_headers." + name, "is written by the proxy itself and cannot be set");
     }
   }
   validate_scaler(path + ".scaler", b.scaler, origins, problems);

@@ -18,12 +18,12 @@ task<error_code> connect_tcp(Stream& stream, const std::string& host, const std:
         tcp::endpoint(address, static_cast<unsigned short>(std::stoi(port))), use_nothrow);
   } else {
     tcp::resolver resolver(stream.get_executor());
-    auto [rec, endpoints] = co_await resolver.async_resolve(host, port, use_nothrow);
-    if (rec) {
+    auto [resolve_error, endpoints] = co_await resolver.async_resolve(host, port, use_nothrow);
+    if (resolve_error) {
       if (failed_step != nullptr) {
         *failed_step = "resolve";
       }
-      co_return rec;
+      co_return resolve_error;
     }
     if constexpr (std::is_same_v<Stream, Socket>) {
       std::tie(ec, std::ignore) = co_await net::async_connect(stream, endpoints, use_nothrow);

@@ -2,6 +2,8 @@
 
 #include "core/log.hpp"
 #include "core/spawn.hpp"
+#include "http/errors.hpp"
+#include "wire/wire.hpp"
 
 namespace va::front {
 
@@ -20,13 +22,13 @@ Acceptor open_acceptor(net::io_context& ioc, const std::string& host, unsigned s
 
 task<void> accept_loop(std::span<const Executor> workers, Acceptor& acceptor, Handler handler,
                        const Connections* open, std::size_t max_connections) {
+  // Written once, as every other error is (error_response(): the JSON body, Retry-After: 1), and
+  // then sent with one write that does not wait: the connection is closed at once.
   static const std::string kBusy = [] {
-    const std::string body =
-        "{\"error\":{\"message\":\"too many connections (limits.max_connections)\",\"type\":"
-        "\"ServiceUnavailableError\",\"param\":null,\"code\":503}}";
-    return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-           "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
-           std::to_string(body.size()) + "\r\n\r\n" + body;
+    const auto res = error_response(503, "too many connections (limits.max_connections)", false);
+    std::string out;
+    wire::append_head(out, res.base());
+    return out + res.body();
   }();
   for (std::size_t next = 0;; next = (next + 1) % workers.size()) {
     const Executor ex = workers[next];

@@ -13,7 +13,7 @@
 #include "config/config.hpp"
 #include "core/errors.hpp"
 #include "core/net.hpp"
-#include "core/wire.hpp"
+#include "wire/wire.hpp"
 
 namespace va::front {
 

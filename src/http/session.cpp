@@ -2,9 +2,10 @@
 
 #include "core/deadline.hpp"
 #include "core/log.hpp"
-#include "core/wire.hpp"
 #include "http/errors.hpp"
 #include "upstream/forwarder.hpp"
+#include "upstream/heads.hpp"
+#include "wire/wire.hpp"
 
 namespace va::front {
 namespace {
@@ -64,8 +65,8 @@ task<void> send(Socket& socket, MovingDeadline& deadline, http::response<http::s
     std::array<char, 4096> sink;
     deadline.watch(socket, Clock::now() + 1s);
     for (int i = 0; i < 64; ++i) {
-      auto [rec, n] = co_await socket.async_read_some(net::buffer(sink), use_nothrow);
-      if (rec) {
+      auto [drain_error, n] = co_await socket.async_read_some(net::buffer(sink), use_nothrow);
+      if (drain_error) {
         break;
       }
     }
@@ -210,8 +211,8 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   if (!lease) {
     co_return false;
   }
-  auto [cec, upstream_stream] = co_await only->pool().open();
-  if (cec) {
+  auto [connect_error, upstream_stream] = co_await only->pool().open();
+  if (connect_error) {
     only->suspect();  // then the buffered path holds the request while it is re-checked
     co_return false;
   }
@@ -237,14 +238,15 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
   const auto alloc = head.get().get_allocator();
   BodyParser full(std::move(head), alloc);  // the body in the request's memory too
   prepare_body(full, limits);
-  error_code bec;  // a body that came with its head needs no read's coroutine, nor a deadline
-  if (!wire::parse_buffered(c.buf, full, wire::Until::message, bec)) {
+  error_code
+      body_error;  // a body that came with its head needs no read's coroutine, nor a deadline
+  if (!wire::parse_buffered(c.buf, full, wire::Until::message, body_error)) {
     c.deadline.watch(c.socket, Clock::now() + body_timeout(limits));
-    bec = co_await read_body(c.socket, c.buf, full);
+    body_error = co_await read_body(c.socket, c.buf, full);
     c.deadline.pause();
   }
-  if (bec) {
-    if (auto refusal = body_failure(bec, c.deadline.expired())) {
+  if (body_error) {
+    if (auto refusal = body_failure(body_error, c.deadline.expired())) {
       co_await refuse(c.socket, c.deadline, std::move(*refusal), p.version);
     }
     co_return false;
@@ -391,17 +393,17 @@ task<void> serve_public(Socket socket, Frontend& fe) {
     deadline.watch(socket,
                    Clock::now() + (idle ? limits.keepalive_timeout : limits.header_timeout));
     bool folded = false;
-    const auto hec = co_await read_head(socket, buf, head, folded, [&] {
+    const auto head_error = co_await read_head(socket, buf, head, folded, [&] {
       if (idle && (buf.size() > 0 || head.got_some())) {
         idle = false;  // some of the head is here: the rest within header_timeout
         deadline.watch(socket, Clock::now() + limits.header_timeout);
       }
     });
     deadline.pause();
-    auto refusal =
-        hec ? head_failure(hec, folded, deadline.expired(), head.got_some() || buf.size() > 0)
-            : unusable_head(head);
-    if (hec || refusal) {
+    auto refusal = head_error ? head_failure(head_error, folded, deadline.expired(),
+                                             head.got_some() || buf.size() > 0)
+                              : unusable_head(head);
+    if (head_error || refusal) {
       if (refusal) {
         co_await refuse(socket, deadline, std::move(*refusal));
       }

@@ -226,24 +226,25 @@ task<outcome<Response>> Client::send(http::verb verb, const std::string& target,
     }
     auto& tcp_stream = beast::get_lowest_layer(c->stream);
     tcp_stream.expires_after(settings_.request_timeout);
-    auto [wec, wn] = co_await http::async_write(c->stream, req, use_nothrow);
-    if (wec && c->reused && stale_connection(wec)) {
+    auto [write_error, wn] = co_await http::async_write(c->stream, req, use_nothrow);
+    if (write_error && c->reused && stale_connection(write_error)) {
       continue;
     }
-    if (wec) {
-      co_return Failure{errc::scaler_error, describe(verb, target) + ": write: " + wec.message()};
+    if (write_error) {
+      co_return Failure{errc::scaler_error,
+                        describe(verb, target) + ": write: " + write_error.message()};
     }
     http::response_parser<http::string_body> parser;
     parser.body_limit(settings_.body_limit);
-    auto [rec, rn] = co_await http::async_read(c->stream, c->buffer, parser, use_nothrow);
-    if (rec && c->reused && rn == 0 && stale_connection(rec)) {
+    auto [read_error, rn] = co_await http::async_read(c->stream, c->buffer, parser, use_nothrow);
+    if (read_error && c->reused && rn == 0 && stale_connection(read_error)) {
       continue;
     }
-    if (rec) {
-      co_return Failure{
-          errc::scaler_error,
-          describe(verb, target) + ": " +
-              (rec == beast::error::timeout ? std::string("timed out") : "read: " + rec.message())};
+    if (read_error) {
+      co_return Failure{errc::scaler_error, describe(verb, target) + ": " +
+                                                (read_error == beast::error::timeout
+                                                     ? std::string("timed out")
+                                                     : "read: " + read_error.message())};
     }
     tcp_stream.expires_never();
     auto res = parser.release();
@@ -331,15 +332,16 @@ task<outcome<Response>> Client::stream_watch(const std::string& target,
   // The server's timeoutSeconds runs from about now: the whole stream must end before `limit`.
   const auto deadline = Clock::now() + limit;
   tcp_stream.expires_after(settings_.request_timeout);
-  auto [wec, wn] = co_await http::async_write(c->stream, req, use_nothrow);
-  if (wec) {
-    co_return Failure{errc::scaler_error, where() + ": write: " + wec.message()};
+  auto [write_error, wn] = co_await http::async_write(c->stream, req, use_nothrow);
+  if (write_error) {
+    co_return Failure{errc::scaler_error, where() + ": write: " + write_error.message()};
   }
   http::response_parser<http::buffer_body> parser;
   parser.body_limit(boost::none);  // a watch has no end; the decoder bounds each line
-  auto [hec, hn] = co_await http::async_read_header(c->stream, c->buffer, parser, use_nothrow);
-  if (hec) {
-    co_return transport(hec);
+  auto [head_error, hn] =
+      co_await http::async_read_header(c->stream, c->buffer, parser, use_nothrow);
+  if (head_error) {
+    co_return transport(head_error);
   }
   const auto& head = parser.get();
   Response out{head.result_int(),
@@ -359,9 +361,10 @@ task<outcome<Response>> Client::stream_watch(const std::string& target,
     } else {
       tcp_stream.expires_after(settings_.request_timeout);
     }
-    auto [rec, rn] = co_await http::async_read_some(c->stream, c->buffer, parser, use_nothrow);
-    if (rec && rec != http::error::need_buffer) {
-      co_return transport(rec);
+    auto [read_error, rn] =
+        co_await http::async_read_some(c->stream, c->buffer, parser, use_nothrow);
+    if (read_error && read_error != http::error::need_buffer) {
+      co_return transport(read_error);
     }
     const std::string_view got(chunk.data(), chunk.size() - parser.get().body().size);
     if (!streaming) {

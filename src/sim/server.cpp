@@ -83,16 +83,16 @@ task<std::optional<Request>> read_request(TcpStream& stream, beast::flat_buffer&
   }
   if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
     http::response<http::empty_body> cont{http::status::continue_, 11};
-    auto [wec, wn] = co_await http::async_write(stream, cont, use_nothrow);
-    if (wec) {
+    auto [write_error, wn] = co_await http::async_write(stream, cont, use_nothrow);
+    if (write_error) {
       co_return std::nullopt;
     }
   }
   if (!parser.is_done()) {
-    auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_nothrow);
-    if (bec) {
-      if (bec != http::error::end_of_stream && bec != net::error::connection_reset &&
-          bec != net::error::eof) {
+    auto [body_error, bn] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+    if (body_error) {
+      if (body_error != http::error::end_of_stream && body_error != net::error::connection_reset &&
+          body_error != net::error::eof) {
         co_await reply_bad_http(stream);
       }
       co_return std::nullopt;
@@ -150,8 +150,8 @@ int Server::run() {
     acceptor_.close(ignored);
     drain.expires_after(settings_.shutdown_delay);
     drain.async_wait([this](error_code) { ioc_.stop(); });
-    signals.async_wait([this](error_code sec, int) {
-      if (!sec) {
+    signals.async_wait([this](error_code signal_error, int) {
+      if (!signal_error) {
         ioc_.stop();
       }
     });
@@ -218,13 +218,13 @@ bool Server::bind_acceptor() {
 
 task<void> Server::accept_loop() {
   for (;;) {
-    auto [aec, socket] = co_await acceptor_.async_accept(use_nothrow);
-    if (aec == net::error::operation_aborted) {
+    auto [accept_error, socket] = co_await acceptor_.async_accept(use_nothrow);
+    if (accept_error == net::error::operation_aborted) {
       co_return;
     }
-    if (aec) {
+    if (accept_error) {
       // Out of descriptors and the like: back off instead of spinning.
-      log::warn("accept failed", {{"error", aec.message()}});
+      log::warn("accept failed", {{"error", accept_error.message()}});
       co_await sleep_for(std::chrono::milliseconds(50));
       continue;
     }

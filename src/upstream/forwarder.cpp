@@ -3,109 +3,20 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <array>
-#include <boost/container/small_vector.hpp>
 #include <span>
 #include <tuple>
 
 #include "core/deadline.hpp"
 #include "core/log.hpp"
-#include "core/wire.hpp"
+#include "upstream/client_watch.hpp"
+#include "upstream/heads.hpp"
+#include "wire/wire.hpp"
 
 namespace va::upstream {
 namespace {
 
 using namespace net::experimental::awaitable_operators;
-
-// The names a message's Connection headers nominate (RFC 9110 §7.6.1; a message may have more
-// than one), split once: each field of the message is checked against them, and Beast's
-// token_list would parse the lists again for each (bench/README.md, "Tenth round"). Up to eight
-// are kept in place; a longer list spills to the heap.
-class Nominated {
- public:
-  explicit Nominated(const wire::Fields& fields) {
-    for (const auto& f : fields) {
-      if (f.name() == http::field::connection) {
-        for (const auto token : http::token_list(f.value())) {
-          tokens_.emplace_back(token.data(), token.size());
-        }
-      }
-    }
-  }
-  bool contains(std::string_view name) const {
-    return std::any_of(tokens_.begin(), tokens_.end(),
-                       [name](std::string_view t) { return beast::iequals(t, name); });
-  }
-
- private:
-  boost::container::small_vector<std::string_view, 8> tokens_;
-};
-
-// A field that applies to one connection only (RFC 9110 §7.6.1): the fixed list, and those the
-// message's own Connection header names. A Connection header may not nominate the message's
-// framing or Host away: that would let a client make the upstream read its body as further
-// requests (callers handle those three before asking).
-template <class Field>
-bool hop_by_hop(const Field& f, const Nominated& nominated) {
-  return is_hop_by_hop(f.name(), f.name_string()) || nominated.contains(f.name_string());
-}
-
-// Watches the client while the upstream works on its request: a client that closes its
-// connection cuts the upstream one, so vLLM aborts the generation, even before it has sent a
-// byte. A plain completion handler rather than a coroutine run beside the exchange: one wait per
-// exchange, no coroutine frames. Bytes from the client (a pipelined request) end the watch, since
-// only a write can tell then. Started only when the exchange is about to wait for the upstream
-// (start()): an answer that is already there needs no watch, and the watch costs a syscall.
-// stop() before the upstream stream goes away.
-class ClientWatch {
- public:
-  ClientWatch(Socket& client, Socket& upstream) : client_(client), upstream_(upstream) {}
-  ClientWatch(const ClientWatch&) = delete;
-  ClientWatch& operator=(const ClientWatch&) = delete;
-  ~ClientWatch() { stop(); }
-
-  // Once: a watch that was stopped stays stopped. Its state exists only once it starts.
-  void start() {
-    if (state_) {
-      return;
-    }
-    state_ = std::make_shared<State>(State{&upstream_});
-    // A peek, not async_wait: a wait always re-registers the socket with epoll (a syscall per
-    // exchange); a read is first tried at once and then queued without one.
-    client_.async_receive(
-        net::buffer(&state_->byte, 1), Socket::message_peek,
-        [s = state_](error_code ec, std::size_t n) {
-          if (!s->active || ec == net::error::operation_aborted || (!ec && n > 0)) {
-            return;  // stopped, or pipelined bytes: only a write can tell now
-          }
-          // End of stream (the client's FIN) or an error (a reset): the client left.
-          s->gone = true;
-          error_code ignored;
-          s->upstream->shutdown(Socket::shutdown_both, ignored);
-          s->upstream->cancel(ignored);
-        });
-  }
-  void stop() {
-    if (state_ && state_->active) {
-      state_->active = false;
-      error_code ignored;
-      client_.cancel(ignored);  // the handler runs later, sees inactive, does nothing
-    }
-  }
-  bool gone() const { return state_ && state_->gone; }
-
- private:
-  struct State {
-    Socket* upstream;
-    bool active = true;
-    bool gone = false;
-    char byte = 0;  // the peek's buffer
-  };
-  Socket& client_;
-  Socket& upstream_;
-  std::shared_ptr<State> state_;  // shared with the handler, which may run after we are gone
-};
 
 // What a failed write to the client means. One that made no progress for send_timeout (the
 // client stopped reading) has the client's connection reset rather than closed, as nginx's
@@ -130,145 +41,6 @@ task<void> end_broken_stream(Socket& client, const wire::Patience& patience) {
                                                    net::buffer(wire::kChunkEnd),
                                                    net::buffer(wire::kLastChunk)};
   co_await wire::write(client, pieces, patience);
-}
-
-// Whether the backend's upstream_headers set a field named `name` (the client's is dropped).
-bool replaced(const Target& t, beast::string_view name) {
-  return std::any_of(t.headers.begin(), t.headers.end(),
-                     [&](const auto& h) { return beast::iequals(h.first, name); });
-}
-
-}  // namespace
-
-std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, const Target& t,
-                               std::string_view client_address,
-                               std::optional<std::uint64_t> content_length) {
-  std::pmr::string out(req.get_allocator());
-  {  // the writer cuts `out` to its size when it goes
-    // Room for what is kept and for the fields added below; the rest grows.
-    wire::HeadWriter w(out, wire::fields_size(req) + req.target().size() + t.host_header.size() +
-                                client_address.size() + 160);
-    wire::append_request_line(w, req, 11);
-    const Nominated nominated(req);
-    bool upgrade = false;
-    std::optional<std::string_view> host;
-    std::pmr::string xff(out.get_allocator());
-    for (const auto& f : req) {
-      const auto name = f.name_string();
-      if (!t.headers.empty() && replaced(t, name)) {
-        continue;
-      }
-      switch (f.name()) {
-        case http::field::host:
-          host = f.value();
-          continue;
-        case http::field::content_length:
-        case http::field::transfer_encoding:
-          continue;  // the framing is written below
-        case http::field::upgrade:
-          upgrade = true;
-          break;  // kept: a tunnel needs it
-        case http::field::unknown:
-          if (beast::iequals(name, "x-forwarded-for")) {
-            xff += xff.empty() ? "" : ", ";
-            xff += f.value();
-            continue;
-          }
-          if (beast::iequals(name, "x-forwarded-proto") ||
-              beast::iequals(name, "x-forwarded-host")) {
-            continue;
-          }
-          [[fallthrough]];
-        default:
-          if (hop_by_hop(f, nominated)) {
-            continue;
-          }
-      }
-      wire::append_field(w, name, f.value());
-    }
-    for (const auto& [name, value] : t.headers) {
-      wire::append_field(w, name, value);
-    }
-    wire::append_field(w, "Host", t.host_header);
-    if (host) {
-      wire::append_field(w, "X-Forwarded-Host", *host);
-    }
-    xff += xff.empty() ? "" : ", ";
-    xff += client_address;
-    wire::append_field(w, "X-Forwarded-For", xff);
-    wire::append_field(w, "X-Forwarded-Proto", "http");
-    if (upgrade) {
-      wire::append_field(w, "Connection", "upgrade");
-    }
-    if (content_length) {
-      wire::append_field(w, "Content-Length", std::to_string(*content_length));
-    }
-    w += "\r\n";
-  }
-  return out;
-}
-
-bool is_hop_by_hop(http::field f, beast::string_view name) {
-  switch (f) {
-    case http::field::connection:
-    case http::field::keep_alive:
-    case http::field::proxy_connection:
-    case http::field::proxy_authenticate:
-    case http::field::te:
-    case http::field::trailer:
-    case http::field::transfer_encoding:
-    case http::field::upgrade:
-    case http::field::expect:
-      return true;
-    default:
-      return beast::iequals(name, "proxy-authorization");
-  }
-}
-
-namespace {
-
-// The response head for the client: the upstream's, with its hop-by-hop fields out (a 101 keeps
-// its Connection: upgrade and Upgrade: the client needs them), the client connection's own
-// framing and keep-alive, and Server-Timing after a wake. In the request's memory.
-std::pmr::string client_head(const http::response_header<wire::Fields>& res, bool switching,
-                             bool chunked, bool keep_alive, std::optional<double> wake_ms) {
-  std::pmr::string out(res.get_allocator());
-  {  // the writer cuts `out` to its size when it goes
-    // Room for the upstream's fields and those added below; the rest grows.
-    wire::HeadWriter w(out, wire::fields_size(res) + res.reason().size() + 96);
-    wire::append_status_line(w, res);
-    const Nominated nominated(res);
-    for (const auto& f : res) {
-      if (!switching) {
-        const auto n = f.name();
-        if (n == http::field::transfer_encoding) {
-          continue;  // written below
-        }
-        if (n != http::field::content_length && n != http::field::host &&
-            hop_by_hop(f, nominated)) {
-          continue;
-        }
-      }
-      wire::append_field(w, f.name_string(), f.value());
-    }
-    if (!switching) {
-      if (chunked) {
-        wire::append_field(w, "Transfer-Encoding", "chunked");
-      }
-      // As Beast's keep_alive() writes it: 1.1 closes by saying so, 1.0 keeps by saying so.
-      if (res.version() >= 11 && !keep_alive) {
-        wire::append_field(w, "Connection", "close");
-      } else if (res.version() < 11 && keep_alive) {
-        wire::append_field(w, "Connection", "keep-alive");
-      }
-    }
-    if (wake_ms) {
-      wire::append_field(w, "Server-Timing",
-                         "wake;dur=" + std::to_string(static_cast<long long>(*wake_ms)));
-    }
-    w += "\r\n";
-  }
-  return out;
 }
 
 // One request/response exchange with the upstream. Its two blocks: `in` holds upstream bytes as
@@ -298,6 +70,12 @@ struct Exchange {
     buf.commit(n);
     return n > 0 || (ec && ec != net::error::would_block && ec != net::error::try_again);
   }
+  // The body's next piece is parsed into `out`; piece_size() is then how much of it came.
+  void next_piece() {
+    parser.get().body().data = out.data();
+    parser.get().body().size = wire::Block::kSize;
+  }
+  std::size_t piece_size() const { return wire::Block::kSize - parser.get().body().size; }
   Pool& pool;
   Connection conn;
   wire::Block in;
@@ -339,28 +117,28 @@ struct Tunnel {
 task<void> pipe_bytes(Socket& from, Socket& to, Tunnel& t) {
   wire::Block buf;
   error_code ec;
-  error_code wec;
-  while (!ec && !wec) {
+  error_code write_error;
+  while (!ec && !write_error) {
     std::size_t n = 0;
     std::tie(ec, n) = co_await from.async_read_some(buf.buffer(), use_nothrow);
     if (n > 0) {
       t.moved();
       const std::array<net::const_buffer, 1> piece = {net::buffer(buf.data(), n)};
-      wec = co_await wire::write(to, piece,
-                                 &to == &t.client ? t.to_client : wire::Patience{t.quiet, t.idle});
-      if (!wec) {
+      write_error = co_await wire::write(
+          to, piece, &to == &t.client ? t.to_client : wire::Patience{t.quiet, t.idle});
+      if (!write_error) {
         t.moved();  // (a write that waited paused the clock)
       }
     }
   }
-  if (ec == net::error::eof && !wec) {
+  if (ec == net::error::eof && !write_error) {
     error_code ignored;
     to.shutdown(Socket::shutdown_send, ignored);
     t.watched = &to;  // what the other direction reads from
     t.moved();
     co_return;
   }
-  t.too_slow = t.too_slow || (&to == &t.client && wec == net::error::timed_out);
+  t.too_slow = t.too_slow || (&to == &t.client && write_error == net::error::timed_out);
   t.idle_cut = t.idle_cut || t.quiet.expired();
   t.cut();
 }
@@ -409,6 +187,140 @@ ForwardResult head_failure(const Exchange& ex, error_code read_ec, error_code wr
           .error = read_ec.message()};
 }
 
+// What a head that did not come means: a result, or none with `*again` set when the connection
+// was stale() and `again` is given (the caller sends again).
+ForwardResult no_head(const Exchange& ex, error_code head_error, bool* again) {
+  if (again != nullptr && stale(ex)) {
+    *again = true;
+    return {};
+  }
+  return head_failure(ex, head_error, {});
+}
+
+// A response on its way to the client, from the upstream's head to its end: what the steps of
+// answer() share. relay_head() decides, from the upstream's head, the framing towards the client
+// and writes the client's head; the relay passes the body on (pieces(), wrote(), upstream_broke());
+// finish() settles the result and the upstream connection. Plain functions around answer()'s one
+// coroutine: as coroutines of their own they would cost each exchange more frames (bench/README.md,
+// "Ninth round").
+struct Relay {
+  // Whether the head goes out alone, at once, so that a client sees it before a slow first token.
+  // When body bytes came with it, head and body go out in one write (the relay's first).
+  bool head_alone(const Exchange& ex) const {
+    return switching || ex.buf.size() == 0 || ex.parser.is_done();
+  }
+
+  // The relay's next write, in `out`: the head while it waits, `body` (the bytes just parsed, in
+  // their chunk's framing towards a chunked client) and the last chunk when the body is `done`.
+  // Empty when a read parsed only framing (a chunk header).
+  std::span<const net::const_buffer> pieces(std::array<net::const_buffer, 5>& out,
+                                            const wire::ChunkFrame& frame, net::const_buffer body,
+                                            bool done) const {
+    std::size_t k = 0;
+    if (head_pending) {
+      out[k++] = net::buffer(head);
+    }
+    if (body.size() > 0) {
+      if (chunked) {
+        out[k++] = frame.head();
+      }
+      out[k++] = body;
+      if (chunked) {
+        out[k++] = net::buffer(wire::kChunkEnd);
+      }
+    }
+    if (chunked && done) {
+      out[k++] = net::buffer(wire::kLastChunk);
+    }
+    return std::span(out.data(), k);
+  }
+
+  // What a write to the client did: false when it failed (`result.outcome` says how).
+  bool wrote(Socket& client, error_code client_error) {
+    if (client_error) {
+      write_failed = true;
+      result.outcome = client_failure(client, client_error);
+      return false;
+    }
+    head_pending = false;
+    result.response_started = true;
+    return true;
+  }
+
+  // A read of the body failed: true when the client, still there, is to get vLLM's own error
+  // event (a chunked stream whose head went out). Before the head went out the client gets the
+  // proxy's 502 instead.
+  bool upstream_broke(const Exchange& ex, const ClientWatch& watch, error_code upstream_error) {
+    if (watch.gone()) {
+      return false;
+    }
+    result.outcome = ex.silence.expired() ? ForwardResult::Outcome::upstream_timeout
+                                          : ForwardResult::Outcome::upstream_failed;
+    result.error = ex.silence.expired() ? silence_error(ex) : upstream_error.message();
+    return chunked && !head_pending;
+  }
+
+  // After a 101, once the tunnel has ended (`result.outcome` says how).
+  ForwardResult tunnelled(const Exchange& ex) {
+    result.keep_alive = false;
+    if (result.outcome == ForwardResult::Outcome::tunnel_idle) {
+      result.error = fmt::format("no byte either way for {} (backends[].upstream_timeout)",
+                                 ex.pool.upstream_timeout());
+    }
+    return std::move(result);
+  }
+
+  // The finish step: how the relay ended; an upstream connection that may serve another exchange
+  // goes back to the pool.
+  ForwardResult finish(Exchange& ex, ClientWatch& watch) {
+    watch.stop();
+    if (write_failed || watch.gone()) {
+      if (!write_failed) {
+        result.outcome = ForwardResult::Outcome::client_gone;
+      }
+      result.keep_alive = false;
+    } else if (result.outcome != ForwardResult::Outcome::done) {
+      result.keep_alive = false;
+    } else if (upstream_keep_alive && ex.parser.is_done()) {
+      ex.pool.release(std::move(ex.conn));
+    }
+    return std::move(result);
+  }
+
+  ForwardResult result;
+  std::pmr::string head;   // client_head(), in the request's memory
+  bool switching = false;  // a 101: the exchange becomes a tunnel
+  bool chunked = false;    // towards the client
+  bool upstream_keep_alive = false;
+  bool head_pending = true;   // the head has not gone out yet
+  bool write_failed = false;  // a write to the client failed (result.outcome says how)
+};
+
+// The head step: the response's framing towards the client, from the upstream's head (the
+// parser's own flags, not the header's keep_alive() and chunked(): those look the fields up
+// again), and the client's head.
+Relay relay_head(const Exchange& ex, const ForwardOptions& r) {
+  const auto& p = ex.parser;
+  const auto& res = p.get();
+  const bool switching = res.result() == http::status::switching_protocols;
+  bool keep_alive = r.client_keep_alive && !switching;
+  bool chunked = !switching && p.chunked();
+  if (!switching) {
+    if (r.client_version < 11 && chunked) {
+      chunked = false;  // HTTP/1.0 has no chunked coding: the close ends the body
+      keep_alive = false;
+    }
+    if (p.need_eof()) {
+      keep_alive = false;  // the upstream's body ends with its close; so must ours
+    }
+  }
+  return Relay{.result = {.status = res.result_int(), .keep_alive = keep_alive, .error = {}},
+               .head = client_head(res, switching, chunked, keep_alive, r.wake_ms),
+               .switching = switching,
+               .chunked = chunked,
+               .upstream_keep_alive = p.keep_alive()};
+}
+
 // The request went out on `ex`: reads the response head (after the others ran, see
 // wire::let_others_run; only an upstream that has not answered yet makes the client watched),
 // then relays the response to the client, piece by piece as it is read, while `watch` looks for
@@ -424,155 +336,74 @@ task<ForwardResult> answer(Socket& client, Exchange& ex, const ForwardOptions& r
   } else {
     watch.start();  // alone on this thread: the upstream cannot have answered yet
   }
-  error_code hec;
-  if (!wire::parse_buffered(ex.buf, ex.parser, wire::Until::header, hec)) {
+  error_code head_error;
+  if (!wire::parse_buffered(ex.buf, ex.parser, wire::Until::header, head_error)) {
     ex.expect_upstream();  // only a read from the socket waits, so only it needs the deadline
-    hec = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
+    head_error = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::header);
     ex.silence.pause();
   }
   if (watch.gone()) {
     co_return ForwardResult{.outcome = ForwardResult::Outcome::client_gone, .error = {}};
   }
-  if (hec) {
-    if (again != nullptr && stale(ex)) {
-      *again = true;
-      co_return ForwardResult{};
-    }
-    co_return head_failure(ex, hec, {});
+  if (head_error) {
+    co_return no_head(ex, head_error, again);
   }
 
-  ForwardResult result;
-  auto& up = ex.socket();
-  auto& p = ex.parser;
-  auto& res = p.get();
-  result.status = res.result_int();
-  // The parser's own flags, not the header's keep_alive() and chunked(): those look the fields
-  // up again.
-  const bool upstream_keep_alive = p.keep_alive();
-  const bool switching = res.result() == http::status::switching_protocols;
-  result.keep_alive = r.client_keep_alive && !switching;
-  bool chunked = !switching && p.chunked();
-  if (!switching) {
-    if (r.client_version < 11 && chunked) {
-      chunked = false;  // HTTP/1.0 has no chunked coding: the close ends the body
-      result.keep_alive = false;
-    }
-    if (p.need_eof()) {
-      result.keep_alive = false;  // the upstream's body ends with its close; so must ours
-    }
-  }
-  const auto head = client_head(res, switching, chunked, result.keep_alive, r.wake_ms);
-
-  // When body bytes came with the head, head and body go out in one write (the relay's first);
-  // otherwise the head goes at once, so that a client sees it before a slow first token.
-  bool head_pending = true;
-  if (switching || ex.buf.size() == 0 || p.is_done()) {
-    const std::array<net::const_buffer, 1> pieces = {net::buffer(head)};
+  Relay relay = relay_head(ex, r);
+  if (relay.head_alone(ex)) {
+    const std::array<net::const_buffer, 1> pieces = {net::buffer(relay.head)};
     auto w = wire::write_at_once(client, pieces);
     if (!w.done) {
       w.ec = co_await wire::write_rest(client, pieces, w.written, r.client);
     }
-    if (w.ec) {
-      result.outcome = client_failure(client, w.ec);
-      co_return result;
+    if (!relay.wrote(client, w.ec)) {
+      co_return std::move(relay.result);
     }
-    head_pending = false;
-    result.response_started = true;
   }
-
-  if (switching) {
+  if (relay.switching) {
     watch.stop();
-    result.outcome = co_await tunnel(client, ex, r.client);
-    result.keep_alive = false;
-    if (result.outcome == ForwardResult::Outcome::tunnel_idle) {
-      result.error = fmt::format("no byte either way for {} (backends[].upstream_timeout)",
-                                 ex.pool.upstream_timeout());
-    }
-    co_return result;
+    // (In a statement of its own: awaited inside the call, the outcome took a slot of its own in
+    // this frame.)
+    relay.result.outcome = co_await tunnel(client, ex, r.client);
+    co_return relay.tunnelled(ex);
   }
 
-  bool write_failed = false;  // a write to the client failed (result.outcome says how)
   // The rest of the body may be long coming (a generation): the client is watched from the first
   // read that goes to the socket.
   auto start_watch = [&watch] { watch.start(); };
-  while (!p.is_done()) {
-    res.body().data = ex.out.data();
-    res.body().size = wire::Block::kSize;
-    error_code ec;
-    if (!wire::parse_buffered(ex.buf, p, wire::Until::some, ec)) {
+  while (!ex.parser.is_done()) {
+    ex.next_piece();
+    error_code upstream_error;
+    if (!wire::parse_buffered(ex.buf, ex.parser, wire::Until::some, upstream_error)) {
       ex.expect_upstream();
-      ec = co_await wire::read(up, ex.buf, p, wire::Until::some, &wire::accept_any_head,
-                               start_watch);
+      upstream_error = co_await wire::read(ex.socket(), ex.buf, ex.parser, wire::Until::some,
+                                           &wire::accept_any_head, start_watch);
       ex.silence.pause();
     }
-    if (ec == http::error::need_buffer) {
-      ec = {};
-    }
-    if (ec) {
-      if (!watch.gone()) {
-        result.outcome = ex.silence.expired() ? ForwardResult::Outcome::upstream_timeout
-                                              : ForwardResult::Outcome::upstream_failed;
-        result.error = ex.silence.expired() ? silence_error(ex) : ec.message();
-        // Before the head went out the client gets the proxy's 502 instead; after it, a chunked
-        // stream ends with vLLM's own error event.
-        if (chunked && !head_pending) {
-          co_await end_broken_stream(client, r.client);
-        }
+    if (upstream_error && upstream_error != http::error::need_buffer) {
+      if (relay.upstream_broke(ex, watch, upstream_error)) {
+        co_await end_broken_stream(client, r.client);
       }
       break;
     }
-    const std::size_t got = wire::Block::kSize - res.body().size;
-    result.bytes += got;
-    // A read that parsed only framing (a chunk header) yields no bytes: nothing to write unless
-    // the head is still waiting or the body just ended.
+    const std::size_t got = ex.piece_size();
+    relay.result.bytes += got;
     std::array<net::const_buffer, 5> pieces;
-    std::size_t k = 0;
-    if (head_pending) {
-      pieces[k++] = net::buffer(head);
-    }
-    const wire::ChunkFrame frame(chunked ? got : 0);
-    if (got > 0) {
-      if (chunked) {
-        pieces[k++] = frame.head();
-      }
-      pieces[k++] = net::buffer(ex.out.data(), got);
-      if (chunked) {
-        pieces[k++] = net::buffer(wire::kChunkEnd);
-      }
-    }
-    if (chunked && p.is_done()) {
-      pieces[k++] = net::buffer(wire::kLastChunk);
-    }
-    if (k == 0) {
+    const wire::ChunkFrame frame(relay.chunked ? got : 0);
+    const auto some =
+        relay.pieces(pieces, frame, net::buffer(ex.out.data(), got), ex.parser.is_done());
+    if (some.empty()) {
       continue;
     }
-    const auto some = std::span(pieces.data(), k);
     auto w = wire::write_at_once(client, some);
     if (!w.done) {
       w.ec = co_await wire::write_rest(client, some, w.written, r.client);
     }
-    if (w.ec) {
-      write_failed = true;
-      result.outcome = client_failure(client, w.ec);
+    if (!relay.wrote(client, w.ec)) {
       break;
     }
-    head_pending = false;
-    result.response_started = true;
   }
-  watch.stop();
-  const bool client_gone = write_failed || watch.gone();
-
-  if (client_gone) {
-    if (!write_failed) {
-      result.outcome = ForwardResult::Outcome::client_gone;
-    }
-    result.keep_alive = false;
-  } else if (result.outcome != ForwardResult::Outcome::done) {
-    result.keep_alive = false;
-  } else if (upstream_keep_alive && p.is_done()) {
-    ex.pool.release(std::move(ex.conn));
-  }
-  co_return result;
+  co_return relay.finish(ex, watch);
 }
 
 }  // namespace
@@ -587,10 +418,10 @@ task<ForwardResult> forward(Socket& client, Pool& pool, const UpstreamRequest& u
   for (int attempt = 0;; ++attempt) {
     auto idle = pool.take_idle(client.get_executor());
     if (!idle) {
-      auto [cec, stream] = co_await pool.open();
-      if (cec) {
+      auto [connect_error, stream] = co_await pool.open();
+      if (connect_error) {
         co_return ForwardResult{.outcome = ForwardResult::Outcome::connect_failed,
-                                .error = cec.message()};
+                                .error = connect_error.message()};
       }
       idle.emplace(Connection{std::move(stream), false});
     }
@@ -654,9 +485,9 @@ task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
       continue;
     }
     const std::array<net::const_buffer, 1> pieces = {net::buffer(ex.out.data(), got)};
-    if (auto wec = co_await wire::write(up, pieces)) {
+    if (auto upstream_error = co_await wire::write(up, pieces)) {
       co_return ForwardResult{.outcome = ForwardResult::Outcome::upstream_failed,
-                              .error = wec.message()};
+                              .error = upstream_error.message()};
     }
   }
   ClientWatch watch(client, up);

@@ -9,8 +9,8 @@
 #include <string>
 
 #include "core/deadline.hpp"
-#include "core/wire.hpp"
 #include "upstream/pool.hpp"
+#include "wire/wire.hpp"
 
 namespace va::upstream {
 
@@ -23,17 +23,10 @@ struct ForwardOptions {
   std::optional<double> wake_ms;  // adds `Server-Timing: wake;dur=<ms>` when set
 };
 
-// The client's request head as the upstream gets it, written once (a retry sends it again):
-// HTTP/1.1, hop-by-hop fields out (Upgrade kept for tunnels), Host and X-Forwarded-* in, and
-// `Content-Length: content_length` (when set) in place of the client's Content-Length and
-// Transfer-Encoding: the upstream never gets a chunked request body. In the request's memory.
-std::pmr::string upstream_head(const http::request_header<wire::Fields>& req, const Target& t,
-                               std::string_view client_address,
-                               std::optional<std::uint64_t> content_length);
-
 // A request whose body is in memory, ready to send.
 struct UpstreamRequest {
-  // upstream_head(), in the request's memory (wire::Scratch), where the response's fields go too.
+  // upstream_head() (upstream/heads.hpp), in the request's memory (wire::Scratch), where the
+  // response's fields go too.
   std::pmr::string head;
   std::string_view body;
   http::verb method;
@@ -84,8 +77,5 @@ struct StreamedBody {
 task<ForwardResult> forward_streamed(Socket& client, StreamedBody body,
                                      std::string_view client_address, Stream upstream, Pool& pool,
                                      const ForwardOptions& o);
-
-// True for headers that apply to one connection only and must not be forwarded.
-bool is_hop_by_hop(http::field f, beast::string_view name);
 
 }  // namespace va::upstream

@@ -19,15 +19,15 @@ task<ProbeResult> probe(Executor ex, const Target& target, const std::string& pa
   auto& socket = up->socket;
   auto& deadline = up->silence;
   deadline.watch(socket, Clock::now() + timeout);
-  auto [wec, wn] = co_await http::async_write(socket, req, use_nothrow);
-  if (wec) {
-    co_return ProbeResult{0, deadline.explain(wec), {}};
+  auto [write_error, wn] = co_await http::async_write(socket, req, use_nothrow);
+  if (write_error) {
+    co_return ProbeResult{0, deadline.explain(write_error), {}};
   }
   beast::flat_buffer buf;
   http::response<http::string_body> res;
-  auto [rec, rn] = co_await http::async_read(socket, buf, res, use_nothrow);
-  if (rec) {
-    co_return ProbeResult{0, deadline.explain(rec), {}};
+  auto [read_error, rn] = co_await http::async_read(socket, buf, res, use_nothrow);
+  if (read_error) {
+    co_return ProbeResult{0, deadline.explain(read_error), {}};
   }
   co_return ProbeResult{res.result_int(), {}, std::move(res.body())};
 }

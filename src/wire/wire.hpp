@@ -312,17 +312,17 @@ task<error_code> read(Stream& s, DynamicBuffer& buf, Parser& p, Until until,
       co_return http::error::buffer_overflow;
     }
     before_read();
-    auto [rec, n] = co_await s.async_read_some(buf.prepare(size), use_nothrow);
+    auto [read_error, n] = co_await s.async_read_some(buf.prepare(size), use_nothrow);
     buf.commit(n);
-    if (rec == net::error::eof) {
+    if (read_error == net::error::eof) {
       if (!p.got_some()) {
         co_return http::error::end_of_stream;
       }
       p.put_eof(ec);
       co_return ec;
     }
-    if (rec) {
-      co_return rec;
+    if (read_error) {
+      co_return read_error;
     }
   }
 }

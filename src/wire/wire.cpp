@@ -1,4 +1,4 @@
-#include "core/wire.hpp"
+#include "wire/wire.hpp"
 
 #include <charconv>
 #include <cstdint>
@@ -86,10 +86,10 @@ task<error_code> write_rest(Socket& to, std::span<const net::const_buffer> piece
   while (net::buffer_size(rest) > 0) {
     // (Moving it on is a clock read and a lock: the timer is set again only when it fires.)
     patience.deadline.watch(to, Clock::now() + patience.idle);
-    auto [wec, n] = co_await to.async_write_some(rest, use_nothrow);
+    auto [write_error, n] = co_await to.async_write_some(rest, use_nothrow);
     rest.consume(n);
-    if (wec) {
-      ec = patience.deadline.explain(wec);
+    if (write_error) {
+      ec = patience.deadline.explain(write_error);
       break;
     }
   }
