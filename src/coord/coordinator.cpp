@@ -165,6 +165,12 @@ bool Coordinator::written(const outcome<std::optional<LeaseRecord>>& r, const ch
   if (!r) {
     log::warn("coordination: write failed", {{"lease", what}, {"error", r.error().message}});
   }
+  if (r && *r) {
+    // What we wrote is what we know of it now (its new resourceVersion for the next write).
+    std::lock_guard lock(mu_);
+    const auto& record = **r;
+    seen_[record.name] = Seen{record, time_.now()};
+  }
   return r && *r;
 }
 

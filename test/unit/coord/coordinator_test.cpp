@@ -96,9 +96,15 @@ class Replicas : public ::testing::Test {
       all.push_back(&*x.backend);
     }
     for (auto& x : replicas_) {
-      x.scaler->backend = all[0];
-      x.scaler->other_replica = all.size() > 1 ? all[1] : nullptr;
-      x.scaler->third_replica = all.size() > 2 ? all[2] : nullptr;
+      x.scaler->backend = &*x.backend;
+      std::vector<Backend*> others;
+      for (auto* y : all) {
+        if (y != &*x.backend) {
+          others.push_back(y);
+        }
+      }
+      x.scaler->other_replica = others.size() > 0 ? others[0] : nullptr;
+      x.scaler->third_replica = others.size() > 1 ? others[1] : nullptr;
     }
     r.backend->start();
     r.coord->start();
@@ -149,6 +155,26 @@ class Replicas : public ::testing::Test {
                        [](const Request& q) { return q.result && q.result->has_value(); });
   }
 
+  // A request through `r`, run until it is answered; returns when it ended.
+  Clock::time_point serve(Replica& r, Clock::duration hold = 1s) {
+    auto& q = request(r, hold);
+    EXPECT_TRUE(time_.run_until([&] { return q.ended.has_value(); }, 300s));
+    EXPECT_TRUE(q.result && q.result->has_value()) << r.identity;
+    return q.ended.value_or(time_.now());
+  }
+  // When the first scale-down of the run was made (by any replica).
+  std::optional<Clock::time_point> first_down() const {
+    std::optional<Clock::time_point> at;
+    for (const auto& r : replicas_) {
+      for (const auto& c : r.scaler->calls) {
+        if (c.replicas == 0 && c.ok && (!at || c.at < *at)) {
+          at = c.at;
+        }
+      }
+    }
+    return at;
+  }
+
   net::io_context ioc_;
   VirtualTime time_;
   World world_;
@@ -190,6 +216,121 @@ TEST_F(Replicas, OneLeaderIsElectedAndTheOthersFollowIt) {
   const auto status = b.coord->status();
   EXPECT_EQ(status.at("leader").as_string(), leader()->identity);
   EXPECT_EQ(status.at("members").as_array().size(), 3u);
+}
+
+TEST_F(Replicas, TrafficThroughAFollowerOnlyKeepsTheBackendUpThenTheLeaderStopsIt) {
+  auto& a = add("a");
+  auto& b = add("b");
+  time_.advance(5s);
+  ASSERT_TRUE(a.coord->leading());
+  serve(b);
+  ASSERT_EQ(world_.desired, 1);
+  // A request through b every 40 s for 5 minutes, each 30 s long: the leader sees no traffic of
+  // its own for longer than idle_timeout, and must not stop the backend.
+  Clock::time_point last{};
+  for (int i = 0; i < 8; ++i) {
+    time_.advance(10s);
+    last = serve(b, 30s);
+    EXPECT_EQ(downs(), 0) << "round " << i;
+  }
+  ASSERT_TRUE(time_.run_until([&] { return downs() > 0; }, 5min));
+  const auto at = *first_down();
+  EXPECT_GE(at, last + kIdle);
+  EXPECT_LE(at, last + kIdle + 3 * kBeat);
+  EXPECT_EQ(a.scaler->downs(), 1);  // the leader, and only it
+  EXPECT_EQ(b.scaler->downs(), 0);
+  EXPECT_EQ(world_.desired, 0);
+  expect_no_violation();
+}
+
+TEST_F(Replicas, ARequestThatLandsOnAFollowerAroundTheFenceIsServedAndNeverCut) {
+  auto& a = add("a");
+  auto& b = add("b");
+  time_.advance(5s);
+  ASSERT_TRUE(a.coord->leading());
+  serve(a);
+  // Each round: the leader proposes the scale-down; a request lands on b at an offset from the
+  // proposal, before, during and after b has fenced and answered. Either the fence sees it (no
+  // stop) or the stop came first and the request, held, wakes the backend again: it is served
+  // either way, and nothing is stopped under it.
+  int stopped_first = 0;
+  for (int round = 0; round < 24; ++round) {
+    const int downs_before = downs();
+    ASSERT_TRUE(time_.run_until([&] { return !a.coord->status().at("fence").is_null(); }, 5min))
+        << "round " << round;
+    time_.advance(std::chrono::milliseconds(200 * round));
+    auto& q = request(b, 2s);
+    ASSERT_TRUE(time_.run_until([&] { return q.ended.has_value(); }, 180s)) << "round " << round;
+    EXPECT_TRUE(q.result && q.result->has_value()) << "round " << round;
+    stopped_first += downs() > downs_before ? 1 : 0;
+    expect_no_violation();
+  }
+  std::printf("rounds in which the stop came before the request: %d of 24\n", stopped_first);
+  EXPECT_LT(stopped_first, 24);  // the early offsets land inside the fence
+}
+
+TEST_F(Replicas, AReplicaCutOffFromTheApiCountsUntilItsLeaseExpiresThenIsIgnored) {
+  auto& a = add("a");
+  auto& b = add("b");
+  time_.advance(5s);
+  ASSERT_TRUE(a.coord->leading());
+  serve(a);
+  time_.advance(50s);
+  auto& q = request(b, 10s);  // in flight on b from 50 s after a's last request to 60 s
+  time_.advance(5s);
+  b.store->unreachable = true;  // its last word: one request in flight
+  const auto cut = time_.now();
+  ASSERT_TRUE(time_.run_until([&] { return q.ended.has_value(); }, 30s));
+  ASSERT_TRUE(time_.run_until([&] { return downs() > 0; }, 5min));
+  const auto at = *first_down();
+  // Not while b's Lease is live (it last changed before the cut), soon after.
+  EXPECT_GE(at, cut - kBeat + kLease);
+  EXPECT_LE(at, cut + kLease + 3 * kBeat);
+  EXPECT_EQ(a.scaler->downs(), 1);
+  expect_no_violation();
+}
+
+TEST_F(Replicas, WhenTheLeaderIsCutOffAnotherTakesOverAndWaitsALeaseDurationBeforeStopping) {
+  auto& a = add("a");
+  auto& b = add("b");
+  time_.advance(5s);
+  ASSERT_TRUE(a.coord->leading());
+  const auto last = serve(a);
+  time_.advance(30s);
+  a.store->unreachable = true;  // killed, as far as b can tell
+  const auto cut = time_.now();
+  ASSERT_TRUE(time_.run_until([&] { return b.coord->leading(); }, 60s));
+  const auto took_over = time_.now();
+  EXPECT_LE(took_over, cut + kLease + kBeat);
+  EXPECT_FALSE(a.coord->leading());  // it stepped down: it could not renew
+  ASSERT_TRUE(time_.run_until([&] { return downs() > 0; }, 5min));
+  const auto at = *first_down();
+  EXPECT_GE(at, last + kIdle);
+  EXPECT_GE(at, took_over + kLease);
+  EXPECT_LE(at, std::max(last + kIdle, took_over + kLease) + 3 * kBeat);
+  EXPECT_EQ(b.scaler->downs(), 1);
+  EXPECT_EQ(a.scaler->downs(), 0);
+  expect_no_violation();
+}
+
+TEST_F(Replicas, ALeaderThatShutsDownHandsOverAtOnce) {
+  auto& a = add("a");
+  auto& b = add("b");
+  time_.advance(5s);
+  ASSERT_TRUE(a.coord->leading());
+  bool shut = false;
+  net::co_spawn(
+      ioc_,
+      [&]() -> task<void> {
+        co_await a.coord->shutdown();
+        shut = true;
+      },
+      net::detached);
+  ASSERT_TRUE(time_.run_until([&] { return shut; }, 10s));
+  const auto released = time_.now();
+  ASSERT_TRUE(time_.run_until([&] { return b.coord->leading(); }, 30s));
+  EXPECT_LE(time_.now(), released + 2 * kBeat);  // not a lease_duration later
+  EXPECT_EQ(server_.leases.at("va-a").duration_seconds, 1);
 }
 
 }  // namespace
