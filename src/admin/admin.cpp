@@ -68,6 +68,9 @@ Response handle(const http::request<http::string_body>& req, Admin& admin) {
     }
     boost::json::object o{
         {"version", VA_VERSION}, {"ready", admin.ready.load()}, {"backends", std::move(backends)}};
+    if (admin.coordination) {
+      o["coordination"] = admin.coordination();
+    }
     return json_response(200, boost::json::serialize(o), ka, v);
   }
   constexpr std::string_view kPrefix = "/admin/backends/";

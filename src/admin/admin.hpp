@@ -3,6 +3,8 @@
 // /admin/backends/{name}/…. Keep it off the Ingress. Calls here are never activity and never wake,
 // except an explicit POST …/wake.
 #include <atomic>
+#include <boost/json/object.hpp>
+#include <functional>
 #include <vector>
 
 #include "activator/backend.hpp"
@@ -15,6 +17,8 @@ namespace va::admin {
 struct Admin {
   metrics::Metrics& metrics;
   std::vector<activator::Backend*> backends;
+  // /status's "coordination" (several proxy replicas); unset for a proxy alone.
+  std::function<boost::json::object()> coordination;
   std::atomic<bool> ready{false};  // listening with a valid config and not shutting down
   front::Connections connections{};
 };

@@ -8,7 +8,10 @@
 
 #include "activator/backend.hpp"
 #include "admin/admin.hpp"
+#include "config/kubeconfig.hpp"
 #include "config/loader.hpp"
+#include "coord/coordinator.hpp"
+#include "coord/kubernetes_lease_store.hpp"
 #include "core/duration.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
@@ -27,7 +30,7 @@ struct App::Impl {
   explicit Impl(config::Config c)
       : cfg(std::move(c)),
         budget(cfg.limits.max_pending_bytes),
-        admin{.metrics = metrics, .backends = {}} {}
+        admin{.metrics = metrics, .backends = {}, .coordination = {}} {}
 
   config::Config cfg;
   // One io_context per I/O thread, each run by that thread alone (core/net.hpp); the hint lets
@@ -47,6 +50,7 @@ struct App::Impl {
   activator::PendingBudget budget;
   std::vector<std::unique_ptr<upstream::Pool>> pools;
   std::vector<std::unique_ptr<activator::Backend>> backends;
+  std::unique_ptr<coord::Coordinator> coordinator;  // several proxy replicas
   std::unique_ptr<front::Router> router;
   std::unique_ptr<front::Frontend> frontend;
   admin::Admin admin;
@@ -55,6 +59,7 @@ struct App::Impl {
   std::optional<net::signal_set> signals;
 
   void build();
+  void coordinate();
   void listen();
   task<void> shutdown();
 };
@@ -89,6 +94,35 @@ void App::Impl::build() {
   router = std::make_unique<front::Router>(std::move(entries));
   frontend.reset(new front::Frontend{
       .limits = cfg.limits, .api_keys = cfg.auth.keys, .router = *router, .metrics = metrics});
+}
+
+// coordination.type kubernetes: scale-downs are agreed with the other replicas through Leases.
+void App::Impl::coordinate() {
+  const auto& k = cfg.coordination;
+  if (k.type != "kubernetes") {
+    return;
+  }
+  auto cluster = config::load_cluster(k.cluster, "coordination");
+  const std::string ns = k.namespace_.empty() ? cluster.namespace_ : k.namespace_;
+  auto client = std::make_unique<k8s::Client>(std::move(cluster), ioc.get_executor());
+  std::vector<activator::Backend*> all;
+  for (auto& b : backends) {
+    all.push_back(b.get());
+  }
+  coordinator = std::make_unique<coord::Coordinator>(
+      coord::Settings{.identity = k.identity,
+                      .lease_name = k.lease_name,
+                      .lease_duration = k.lease_duration,
+                      .heartbeat_interval = k.heartbeat_interval},
+      ioc.get_executor(),
+      std::make_unique<coord::KubernetesLeaseStore>(std::move(client), ns, k.lease_name), all,
+      metrics, steady_time());
+  for (auto* b : all) {
+    b->set_peers(coordinator.get());
+  }
+  admin.coordination = [c = coordinator.get()] { return c->status(); };
+  log::info("coordinating with other proxy replicas",
+            {{"identity", k.identity}, {"namespace", ns}, {"lease", k.lease_name}});
 }
 
 void App::Impl::listen() {
@@ -128,6 +162,9 @@ task<void> App::Impl::shutdown() {
     t.expires_after(50ms);
     co_await t.async_wait(use_nothrow);
   }
+  if (coordinator) {
+    co_await coordinator->shutdown();  // first: a controller may wait on it for a verdict
+  }
   for (auto& b : backends) {
     co_await b->shutdown();
   }
@@ -163,6 +200,7 @@ int App::run() {
     ::setrlimit(RLIMIT_NOFILE, &rl);
   }
   s.build();
+  s.coordinate();
   s.listen();
 
   s.signals.emplace(s.ioc, SIGTERM, SIGINT);
@@ -197,6 +235,9 @@ int App::run() {
         "admin accept");
   for (auto& b : s.backends) {
     b->start();
+  }
+  if (s.coordinator) {
+    s.coordinator->start();
   }
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < s.contexts.size(); ++i) {

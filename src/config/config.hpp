@@ -100,6 +100,18 @@ struct Backend {
   Scaler scaler;
 };
 
+// Several proxy replicas in front of the same backends (docs/high-availability.md).
+struct Coordination {
+  std::string type = "none";  // none | kubernetes
+  std::string identity;       // unique per replica; default: the hostname
+  std::string lease_name = "vllm-autoscaler";
+  std::string namespace_;  // YAML key `namespace`; default: the proxy's own namespace
+  Duration lease_duration = std::chrono::seconds(15);
+  Duration heartbeat_interval = std::chrono::seconds(2);
+  std::string kubeconfig;
+  ClusterSource cluster;  // filled by the loader, not a YAML key
+};
+
 struct Config {
   std::string listen = "0.0.0.0:8080";
   std::string admin_listen = "0.0.0.0:8081";
@@ -107,6 +119,7 @@ struct Config {
   Log log;
   Auth auth;
   Limits limits;
+  Coordination coordination;
   std::vector<Backend> backends;
 };
 

@@ -2,6 +2,8 @@
 // environment over it (config/overrides.cpp), the API keys, and validation (config/validate.cpp).
 #include "config/loader.hpp"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <sstream>
 #include <utility>
@@ -132,8 +134,14 @@ void load_keys(Auth& auth, const Origins& origins, Problems& problems) {
   }
 }
 
-// Where each kubernetes backend finds its cluster, so that make_scaler reads no environment.
+// Where each kubernetes backend (and the coordination) finds its cluster, so that make_scaler
+// reads no environment.
 void resolve_clusters(Config& c, const Env& env) {
+  if (c.coordination.type == "kubernetes") {
+    Scaler s;
+    s.kubeconfig = c.coordination.kubeconfig;
+    c.coordination.cluster = resolve_cluster_source(s, env);
+  }
   for (Backend& b : c.backends) {
     if (b.scaler.type == "kubernetes") {
       b.scaler.cluster = resolve_cluster_source(b.scaler, env);
@@ -144,6 +152,13 @@ void resolve_clusters(Config& c, const Env& env) {
 // --check-config: each kubernetes backend's kubeconfig or service account is read, as
 // make_scaler reads it at startup.
 void check_clusters(const Config& c, Problems& problems) {
+  if (c.coordination.type == "kubernetes") {
+    try {
+      load_cluster(c.coordination.cluster, "coordination.kubeconfig");
+    } catch (const ConfigError& e) {
+      problems.extend(e.problems());
+    }
+  }
   for (std::size_t i = 0; i < c.backends.size(); ++i) {
     const Scaler& s = c.backends[i].scaler;
     if (s.type != "kubernetes") {
@@ -159,6 +174,15 @@ void check_clusters(const Config& c, Problems& problems) {
       problems.extend(e.problems());
     }
   }
+}
+
+// $HOSTNAME, else gethostname(): in a pod, the pod's name.
+std::string hostname(const Env& env) {
+  if (const auto it = env.find("HOSTNAME"); it != env.end() && !it->second.empty()) {
+    return it->second;
+  }
+  char name[256] = {};
+  return ::gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string();
 }
 
 }  // namespace
@@ -179,6 +203,9 @@ Loaded load(int argc, const char* const* argv, const std::map<std::string, std::
   Origins origins;
   apply_overrides(overrides, c, origins, problems);
   load_keys(c.auth, origins, problems);
+  if (c.coordination.identity.empty()) {
+    c.coordination.identity = hostname(env);
+  }
   validate(c, origins, problems);
   resolve_clusters(c, env);
   if (loaded.action == Action::check_config) {

@@ -119,6 +119,25 @@ void emit_limits(YAML::Emitter& out, const Limits& l) {
   out << YAML::EndMap;
 }
 
+void emit_coordination(YAML::Emitter& out, const Coordination& k) {
+  out << YAML::Key << "coordination" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "type" << YAML::Value << literal(k.type);
+  if (k.type == "kubernetes") {
+    out << YAML::Key << "identity" << YAML::Value << literal(k.identity);
+    out << YAML::Key << "lease_name" << YAML::Value << literal(k.lease_name);
+    if (!k.namespace_.empty()) {
+      out << YAML::Key << "namespace" << YAML::Value << literal(k.namespace_);
+    }
+    out << YAML::Key << "lease_duration" << YAML::Value << format_duration(k.lease_duration);
+    out << YAML::Key << "heartbeat_interval" << YAML::Value
+        << format_duration(k.heartbeat_interval);
+    if (!k.kubeconfig.empty()) {
+      out << YAML::Key << "kubeconfig" << YAML::Value << literal(k.kubeconfig);
+    }
+  }
+  out << YAML::EndMap;
+}
+
 void emit_scaler(YAML::Emitter& out, const Scaler& s) {
   out << YAML::Key << "scaler" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "type" << YAML::Value << literal(s.type);
@@ -183,6 +202,7 @@ std::string to_yaml(const Config& c) {
   out << YAML::EndMap;
   emit_auth(out, c.auth);
   emit_limits(out, c.limits);
+  emit_coordination(out, c.coordination);
   out << YAML::Key << "backends" << YAML::Value << YAML::BeginSeq;
   for (const Backend& b : c.backends) {
     emit_backend(out, b);

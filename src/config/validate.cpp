@@ -280,8 +280,56 @@ void validate_backends(const std::vector<Backend>& backends, const Origins& orig
 
 }  // namespace
 
+// A DNS-1123 label: what a Lease's name is made of.
+bool dns_label(std::string_view s) {
+  if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-';
+  });
+}
+
+void validate_coordination(const Config& c, const Origins& origins, Problems& problems) {
+  const Coordination& k = c.coordination;
+  const auto check = [&](const std::string& path, std::string_view message) {
+    problems.check(path, origins.shown(path), message);
+  };
+  if (!one_of(k.type, {"none", "kubernetes"})) {
+    check("coordination.type", "must be one of none, kubernetes (got " + in_quotes(k.type) + ")");
+  }
+  if (k.type != "kubernetes") {
+    return;
+  }
+  if (!dns_label(k.identity)) {
+    check("coordination.identity",
+          "must be a DNS label (lowercase letters, digits and '-', at "
+          "most 63), unique per replica: the pod's name (got " +
+              in_quotes(k.identity) + ")");
+  }
+  if (!dns_label(k.lease_name) || k.lease_name.size() + 1 + k.identity.size() > 253) {
+    check("coordination.lease_name",
+          "must be a DNS label; with \"-<identity>\" it names each replica's Lease (got " +
+              in_quotes(k.lease_name) + ")");
+  }
+  validate_positive("coordination.heartbeat_interval", k.heartbeat_interval, origins, problems);
+  if (k.lease_duration < 3 * k.heartbeat_interval || k.lease_duration < std::chrono::seconds(3)) {
+    check("coordination.lease_duration",
+          "must be at least 3 s and 3 heartbeat_intervals (a replica that misses one heartbeat "
+          "must not be taken for dead)");
+  }
+  for (std::size_t i = 0; i < c.backends.size(); ++i) {
+    if (c.backends[i].scaler.type == "process") {
+      check(element("backends", i) + ".scaler.type",
+            "the process scaler runs the backend beside one proxy: it cannot be combined with "
+            "coordination (several proxy replicas)");
+    }
+  }
+}
+
 void validate(Config& c, const Origins& origins, Problems& problems) {
   validate_top_level(c, origins, problems);
+  validate_coordination(c, origins, problems);
   if (c.backends.empty()) {
     problems.check("backends", origins.shown("backends"), "at least one backend is required");
     return;

@@ -308,8 +308,28 @@ void decode_limits(Decoder& d, const YAML::Node& node, const std::string& path, 
         });
 }
 
+void decode_coordination(Decoder& d, const YAML::Node& node, const std::string& path,
+                         Coordination& c) {
+  d.map(node, path,
+        {"type", "identity", "lease_name", "namespace", "lease_duration", "heartbeat_interval",
+         "kubeconfig"},
+        [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+          if (key == "lease_duration" || key == "heartbeat_interval") {
+            d.duration(v, p, key == "lease_duration" ? c.lease_duration : c.heartbeat_interval);
+          } else {
+            d.string(v, p,
+                     key == "type"         ? c.type
+                     : key == "identity"   ? c.identity
+                     : key == "lease_name" ? c.lease_name
+                     : key == "namespace"  ? c.namespace_
+                                           : c.kubeconfig);
+          }
+        });
+}
+
 void decode_config(Decoder& d, Problems& problems, const YAML::Node& root, Config& c) {
-  d.map(root, "", {"listen", "admin_listen", "threads", "log", "auth", "limits", "backends"},
+  d.map(root, "",
+        {"listen", "admin_listen", "threads", "log", "auth", "limits", "coordination", "backends"},
         [&](const std::string& key, const YAML::Node& v, const std::string& p) {
           if (key == "listen") {
             d.string(v, p, c.listen);
@@ -333,6 +353,8 @@ void decode_config(Decoder& d, Problems& problems, const YAML::Node& root, Confi
                   });
           } else if (key == "limits") {
             decode_limits(d, v, p, c.limits);
+          } else if (key == "coordination") {
+            decode_coordination(d, v, p, c.coordination);
           } else if (v.IsNull()) {
             c.backends.clear();
           } else if (!v.IsSequence()) {

@@ -319,3 +319,49 @@ def test_check_config_reads_the_kubeconfig_of_a_kubernetes_backend(tmp_path):
     assert (done.returncode, done.stdout, done.stderr) == (0, "configuration is valid\n", "")
     done = check(None, env={"KUBECONFIG": str(good)})
     assert (done.returncode, done.stdout, done.stderr) == (0, "configuration is valid\n", "")
+
+
+COORDINATED = """
+coordination:
+  type: kubernetes
+  identity: {identity}
+  lease_duration: {lease}
+  kubeconfig: {kubeconfig}
+backends:
+  - name: a
+    models: ["a"]
+    upstream: http://127.0.0.1:8001
+    scaler: {{type: kubernetes, deployment: a, kubeconfig: {kubeconfig}}}
+  - name: b
+    models: ["b"]
+    upstream: http://127.0.0.1:8002
+    scaler: {{type: process, command: ["true"]}}
+"""
+
+
+def test_coordination_is_checked_and_refused_with_the_process_scaler(tmp_path):
+    kubeconfig = write(tmp_path, KUBECONFIG, "kubeconfig")
+    bad = write(tmp_path, COORDINATED.format(identity="Proxy_0", lease="3s",
+                                             kubeconfig=kubeconfig))
+    assert problems(run("--check-config", bad)) == [
+        "coordination.identity: must be a DNS label (lowercase letters, digits and '-', at most "
+        "63), unique per replica: the pod's name (got \"Proxy_0\")",
+        "coordination.lease_duration: must be at least 3 s and 3 heartbeat_intervals (a replica "
+        "that misses one heartbeat must not be taken for dead)",
+        "backends[1].scaler.type: the process scaler runs the backend beside one proxy: it "
+        "cannot be combined with coordination (several proxy replicas)",
+    ]
+    good_text = COORDINATED.format(identity="proxy-0", lease="15s", kubeconfig=kubeconfig)
+    good = write(tmp_path, good_text.split("  - name: b")[0], "good.yaml")
+    done = run("--check-config", good)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    printed = run("--print-config", good)
+    assert "identity: proxy-0" in printed.stdout and "lease_duration: 15s" in printed.stdout
+    again = write(tmp_path, printed.stdout, "printed.yaml")
+    assert run("--print-config", again).stdout == printed.stdout
+    # Its kubeconfig is read by --check-config like a backend's.
+    missing = tmp_path / "nowhere"
+    text = good_text.split("  - name: b")[0].replace(f"kubeconfig: {kubeconfig}\nbackends",
+                                                     f"kubeconfig: {missing}\nbackends")
+    [problem] = problems(run("--check-config", write(tmp_path, text, "missing.yaml")))
+    assert problem == f"coordination.kubeconfig: kubeconfig {missing}: cannot read the file"
