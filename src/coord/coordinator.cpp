@@ -337,23 +337,41 @@ std::string Coordinator::objection(const std::string& backend, Clock::duration i
                                    const std::string& fence_id,
                                    Clock::time_point& ask_again) const {
   const auto now = time_.now();
+  // Not within idle_timeout of anyone's last activity, a dead replica's included when it last
+  // told it (one that died busy is ignored: what it served is gone with it).
+  const auto quiet_since = [](const Seen& m, const BackendActivity& a) {
+    return m.changed - std::chrono::milliseconds(a.idle_ms);
+  };
+  const auto prefix = settings_.lease_name + "-";
+  for (const auto& [name, m] : seen_) {
+    if (!name.starts_with(prefix) || name == member_name() || live(m)) {
+      continue;
+    }
+    const auto report = decode_report(m.record.data);
+    const auto it = report.backends.find(backend);
+    if (it != report.backends.end() && !it->second.busy() &&
+        quiet_since(m, it->second) + idle_timeout > now) {
+      ask_again = std::min(ask_again, quiet_since(m, it->second) + idle_timeout);
+      return "busy";
+    }
+  }
   std::string why;
   for (const Seen* m : live_members()) {
     const auto report = decode_report(m->record.data);
     const auto it = report.backends.find(backend);
-    const BackendActivity a = it != report.backends.end() ? it->second : BackendActivity{};
-    const auto idle_since = m->changed - std::chrono::milliseconds(a.idle_ms);
-    const bool unknown = it == report.backends.end();
     if (!fence_id.empty() && report.acked != fence_id) {
-      why = why.empty() ? "unanswered" : why;
+      why = "unanswered";
       continue;
     }
-    if (a.busy()) {
+    if (it == report.backends.end()) {
+      continue;  // a replica without this backend cannot be serving it
+    }
+    if (it->second.busy()) {
       ask_again = std::min(ask_again, now + settings_.heartbeat_interval);
       return "busy";
     }
-    if (!unknown && idle_since + idle_timeout > now) {
-      ask_again = std::min(ask_again, idle_since + idle_timeout);
+    if (quiet_since(*m, it->second) + idle_timeout > now) {
+      ask_again = std::min(ask_again, quiet_since(*m, it->second) + idle_timeout);
       return "busy";
     }
   }
