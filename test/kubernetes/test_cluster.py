@@ -112,6 +112,26 @@ def test_the_proxy_service_account_may_do_what_the_scaler_does_and_nothing_else(
     assert [(e["reason"], e["count"]) for e in cluster.proxy_events()] == [("ScaledToZero", 1), ("ScaledUp", 2)]
     assert [e["reason"] for e in cluster.proxy_events("ScaledUp")] == ["ScaledUp"]
 
+    # Several proxy replicas (coordination): list, create and update Leases in the namespace; no
+    # get, watch, patch or delete.
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "rbac-check", "labels": {"vllm-autoscaler.io/lease-group": "rbac"}},
+             "spec": {"holderIdentity": "proxy-0", "leaseDurationSeconds": 15}}
+    status, created = call("POST", leases, lease)
+    assert status == 201, created
+    status, listed = call("GET", f"{leases}?labelSelector=vllm-autoscaler.io%2Flease-group%3Drbac")
+    assert status == 200 and [i["metadata"]["name"] for i in listed["items"]] == ["rbac-check"], listed
+    created["spec"]["holderIdentity"] = "proxy-1"
+    status, updated = call("PUT", f"{leases}/rbac-check", created)
+    assert status == 200 and updated["spec"]["holderIdentity"] == "proxy-1", updated
+    assert call("PUT", f"{leases}/rbac-check", created)[0] == 409  # an old resourceVersion
+    assert call("GET", f"{leases}/rbac-check")[0] == 403
+    assert call("GET", f"{leases}?watch=1&timeoutSeconds=1")[0] == 403
+    assert call("PATCH", f"{leases}/rbac-check", {"spec": {"holderIdentity": "x"}})[0] == 403
+    assert call("DELETE", f"{leases}/rbac-check")[0] == 403
+    assert call("GET", "/apis/coordination.k8s.io/v1/namespaces/default/leases")[0] == 403
+
     # Refused: a PUT of the scale, any other Deployment, the Deployment itself, Secrets, a list of
     # every Deployment, another namespace.
     _, current = call("GET", scale)

@@ -15,7 +15,7 @@ import signal
 import time
 
 from conftest import MODEL
-from support import chat, eventually, http
+from support import chat, eventually, http, metrics
 
 CHAT = chat(model=MODEL)
 LEASE, BEAT = 3.0, 0.5
@@ -38,6 +38,11 @@ def coordination(p) -> dict:
     return p.status()["coordination"]
 
 
+def lease_writes(p) -> float:
+    m = metrics(p.admin_url)
+    return sum(v for k, v in m.items() if k.startswith("vllm_autoscaler_coordination_lease_writes_total"))
+
+
 def leader_and_follower(a, b):
     """Once both see the same leader and each other: (leader, follower)."""
     def settled():
@@ -57,6 +62,8 @@ def test_traffic_through_a_follower_keeps_the_backend_up_and_the_leader_stops_it
     a = proxy(coordinated(kubernetes_config, cluster, "proxy-a", "6s"))
     b = proxy(coordinated(kubernetes_config, cluster, "proxy-b", "6s"))
     leader, follower = leader_and_follower(a, b)
+    writes = {p.pid: lease_writes(p) for p in (leader, follower)}
+    began = time.monotonic()
     assert http("POST", follower.url + "/v1/chat/completions", CHAT, None, 60)[0] == 200
     # Requests through the follower only, for 3 idle_timeouts: never stopped under them.
     end = time.monotonic() + 3 * idle
@@ -65,6 +72,14 @@ def test_traffic_through_a_follower_keeps_the_backend_up_and_the_leader_stops_it
         last = time.monotonic()
         assert status == 200 and replicas(cluster) == 1, (status, replicas(cluster))
         time.sleep(1.0)
+    # What coordination costs the API: the leader writes its Lease and its member Lease each
+    # heartbeat, a follower its member Lease (and each lists the Leases once).
+    took = time.monotonic() - began
+    rates = {who: (lease_writes(p) - writes[p.pid]) / took
+             for who, p in (("leader", leader), ("follower", follower))}
+    print(f"\nLease writes per second (heartbeat {BEAT:g} s): leader {rates['leader']:.2f}, "
+          f"follower {rates['follower']:.2f}")
+    assert 1.5 / BEAT <= rates["leader"] <= 2.5 / BEAT and 0.5 / BEAT <= rates["follower"] <= 1.5 / BEAT
     assert leader.events("backend state") and not [
         e for e in leader.events("backend state") if e["to"] == "stopping"], "the leader stopped it"
     eventually(lambda: replicas(cluster) == 0, timeout=idle + 20, what="the Deployment at 0")
