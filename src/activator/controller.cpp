@@ -263,9 +263,9 @@ task<void> Controller::stop_if_owed() {
       after_stop_ = s_.state;
       const bool failed = s_.state == State::failed;
       s_.metrics.scale_downs_total.with({s_.settings.name, failed ? "failed" : "idle"}).inc();
-      s_.set_state(State::stopping, failed ? "the wake failed and nobody waits"
-                                           : "up with nobody using it for " +
-                                                 format_duration(ceil_ms(grace_)));
+      s_.set_state(State::stopping,
+                   failed ? "the wake failed and nobody waits"
+                          : "up with nobody using it for " + format_duration(ceil_ms(grace_)));
     }
   }
   if (peers_ != nullptr && agreed) {
@@ -531,8 +531,7 @@ task<bool> Controller::stop_when_idle() {
     if (stopping) {
       s_.metrics.scale_downs_total.with({s_.settings.name, "idle"}).inc();
       after_stop_ = State::asleep;
-      s_.set_state(State::stopping, "idle for " +
-                                        format_duration(s_.settings.idle_timeout) +
+      s_.set_state(State::stopping, "idle for " + format_duration(s_.settings.idle_timeout) +
                                         (peers_ != nullptr ? " on every proxy replica" : ""));
     }
   }

@@ -60,9 +60,9 @@ Metrics::Metrics()
           "vllm_autoscaler_coordination_leader",
           "1 on the proxy replica that holds the leader Lease (the only one that scales down).",
           {})),
-      coordination_members(registry.gauge(
-          "vllm_autoscaler_coordination_members",
-          "Proxy replicas whose member Lease is live, this one included.", {})),
+      coordination_members(
+          registry.gauge("vllm_autoscaler_coordination_members",
+                         "Proxy replicas whose member Lease is live, this one included.", {})),
       coordination_fences_total(registry.counter(
           "vllm_autoscaler_coordination_fences_total",
           "Scale-downs put to every live replica by the leader, by result: agreed, busy (a "

@@ -54,14 +54,20 @@ def leader_and_follower(a, b):
     return (a, b) if coordination(a)["leading"] else (b, a)
 
 
-def test_traffic_through_a_follower_keeps_the_backend_up_and_the_leader_stops_it_after(
-        cluster, kubernetes_config, proxy):
+def two_replicas(cluster, kubernetes_config, proxy, idle: float):
+    """The Deployment at 0; two coordinated proxies with `idle` as idle_timeout, once they agree
+    on a leader: (leader, follower)."""
     cluster.scale(0)
     cluster.wait_no_pods()
+    a = proxy(coordinated(kubernetes_config, cluster, "proxy-a", f"{idle:g}s"))
+    b = proxy(coordinated(kubernetes_config, cluster, "proxy-b", f"{idle:g}s"))
+    return leader_and_follower(a, b)
+
+
+def test_traffic_through_a_follower_keeps_the_backend_up_and_the_leader_stops_it_after(
+        cluster, kubernetes_config, proxy):
     idle = 6.0
-    a = proxy(coordinated(kubernetes_config, cluster, "proxy-a", "6s"))
-    b = proxy(coordinated(kubernetes_config, cluster, "proxy-b", "6s"))
-    leader, follower = leader_and_follower(a, b)
+    leader, follower = two_replicas(cluster, kubernetes_config, proxy, idle)
     writes = {p.pid: lease_writes(p) for p in (leader, follower)}
     began = time.monotonic()
     assert http("POST", follower.url + "/v1/chat/completions", CHAT, None, 60)[0] == 200
@@ -96,12 +102,8 @@ def test_traffic_through_a_follower_keeps_the_backend_up_and_the_leader_stops_it
 
 def test_the_leader_killed_while_idle_is_replaced_and_the_backend_still_stops_in_time(
         cluster, kubernetes_config, proxy):
-    cluster.scale(0)
-    cluster.wait_no_pods()
     idle = 8.0
-    a = proxy(coordinated(kubernetes_config, cluster, "proxy-a", "8s"))
-    b = proxy(coordinated(kubernetes_config, cluster, "proxy-b", "8s"))
-    leader, follower = leader_and_follower(a, b)
+    leader, follower = two_replicas(cluster, kubernetes_config, proxy, idle)
     assert http("POST", leader.url + "/v1/chat/completions", CHAT, None, 60)[0] == 200
     last = time.monotonic()
     time.sleep(1.0)

@@ -128,7 +128,8 @@ def test_every_object_is_in_the_overlay_namespace_with_the_patched_values(contro
     # The Role names the user's Deployment, and only it, where the base named `vllm`.
     rules = live["Role"]["rules"]
     assert [(r["resources"], r.get("resourceNames")) for r in rules] == [
-        (["deployments/scale"], [DEPLOYMENT]), (["deployments"], [DEPLOYMENT]), (["pods"], None), (["events"], None)]
+        (["deployments/scale"], [DEPLOYMENT]), (["deployments"], [DEPLOYMENT]), (["pods"], None), (["events"], None),
+        (["leases"], None)]
     assert live["RoleBinding"]["subjects"] == [
         {"kind": "ServiceAccount", "name": "vllm-autoscaler", "namespace": NAMESPACE}]
 

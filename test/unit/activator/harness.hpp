@@ -177,6 +177,23 @@ struct Request {
   Socket* client = nullptr;
 };
 
+// `r` through `backend`: held, then in flight for `hold` once granted (checked against the world
+// `scaler` sees), or refused.
+inline task<void> serve_request(Backend& backend, const FakeScaler& scaler, VirtualTime& time,
+                                Request& r, Socket& s, Clock::duration hold) {
+  auto got = co_await backend.acquire(10, s);
+  if (got) {
+    r.served_by_ready_world = scaler.ready() > 0 && scaler.probe() == 200;
+    r.lease = std::move(got->lease);  // not in this frame: the harness may end first
+    r.result.emplace(std::move(*got));
+    co_await sleep_for(time, hold);
+    r.lease.reset();
+  } else {
+    r.result.emplace(std::move(got));
+  }
+  r.ended = time.now();
+}
+
 class Harness {
  public:
   struct Timeouts {
@@ -266,17 +283,7 @@ class Harness {
 
  private:
   task<void> run_request(Request& r, Socket& s, Clock::duration hold) {
-    auto got = co_await backend->acquire(10, s);
-    if (got) {
-      r.served_by_ready_world = scaler->ready() > 0 && scaler->probe() == 200;
-      r.lease = std::move(got->lease);  // not in this frame: the harness may end first
-      r.result.emplace(std::move(*got));
-      co_await sleep_for(time, hold);
-      r.lease.reset();
-    } else {
-      r.result.emplace(std::move(got));
-    }
-    r.ended = time.now();
+    co_await serve_request(*backend, *scaler, time, r, s, hold);
   }
 
   Acceptor client_side_;

@@ -124,7 +124,9 @@ class Replicas : public ::testing::Test {
     c.connect(client_side_.local_endpoint());
     server_side = client_side_.accept();
     q.client = &c;
-    spawn(ioc_.get_executor(), run_request(r, q, server_side, hold), "request");
+    spawn(ioc_.get_executor(),
+          activator::testing::serve_request(*r.backend, *r.scaler, time_, q, server_side, hold),
+          "request");
     time_.settle();
     return q;
   }
@@ -159,6 +161,15 @@ class Replicas : public ::testing::Test {
                        [](const Request& q) { return q.result && q.result->has_value(); });
   }
 
+  // Replicas a and b, once a leads (it started first).
+  std::pair<Replica&, Replica&> a_leading_b() {
+    auto& a = add("a");
+    auto& b = add("b");
+    time_.advance(5s);
+    EXPECT_TRUE(a.coord->leading());
+    return {a, b};
+  }
+
   // A request through `r`, run until it is answered; returns when it ended.
   Clock::time_point serve(Replica& r, Clock::duration hold = 1s) {
     auto& q = request(r, hold);
@@ -188,20 +199,6 @@ class Replicas : public ::testing::Test {
   std::list<Request> requests_;
 
  private:
-  task<void> run_request(Replica& r, Request& q, Socket& s, Clock::duration hold) {
-    auto got = co_await r.backend->acquire(10, s);
-    if (got) {
-      q.served_by_ready_world = r.scaler->ready() > 0;
-      q.lease = std::move(got->lease);
-      q.result.emplace(std::move(*got));
-      co_await sleep_for(time_, hold);
-      q.lease.reset();
-    } else {
-      q.result.emplace(std::move(got));
-    }
-    q.ended = time_.now();
-  }
-
   Acceptor client_side_;
   std::list<Socket> clients_;
   std::list<Socket> server_sockets_;
@@ -223,10 +220,7 @@ TEST_F(Replicas, OneLeaderIsElectedAndTheOthersFollowIt) {
 }
 
 TEST_F(Replicas, TrafficThroughAFollowerOnlyKeepsTheBackendUpThenTheLeaderStopsIt) {
-  auto& a = add("a");
-  auto& b = add("b");
-  time_.advance(5s);
-  ASSERT_TRUE(a.coord->leading());
+  auto [a, b] = a_leading_b();
   serve(b);
   ASSERT_EQ(world_.desired, 1);
   // A request through b every 40 s for 5 minutes, each 30 s long: the leader sees no traffic of
@@ -248,10 +242,7 @@ TEST_F(Replicas, TrafficThroughAFollowerOnlyKeepsTheBackendUpThenTheLeaderStopsI
 }
 
 TEST_F(Replicas, ARequestThatLandsOnAFollowerAroundTheFenceIsServedAndNeverCut) {
-  auto& a = add("a");
-  auto& b = add("b");
-  time_.advance(5s);
-  ASSERT_TRUE(a.coord->leading());
+  auto [a, b] = a_leading_b();
   serve(a);
   // Each round: the leader proposes the scale-down; a request lands on b at an offset from the
   // proposal, before, during and after b has fenced and answered. Either the fence sees it (no
@@ -276,10 +267,7 @@ TEST_F(Replicas, ARequestThatLandsOnAFollowerAroundTheFenceIsServedAndNeverCut) 
 }
 
 TEST_F(Replicas, AReplicaCutOffFromTheApiCountsUntilItsLeaseExpiresThenIsIgnored) {
-  auto& a = add("a");
-  auto& b = add("b");
-  time_.advance(5s);
-  ASSERT_TRUE(a.coord->leading());
+  auto [a, b] = a_leading_b();
   serve(a);
   time_.advance(50s);
   auto& q = request(b, 10s);  // in flight on b from 50 s after a's last request to 60 s
@@ -297,10 +285,7 @@ TEST_F(Replicas, AReplicaCutOffFromTheApiCountsUntilItsLeaseExpiresThenIsIgnored
 }
 
 TEST_F(Replicas, WhenTheLeaderIsCutOffAnotherTakesOverAndWaitsALeaseDurationBeforeStopping) {
-  auto& a = add("a");
-  auto& b = add("b");
-  time_.advance(5s);
-  ASSERT_TRUE(a.coord->leading());
+  auto [a, b] = a_leading_b();
   const auto last = serve(a);
   time_.advance(30s);
   a.store->unreachable = true;  // killed, as far as b can tell
@@ -320,10 +305,7 @@ TEST_F(Replicas, WhenTheLeaderIsCutOffAnotherTakesOverAndWaitsALeaseDurationBefo
 }
 
 TEST_F(Replicas, ALeaderThatShutsDownHandsOverAtOnce) {
-  auto& a = add("a");
-  auto& b = add("b");
-  time_.advance(5s);
-  ASSERT_TRUE(a.coord->leading());
+  auto [a, b] = a_leading_b();
   bool shut = false;
   net::co_spawn(
       ioc_,
