@@ -193,7 +193,10 @@ task<void> Coordinator::elect() {
   const Seen& seen = it->second;
   const bool mine = seen.record.holder == settings_.identity;
   if (!mine && live(seen)) {
-    leader_ = seen.record.holder;
+    {
+      std::lock_guard lock(mu_);  // status() reads it from other threads
+      leader_ = seen.record.holder;
+    }
     if (leading_) {
       step_down("another replica holds the leader Lease");
     }
@@ -257,6 +260,7 @@ void Coordinator::follow() {
     fence = decode_fence(it->second.record.data);
   }
   if (followed_ && fence && fence->id == followed_->fence.id) {
+    std::lock_guard lock(mu_);
     followed_->fence.stopping = followed_->fence.stopping || fence->stopping;
   } else if (followed_ && !followed_->fence.stopping) {
     lift_followed();  // let go (or the leader is gone)
