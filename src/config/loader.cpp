@@ -67,6 +67,7 @@ bool parse_command_line(int argc, const char* const* argv, CommandLine& cl, Load
   } catch (const CLI::ParseError& e) {
     throw ConfigError({std::string("flags: ") + e.what() + " (see --help)"});
   }
+  cl.flags.record_given();  // the options go with `app`
   if (cl.version) {
     loaded.action = Action::version;
     return false;

@@ -119,6 +119,14 @@ void add_override_flags(CLI::App& app, FlagValues& flags) {
   }
 }
 
+void FlagValues::record_given() {
+  for (const auto& [name, option] : options) {
+    if (option->count() > 0) {
+      given.insert(name);
+    }
+  }
+}
+
 Overrides collect_overrides(const FlagValues& flags, const Env& env, Problems& problems) {
   Overrides overrides;
   for (std::string_view flag : kOverridable) {
@@ -131,7 +139,7 @@ Overrides collect_overrides(const FlagValues& flags, const Env& env, Problems& p
           .values = flag == "model" ? split_list(it->second) : std::vector<std::string>{it->second},
           .source = name};
     }
-    if (flags.options.at(std::string(flag))->count() > 0) {
+    if (flags.given.contains(std::string(flag))) {
       overrides[std::string(flag)] = Override{
           .values = flag == "model" ? flags.models
                                     : std::vector<std::string>{flags.values.at(std::string(flag))},

@@ -5,6 +5,7 @@
 // for use outside src/config.
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,7 +29,11 @@ std::string env_name(std::string_view flag);
 struct FlagValues {
   std::map<std::string, std::string> values;
   std::vector<std::string> models;  // --model, repeatable
+  // Valid only while the CLI::App lives: record_given() copies what they say into `given`, which
+  // collect_overrides() reads, before the App goes.
   std::map<std::string, CLI::Option*> options;
+  std::set<std::string> given;  // the flags on the command line
+  void record_given();
 };
 
 // Registers --listen … --process-command, with their help, to fill `flags`.
