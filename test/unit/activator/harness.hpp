@@ -132,7 +132,10 @@ class FakeScaler final : public scaler::Scaler {
     if (path == "/v1/models" && status == 200) {
       std::string body = R"({"object":"list","data":[)";
       for (const auto& m : world_.models) {
-        body += (body.back() == '[' ? "" : ",") + (R"({"id":")" + m + R"(","object":"model"})");
+        body += body.back() == '[' ? "" : ",";
+        body += R"({"id":")";
+        body += m;
+        body += R"(","object":"model"})";
       }
       co_return upstream::ProbeResult{200, {}, body + "]}"};
     }
