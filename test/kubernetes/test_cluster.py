@@ -36,12 +36,13 @@ def closed_at_once(port: int) -> bool:
 
 def test_the_deploy_manifests_apply_to_the_apiserver(cluster):
     cp, ns, deploy = cluster.control_plane, cluster.namespace, cluster.deploy
-    r = cluster.kubectl("get", "serviceaccounts,roles,rolebindings,configmaps,deployments,services", "-o", "json")
+    r = cluster.kubectl("get", "serviceaccounts,roles,rolebindings,configmaps,deployments,poddisruptionbudgets,"
+                        "services", "-o", "json")
     found = {(o["kind"], o["metadata"]["name"]) for o in json.loads(r.stdout)["items"]}
     applied = {(o["kind"], o["metadata"]["name"]) for o in deploy.objects}
     assert applied <= found, applied - found
-    assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"} == \
-        {kind for kind, _ in applied}
+    assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget",
+            "Service"} == {kind for kind, _ in applied}
 
     vllm = cluster.deployment()
     assert vllm["spec"]["replicas"] == 0
@@ -51,18 +52,33 @@ def test_the_deploy_manifests_apply_to_the_apiserver(cluster):
     config = yaml.safe_load(deploy.proxy_config)
     assert config["backends"][0]["scaler"]["deployment"] == cluster.deployment_name
 
-    # The proxy's own Deployment makes its pod, which nothing schedules or runs: not the kubelet's.
-    def proxy_pod():
+    # The proxy's own Deployment makes its two pods, which nothing schedules or runs: not the
+    # kubelet's. Each is named by its pod (POD_NAME, the coordination identity in the config), and
+    # the PodDisruptionBudget covers both.
+    def proxy_pods():
         _, pods = cp.api("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector="
                                 "app.kubernetes.io%2Fname%3Dvllm-autoscaler")
-        return pods["items"]
+        return pods["items"] if len(pods["items"]) == 2 else None
 
-    [pod] = eventually(proxy_pod, timeout=30, what="the proxy's pod")
-    time.sleep(0.5)  # the kubelet would have bound it by now
-    _, pod = cp.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}")
-    assert pod["status"]["phase"] == "Pending"
-    assert "nodeName" not in pod["spec"]
+    pods = eventually(proxy_pods, timeout=30, what="the proxy's two pods")
+    time.sleep(0.5)  # the kubelet would have bound them by now
+    for pod in pods:
+        _, pod = cp.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}")
+        assert pod["status"]["phase"] == "Pending"
+        assert "nodeName" not in pod["spec"]
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        [spread] = pod["spec"]["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["maxSkew"] == 1
     assert cluster.kubelet.pods() == {}
+    assert config["coordination"] == {**config["coordination"], "type": "kubernetes", "identity": "${POD_NAME}"}
+    pdb = json.loads(cluster.kubectl("get", "poddisruptionbudgets", "vllm-autoscaler", "-o", "json").stdout)
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm-autoscaler"}
+    # The budget's controller counts the proxy's pods (none Ready here: none may be evicted).
+    eventually(lambda: json.loads(cluster.kubectl("get", "poddisruptionbudgets", "vllm-autoscaler", "-o",
+                                                  "json").stdout).get("status", {}).get("expectedPods") == 2,
+               timeout=30, what="the budget counting two pods")
 
 
 # --- the proxy's Role ---

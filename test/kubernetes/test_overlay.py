@@ -1,7 +1,8 @@
 """The shipped overlay, deploy/kubernetes/examples/overlay, as docs/kubernetes.md tells a user to
 apply it, on a real 1.20 control plane: in front of "their own" vLLM Deployment (the vLLM example,
 named and placed as the overlay says: not `vllm`, not in `llm`), with the API-key Secret made by
-the documented `kubectl create secret`, then `kubectl apply -k` of the overlay folder as it is.
+the documented `kubectl create secret`, then the overlay folder as it is, rendered and applied as
+`kubectl apply -k` does (with the PodDisruptionBudget in the version the 1.20 server serves).
 
 Checked: every object lands in the overlay's namespace with the patched values (the Role names the
 user's Deployment and nothing else, the RoleBinding's subject, the image, the ConfigMap holds the
@@ -112,13 +113,16 @@ def get(cp, path):
 def test_every_object_is_in_the_overlay_namespace_with_the_patched_values(control_plane, applied):
     cp = control_plane
     kinds = {o["kind"] for o in applied}
-    assert kinds == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service", "Ingress"}
+    assert kinds == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget",
+                     "Service", "Ingress"}
     assert {o["metadata"].get("namespace") for o in applied} == {NAMESPACE}
     collections = {"ServiceAccount": "/api/v1/namespaces/{}/serviceaccounts",
                    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/roles",
                    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/rolebindings",
                    "ConfigMap": "/api/v1/namespaces/{}/configmaps",
                    "Deployment": "/apis/apps/v1/namespaces/{}/deployments",
+                   "PodDisruptionBudget": "/apis/{}/namespaces/{{}}/poddisruptionbudgets".format(
+                       next(o["apiVersion"] for o in applied if o["kind"] == "PodDisruptionBudget")),
                    "Service": "/api/v1/namespaces/{}/services",
                    "Ingress": "/apis/networking.k8s.io/v1/namespaces/{}/ingresses"}
     # One object of each kind, as the apiserver has it now.
@@ -146,8 +150,16 @@ def test_every_object_is_in_the_overlay_namespace_with_the_patched_values(contro
     assert pathlib.PurePosixPath(CONFIG["auth"]["api_keys_file"]).parent == pathlib.PurePosixPath(mounts["api-keys"])
     assert {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "vllm-api-key"}}} \
         in container["env"]
-    # What the base gave the proxy is still there.
+    # What the base gave the proxy is still there: two replicas that coordinate, each named by its
+    # pod (the overlay's env merged with the base's), kept one up through a drain.
     assert container["args"] == ["--config", "/etc/vllm-autoscaler/config.yaml"]
+    assert live["Deployment"]["spec"]["replicas"] == 2
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}} \
+        in container["env"]
+    assert CONFIG["coordination"]["identity"] == "${POD_NAME}"
+    assert live["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    assert live["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == \
+        live["Deployment"]["spec"]["selector"]["matchLabels"]
     assert pod["serviceAccountName"] == "vllm-autoscaler"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
@@ -172,7 +184,7 @@ def test_the_service_account_may_scale_the_users_deployment_and_no_other(control
 def local_config(config_text: str, upstream: str, kubeconfig, keys_file) -> str:
     """The ConfigMap's config for the proxy binary run here instead of in its pod: loopback ports,
     the kubelet's service proxy for the Service, the ServiceAccount's kubeconfig for the in-cluster
-    credentials, the Secret's keys at a local path. Everything else as applied."""
+    credentials (the scaler's and the coordination's), the Secret's keys at a local path. Everything else as applied."""
     config = yaml.safe_load(config_text)
     config["listen"] = "127.0.0.1:0"
     config["admin_listen"] = "127.0.0.1:0"
@@ -180,6 +192,7 @@ def local_config(config_text: str, upstream: str, kubeconfig, keys_file) -> str:
     [backend] = config["backends"]
     backend["upstream"] = upstream
     backend["scaler"]["kubeconfig"] = str(kubeconfig)
+    config["coordination"]["kubeconfig"] = str(kubeconfig)
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -192,7 +205,7 @@ def test_the_proxy_serves_with_the_overlay_a_request_wakes_the_deployment(
     secret = get(cp, f"/api/v1/namespaces/{NAMESPACE}/secrets/{SECRET}")["data"]
     keys = tmp_path / "api-keys"
     keys.write_bytes(base64.b64decode(secret["api-keys"]))
-    env = {"VLLM_API_KEY": base64.b64decode(secret["vllm-api-key"]).decode()}
+    env = {"VLLM_API_KEY": base64.b64decode(secret["vllm-api-key"]).decode(), "POD_NAME": "vllm-autoscaler-0"}
     p = proxy(local_config(config_text, cluster.kubelet.service_url, cluster.proxy_kubeconfig, keys), env=env)
 
     # The setup checks find the Role and the Deployment as they must be.

@@ -10,7 +10,7 @@
     cp.stop()                                           # by the PIDs in DIR/pids
 
 `apply_deploy` applies the real manifests of deploy/kubernetes (the proxy's ServiceAccount, Role,
-RoleBinding, ConfigMap, Deployment and Service) and deploy/kubernetes/vllm-example (the vLLM
+RoleBinding, ConfigMap, Deployment, PodDisruptionBudget and Service) and deploy/kubernetes/vllm-example (the vLLM
 Deployment and Service), rendered by `kubectl kustomize` and changed only where a test needs it: the
 namespace, the vLLM container's args (vllm-sim flags, read by kubelet.py), its port, replicas and pod
 template annotations. Nothing runs the proxy's own Deployment (its pod stays Pending): the test
@@ -323,7 +323,7 @@ def apply_deploy(cp: ControlPlane, namespace: str, deployment_name: str = "vllm"
             assert not _matches(labels, VLLM_SELECTOR), f"{o['metadata']['name']} pods would run in the kubelet"
 
     create_namespace(cp, namespace)
-    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    apply_objects(cp, objects)
     return Deploy(namespace=namespace, deployment=deployment_name, selector=VLLM_SELECTOR, objects=objects)
 
 
@@ -348,15 +348,34 @@ def apply_vllm_example(cp: ControlPlane, namespace: str, deployment_name: str = 
         if o["kind"] == "Service":
             o["metadata"]["name"] = service_name or deployment_name
     create_namespace(cp, namespace)
-    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    apply_objects(cp, objects)
     return Deploy(namespace=namespace, deployment=deployment_name, selector=VLLM_SELECTOR, objects=objects)
 
 
 def apply_kustomization(cp: ControlPlane, kustomize_dir) -> list[dict]:
-    """`kubectl apply -k DIR` as admin, the kustomization as it is; returns its objects as
-    `kubectl kustomize DIR` renders them (generated names included)."""
-    cp.kubectl("apply", "-k", str(kustomize_dir))
-    return render(pathlib.Path(kustomize_dir))
+    """The kustomization as it is, applied as admin (`kubectl kustomize DIR`, then `kubectl apply`,
+    which is what `kubectl apply -k DIR` does, in the API versions the server serves: see
+    served_versions); returns its objects as rendered (generated names included)."""
+    objects = render(pathlib.Path(kustomize_dir))
+    apply_objects(cp, objects)
+    return objects
+
+
+def served_versions(cp: ControlPlane, objects: list[dict]) -> None:
+    """The PodDisruptionBudget as a 1.20 apiserver serves it (in place): the manifests ship
+    policy/v1, which exists from 1.21 on; 1.20 has policy/v1beta1, with the same fields (the test
+    control plane is 1.20; pdb.yaml tells users of such a cluster to do the same)."""
+    if cp.api("GET", "/apis/policy/v1")[0] == 200:
+        return
+    for o in objects:
+        if o["kind"] == "PodDisruptionBudget" and o["apiVersion"] == "policy/v1":
+            o["apiVersion"] = "policy/v1beta1"
+
+
+def apply_objects(cp: ControlPlane, objects: list[dict]) -> None:
+    """`kubectl apply` of `objects` as admin, in the versions the server serves."""
+    served_versions(cp, objects)
+    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
 # --- the proxy's credentials ---

@@ -24,8 +24,9 @@
 # The kube-controller-manager runs only the controllers the tests need (KCM_CONTROLLERS to change):
 # deployment, replicaset, serviceaccount + serviceaccount-token (so every namespace gets a `default`
 # ServiceAccount with a token Secret whose ca.crt is DIR/pki/ca.crt), namespace, garbagecollector,
-# endpoint, endpointslice. podgc and nodelifecycle are off on purpose: there are no Node objects, and
-# they would delete or evict pods that a test kubelet runs.
+# endpoint, endpointslice, disruption (a PodDisruptionBudget's status counts the pods it covers).
+# podgc and nodelifecycle are off on purpose: there are no Node objects, and they would delete or
+# evict pods that a test kubelet runs.
 #
 # Extra flags for tests (split on spaces): ETCD_EXTRA_ARGS, APISERVER_EXTRA_ARGS, KCM_EXTRA_ARGS.
 # Checked: APISERVER_EXTRA_ARGS="--etcd-compaction-interval=1s --watch-cache=false" makes a watch from
@@ -58,7 +59,7 @@ CACHE_ROOT=${VLLM_AUTOSCALER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vllm-autosca
 KUBE_DIR=$CACHE_ROOT/kubernetes-$KUBE_VERSION
 BIN_DIR=$KUBE_DIR/bin
 START_TIMEOUT=${CONTROL_PLANE_START_TIMEOUT:-90}
-KCM_CONTROLLERS=${KCM_CONTROLLERS:-deployment,replicaset,serviceaccount,serviceaccount-token,namespace,garbagecollector,endpoint,endpointslice}
+KCM_CONTROLLERS=${KCM_CONTROLLERS:-deployment,replicaset,serviceaccount,serviceaccount-token,namespace,garbagecollector,endpoint,endpointslice,disruption}
 SERVICE_CIDR=${SERVICE_CIDR:-10.0.0.0/24} # allocation range only: nothing on this machine routes to it
 SERVICE_IP=${SERVICE_IP:-10.0.0.1}        # first address of SERVICE_CIDR: the `kubernetes` Service
 UA="vllm-autoscaler-control-plane/1" # not curl's: 1.20 pretty-prints JSON for curl with a broken encoder
