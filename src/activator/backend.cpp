@@ -235,7 +235,8 @@ Backend::Report Backend::report() const {
   return Report{.state = shared_.state,
                 .in_flight = a.in_flight(),
                 .held = shared_.queue.size(),
-                .idle_for = idle ? shared_.time.now() - a.last() : Clock::duration::zero()};
+                .idle_for = idle ? shared_.time.now() - a.last() : Clock::duration::zero(),
+                .fenced = shared_.fenced};
 }
 
 void Backend::fence(bool on) {

@@ -106,6 +106,7 @@ class Backend {
     std::size_t in_flight = 0;
     std::size_t held = 0;
     Clock::duration idle_for{};  // since the last activity; 0 while anything is in flight or held
+    bool fenced = false;         // fence(true), not yet lifted nor ended by leaving ready
   };
   Report report() const;
   // While fenced a ready backend grants no lease (requests are held); lifting it releases them.

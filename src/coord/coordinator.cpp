@@ -266,8 +266,9 @@ void Coordinator::follow() {
     lift_followed();  // let go (or the leader is gone)
   }
   expire_followed();
-  if (!fence || followed_) {
-    return;  // a new fence while a stopping one is kept is answered when that one ends
+  if (!fence || followed_ || fence->id == lifted_) {
+    return;  // a new fence while a stopping one is kept is answered when that one ends; one let
+             // go is not taken up again while the leader's Lease still shows it
   }
   {
     std::lock_guard lock(mu_);
@@ -280,8 +281,16 @@ void Coordinator::follow() {
 
 void Coordinator::expire_followed() {
   // Unanswered for a lease_duration, a fence is let go; one that went on to a stop is kept until
-  // the backend leaves ready here (the fence ends with it), or twice as long if it never does.
+  // the backend leaves ready here, or twice as long if it never does.
   if (!followed_) {
+    return;
+  }
+  // Once the backend has left ready here (which ends its fence), a stopping fence has done its
+  // work: let it go, so that the leader's next fence is answered at once rather than after this
+  // one's bound.
+  auto* b = backend(followed_->fence.backend);
+  if (followed_->fence.stopping && b != nullptr && !b->report().fenced) {
+    lift_followed();
     return;
   }
   const auto bound = followed_->fence.stopping ? 2 * settings_.lease_duration
@@ -296,6 +305,7 @@ void Coordinator::lift_followed() {
     b->fence(false);
   }
   std::lock_guard lock(mu_);
+  lifted_ = followed_->fence.id;
   followed_.reset();
 }
 

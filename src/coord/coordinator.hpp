@@ -120,6 +120,7 @@ class Coordinator final : public activator::Peers {
   std::string leader_;         // its holder, as last seen
   std::optional<Proposal> proposal_;
   std::optional<Followed> followed_;
+  std::string lifted_;        // the id of the last fence followed and let go
   Timer* decided_ = nullptr;  // agree_to_stop's wait, cancelled when the verdict is in
   int stopping_writes_ = 0;   // writes left that announce an agreed fence as stopping
 };

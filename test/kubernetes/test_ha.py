@@ -14,60 +14,14 @@ import os
 import signal
 import time
 
-from conftest import MODEL
-from support import chat, eventually, http, metrics
-
-CHAT = chat(model=MODEL)
-LEASE, BEAT = 3.0, 0.5
-
-
-def coordinated(kubernetes_config, cluster, identity: str, idle: str) -> str:
-    top = (f"coordination:\n  type: kubernetes\n  identity: {identity}\n"
-           f"  lease_name: va-{os.getpid()}\n  namespace: {cluster.namespace}\n"
-           f"  lease_duration: {LEASE:g}s\n  heartbeat_interval: {BEAT * 1000:g}ms\n"
-           f"  kubeconfig: {cluster.proxy_kubeconfig}\n")
-    return kubernetes_config(idle=idle, wake="60s", top=top,
-                             extra="    health: { interval: 250ms }\n")
-
-
-def replicas(cluster) -> int:
-    return cluster.deployment()["spec"].get("replicas", 0)
-
-
-def coordination(p) -> dict:
-    return p.status()["coordination"]
-
-
-def lease_writes(p) -> float:
-    m = metrics(p.admin_url)
-    return sum(v for k, v in m.items() if k.startswith("vllm_autoscaler_coordination_lease_writes_total"))
-
-
-def leader_and_follower(a, b):
-    """Once both see the same leader and each other: (leader, follower)."""
-    def settled():
-        ca, cb = coordination(a), coordination(b)
-        live = lambda c: sum(m["live"] for m in c["members"])  # noqa: E731
-        return ca["leader"] and ca["leader"] == cb["leader"] and live(ca) == 2 and live(cb) == 2
-
-    eventually(settled, timeout=30, what="one leader seen by both replicas")
-    return (a, b) if coordination(a)["leading"] else (b, a)
-
-
-def two_replicas(cluster, kubernetes_config, proxy, idle: float):
-    """The Deployment at 0; two coordinated proxies with `idle` as idle_timeout, once they agree
-    on a leader: (leader, follower)."""
-    cluster.scale(0)
-    cluster.wait_no_pods()
-    a = proxy(coordinated(kubernetes_config, cluster, "proxy-a", f"{idle:g}s"))
-    b = proxy(coordinated(kubernetes_config, cluster, "proxy-b", f"{idle:g}s"))
-    return leader_and_follower(a, b)
+from ha import BEAT, CHAT, LEASE, coordination, lease_writes, replicas, scale_downs, start_replicas
+from support import eventually, http
 
 
 def test_traffic_through_a_follower_keeps_the_backend_up_and_the_leader_stops_it_after(
         cluster, kubernetes_config, proxy):
     idle = 6.0
-    leader, follower = two_replicas(cluster, kubernetes_config, proxy, idle)
+    leader, follower = start_replicas(cluster, kubernetes_config, proxy, idle)
     writes = {p.pid: lease_writes(p) for p in (leader, follower)}
     began = time.monotonic()
     assert http("POST", follower.url + "/v1/chat/completions", CHAT, None, 60)[0] == 200
@@ -86,15 +40,14 @@ def test_traffic_through_a_follower_keeps_the_backend_up_and_the_leader_stops_it
     print(f"\nLease writes per second (heartbeat {BEAT:g} s): leader {rates['leader']:.2f}, "
           f"follower {rates['follower']:.2f}")
     assert 1.5 / BEAT <= rates["leader"] <= 2.5 / BEAT and 0.5 / BEAT <= rates["follower"] <= 1.5 / BEAT
-    assert leader.events("backend state") and not [
-        e for e in leader.events("backend state") if e["to"] == "stopping"], "the leader stopped it"
+    assert leader.events("backend state") and not scale_downs(leader), "the leader stopped it"
     eventually(lambda: replicas(cluster) == 0, timeout=idle + 20, what="the Deployment at 0")
     stopped = time.monotonic()
     assert stopped - last >= 0.8 * idle, "stopped before idle_timeout after the last request"
     assert stopped - last <= idle + 10 * BEAT + 5, "stopped late"
-    downs = [e for e in leader.events("backend state") if e["to"] == "stopping"]
+    downs = scale_downs(leader)
     assert downs and "every proxy replica" in downs[0]["cause"], downs
-    assert not [e for e in follower.events("backend state") if e["to"] == "stopping"]
+    assert not scale_downs(follower)
     print(f"\nDeployment at 0 {stopped - last:.1f} s after the last request through the follower "
           f"(idle_timeout {idle:g} s)")
     cluster.wait_no_pods()
@@ -103,7 +56,7 @@ def test_traffic_through_a_follower_keeps_the_backend_up_and_the_leader_stops_it
 def test_the_leader_killed_while_idle_is_replaced_and_the_backend_still_stops_in_time(
         cluster, kubernetes_config, proxy):
     idle = 8.0
-    leader, follower = two_replicas(cluster, kubernetes_config, proxy, idle)
+    leader, follower = start_replicas(cluster, kubernetes_config, proxy, idle)
     assert http("POST", leader.url + "/v1/chat/completions", CHAT, None, 60)[0] == 200
     last = time.monotonic()
     time.sleep(1.0)
@@ -121,4 +74,37 @@ def test_the_leader_killed_while_idle_is_replaced_and_the_backend_still_stops_in
     print(f"\nleader killed: taken over after {took_over - killed:.1f} s, Deployment at 0 "
           f"{stopped - last:.1f} s after the last request (idle_timeout {idle:g} s, lease "
           f"{LEASE:g} s)")
+    cluster.wait_no_pods()
+
+
+def test_a_stopped_replica_holds_the_scale_down_while_its_lease_is_live_and_is_ignored_after(
+        cluster, kubernetes_config, proxy):
+    idle, lease = 3.0, 8.0
+    leader, follower = start_replicas(cluster, kubernetes_config, proxy, idle, lease=lease)
+    # Traffic until the new leader's own wait of one lease_duration is over: from then on only the
+    # stopped replica can hold the scale-down back.
+    led = time.monotonic()
+    while time.monotonic() < led + lease:
+        assert http("POST", leader.url + "/v1/chat/completions", CHAT, None, 60)[0] == 200
+        time.sleep(1.0)
+    os.kill(follower.pid, signal.SIGSTOP)  # black-holed: its member Lease is no longer renewed
+    frozen = time.monotonic()
+    try:
+        # Idle everywhere after idle_timeout, but the stopped replica cannot answer the fence: no
+        # scale-down while its Lease is live.
+        fenced = False  # a scale-down proposed, waiting on the stopped replica's answer
+        while time.monotonic() < frozen + lease - 2 * BEAT:
+            assert replicas(cluster) == 1, "scaled down while the stopped replica's Lease was live"
+            fenced = fenced or coordination(leader).get("fence") is not None
+            time.sleep(0.2)
+        eventually(lambda: replicas(cluster) == 0, timeout=idle + 2 * lease + 10, what="the Deployment at 0")
+        stopped = time.monotonic()
+        c = coordination(leader)
+        assert [m["identity"] for m in c["members"] if m["live"]] == [c["identity"]], c["members"]
+    finally:
+        os.kill(follower.pid, signal.SIGCONT)
+    assert fenced, "no scale-down was proposed while the stopped replica's Lease was live"
+    assert stopped - frozen <= idle + 2 * lease + 4 * BEAT + 5, "stopped late"
+    print(f"\nreplica stopped (SIGSTOP): Deployment at 0 {stopped - frozen:.1f} s after (lease_duration "
+          f"{lease:g} s, idle_timeout {idle:g} s)")
     cluster.wait_no_pods()

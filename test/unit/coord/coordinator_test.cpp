@@ -70,7 +70,7 @@ class Replicas : public ::testing::Test {
     r.backend.emplace(
         Backend::Settings{
             .name = "b",
-            .idle_timeout = kIdle,
+            .idle_timeout = idle_,
             .wake_timeout = 120s,
             .max_pending = 1000,
             .health = config::Health{.path = "/health", .interval = 1s, .headers = {}},
@@ -190,6 +190,7 @@ class Replicas : public ::testing::Test {
     return at;
   }
 
+  std::chrono::milliseconds idle_ = kIdle;  // of the replicas added from then on
   net::io_context ioc_;
   VirtualTime time_;
   World world_;
@@ -264,6 +265,28 @@ TEST_F(Replicas, ARequestThatLandsOnAFollowerAroundTheFenceIsServedAndNeverCut) 
   }
   std::printf("rounds in which the stop came before the request: %d of 24\n", stopped_first);
   EXPECT_LT(stopped_first, 24);  // the early offsets land inside the fence
+}
+
+TEST_F(Replicas, AfterAScaleDownAFollowerThatWokeTheBackendAnswersTheNextFenceAtOnce) {
+  // A short idle_timeout and a fast load: the next fence comes well within twice lease_duration
+  // of the stop, while the follower may still remember the stopping fence it answered.
+  idle_ = 5s;
+  world_.load_time = 2s;
+  auto [a, b] = a_leading_b();
+  serve(a);
+  ASSERT_TRUE(time_.run_until([&] { return downs() == 1; }, 5min));
+  const auto last = serve(b);  // held by b, which wakes the backend again
+  ASSERT_TRUE(time_.run_until([&] { return downs() == 2; }, 5min));
+  Clock::time_point second{};
+  for (const auto& c : a.scaler->calls) {
+    if (c.replicas == 0 && c.ok) {
+      second = c.at;
+    }
+  }
+  EXPECT_GE(second, last + idle_);
+  EXPECT_LE(second, last + idle_ + 3 * kBeat);  // not held back by a fence nobody answered
+  EXPECT_EQ(b.scaler->downs(), 0);
+  expect_no_violation();
 }
 
 TEST_F(Replicas, AReplicaCutOffFromTheApiCountsUntilItsLeaseExpiresThenIsIgnored) {

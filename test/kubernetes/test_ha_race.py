@@ -1,0 +1,102 @@
+"""Several proxy replicas under the faults that matter (docs/high-availability.md), on the real
+control plane, with three proxy processes:
+
+- the race between the leader's "everyone is idle" and a new request on another replica, repeated
+  (VA_HA_RACE_ROUNDS, at least 200 in CI): requests and streams sent to the followers at offsets
+  spread over the fence's run; every one is answered 200 in full (a held one after a fresh wake is
+  fine), and no scale-down comes while one of them is in flight;
+- a rolling update of the proxies (maxSurge 1: a new replica joins, then an old one is SIGTERMed,
+  twice) under a stream through an old replica: the stream is not cut and the backend is not
+  scaled down under it;
+- the API server restarted while a fence runs: that fence scales nothing down; the backend goes to
+  0 later, by a fence proposed once the API server is back."""
+
+import os
+import signal
+import threading
+import time
+
+from conftest import MODEL
+from ha import CHAT, coordination, coordinated, replicas, scale_downs, settled, start_replicas
+from support import chat, eventually, http, metrics, sse_events
+
+ROUNDS = int(os.environ.get("VA_HA_RACE_ROUNDS", "200"))
+
+
+def fence_of(p):
+    return coordination(p).get("fence")
+
+
+def new_fence(p, last: str | None) -> dict | None:
+    """The fence `p` runs now, unless it is the one with the id `last`."""
+    fence = fence_of(p)
+    return fence if fence and fence["id"] != last else None
+
+
+def fences(p, verdict: str) -> float:
+    return metrics(p.admin_url).get(
+        f'vllm_autoscaler_coordination_fences_total{{backend="vllm",result="{verdict}"}}', 0)
+
+
+def completion(p, stream: bool) -> tuple[int, str]:
+    """A chat completion through `p`: (status, "" or what was wrong with the answer)."""
+    url = p.url + "/v1/chat/completions"
+    if not stream:
+        status, _, body = http("POST", url, CHAT, None, 60)
+        return status, "" if status != 200 or b'"finish_reason":"length"' in body.replace(b" ", b"") else "cut"
+    events = sse_events(url, chat(model=MODEL, stream=True, max_tokens=20), timeout=60)
+    payloads = [data for _, data in events]
+    finished = [d for d in payloads if '"finish_reason":"length"' in d.replace(" ", "")]
+    whole = payloads and payloads[-1] == "[DONE]" and len(finished) == 1
+    return 200, "" if whole else f"cut after {len(payloads)} events"
+
+
+class Watch:
+    """Polls the Deployment's replicas in a thread: whether it was ever seen at 0."""
+
+    def __init__(self, cluster):
+        self.cluster, self.zero, self.done = cluster, False, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.is_set():
+            self.zero = self.zero or replicas(self.cluster) == 0
+            time.sleep(0.1)
+
+    def stop(self) -> bool:
+        self.done.set()
+        self.thread.join()
+        return self.zero
+
+
+def test_requests_racing_the_scale_down_on_the_followers_are_all_answered_in_full(
+        cluster, kubernetes_config, proxy):
+    idle, lease, beat = 1.0, 3.0, 0.25
+    leader, *followers = start_replicas(cluster, kubernetes_config, proxy, idle, n=3, lease=lease, beat=beat)
+    assert completion(followers[0], False) == (200, "")
+    time.sleep(lease)  # the new leader's own wait
+    began, woken, last_fence = time.monotonic(), 0, None
+    for i in range(ROUNDS):
+        # Once the leader has proposed the scale-down, a request lands on a follower somewhere in
+        # the fence's run (each follower answers at its next heartbeat; the leader decides a
+        # quarter heartbeat after the last answer): before, during, or after the scale-down.
+        fence = eventually(lambda: new_fence(leader, last_fence), timeout=idle + 2 * lease + 10,
+                           what=f"round {i}: a new fence")
+        last_fence = fence["id"]
+        time.sleep((i % 20) * 1.5 * beat / 20)
+        up = replicas(cluster) > 0
+        status, wrong = completion(followers[i % 2], stream=i % 4 >= 2)
+        assert (status, wrong) == (200, ""), f"round {i}: {status} {wrong}"
+        woken += not up
+    took = time.monotonic() - began
+    downs = len(scale_downs(leader))
+    verdicts = {v: fences(leader, v) for v in ("agreed", "busy", "unanswered", "lost")}
+    assert not any(scale_downs(f) for f in followers), "a follower scaled down"
+    # Some rounds came after the scale-down (a fresh wake), most before the decision (cancelled).
+    print(f"\n{ROUNDS} rounds in {took:.0f} s: {downs} scale-downs, {woken} requests sent with the Deployment already at 0; "
+          f"fences {verdicts}")
+    assert 0 < downs < ROUNDS
+    # Every replica is up and answering: each fence is decided by the answers, none by the timeout.
+    assert verdicts["unanswered"] == verdicts["lost"] == 0, verdicts
+    assert verdicts["agreed"] == downs and verdicts["busy"] > 0, verdicts
