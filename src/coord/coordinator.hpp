@@ -11,6 +11,9 @@
 // ignored; until then it counts. Expiry is judged on our own clock from when we saw a Lease
 // change, never from the times written in it (clock skew).
 //
+// coordinator.cpp: the heartbeat loop, the leader Lease, the member Lease and /status;
+// coordinator_fence.cpp: the fence (proposed, followed, judged, decided).
+//
 // Threading: runs on one executor (the backends' controllers'); status() from any thread.
 #include <boost/json/object.hpp>
 #include <map>
