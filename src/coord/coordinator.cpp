@@ -7,6 +7,8 @@
 namespace va::coord {
 namespace {
 
+using namespace net::experimental::awaitable_operators;
+
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 LeaseRecord named(const std::string& name) {
@@ -32,6 +34,7 @@ Coordinator::Coordinator(Settings settings, Executor ex, std::unique_ptr<LeaseSt
       metrics_(metrics),
       time_(time),
       poke_(ex),
+      stop_(ex, Clock::time_point::max()),
       done_(ex, Clock::time_point::max()) {
   metrics_.coordination_leader.with({}).set(0);
   metrics_.coordination_members.with({}).set(0);
@@ -46,12 +49,36 @@ task<void> Coordinator::shutdown() {
       ex_,
       [this]() -> task<void> {
         stopping_ = true;
+        give_up_at_ = time_.now() + shutdown_bound();
+        stop_.cancel();  // given_up() counts from now
         poke_.cancel();
         if (!ended_) {
           co_await done_.async_wait(use_nothrow);
         }
       },
       use_task);
+}
+
+Clock::duration Coordinator::shutdown_bound() const {
+  // A healthy API answers a write in milliseconds. Holding the proxy's exit longer than this for
+  // one that does not answer buys nothing: the Leases expire by themselves after lease_duration,
+  // as a killed replica's do, and the other replicas take over then.
+  return std::min<Clock::duration>(
+      {2 * settings_.heartbeat_interval, settings_.lease_duration, std::chrono::seconds(5)});
+}
+
+task<void> Coordinator::given_up() {
+  if (!stopping_) {
+    co_await stop_.async_wait(use_nothrow);  // until shutdown() cancels it
+  }
+  const auto cancelled = (co_await net::this_coro::cancellation_state).cancelled();
+  if (!stopping_ || cancelled != net::cancellation_type::none) {
+    co_return;  // what it raced against ended first
+  }
+  Timer t(ex_);
+  time_.arm(t, give_up_at_);
+  co_await t.async_wait(use_nothrow);
+  time_.disarm(t);
 }
 
 Clock::duration Coordinator::tick_interval() const {
@@ -65,7 +92,12 @@ Clock::duration Coordinator::tick_interval() const {
 task<void> Coordinator::run() {
   while (!stopping_) {
     try {
-      co_await tick();
+      // A heartbeat under way when the shutdown begins is waited for within shutdown_bound().
+      const auto ended = co_await (tick() || given_up());
+      if (ended.index() == 1) {
+        log::warn("coordination: heartbeat given up: the API did not answer in time",
+                  {{"after_seconds", seconds(shutdown_bound())}});
+      }
     } catch (const std::exception& e) {
       log::error("coordination tick failed", {{"error", e.what()}});
     }
@@ -79,16 +111,30 @@ task<void> Coordinator::run() {
   if (proposal_ && !proposal_->verdict) {
     decide("lost");
   }
-  // Released: the leader Lease for another replica to take now, ours so it no longer counts.
+  const bool was_leading = leading_;
   if (leading_) {
     step_down("shutting down");
-    if (auto it = seen_.find(settings_.lease_name); it != seen_.end()) {
-      auto r = stamped(it->second.record);
-      r.holder.clear();
-      r.duration_seconds = 1;
-      r.data = encode(std::optional<Fence>{});
-      written(co_await store_->update(r), "leader Lease release");
-    }
+  }
+  const auto released = co_await (release(was_leading) || given_up());
+  if (released.index() == 1) {
+    log::warn(
+        "coordination: Lease release given up: the API did not answer in time; the Leases "
+        "expire by themselves",
+        {{"after_seconds", seconds(shutdown_bound())},
+         {"lease_duration_seconds", seconds(settings_.lease_duration)}});
+  }
+  ended_ = true;
+  done_.cancel();
+}
+
+task<void> Coordinator::release(bool leader) {
+  // The leader Lease for another replica to take now, ours so that it no longer counts.
+  if (auto it = seen_.find(settings_.lease_name); leader && it != seen_.end()) {
+    auto r = stamped(it->second.record);
+    r.holder.clear();
+    r.duration_seconds = 1;
+    r.data = encode(std::optional<Fence>{});
+    written(co_await store_->update(r), "leader Lease release");
   }
   if (auto it = seen_.find(member_name()); it != seen_.end()) {
     auto r = stamped(it->second.record);
@@ -96,8 +142,6 @@ task<void> Coordinator::run() {
     r.data = encode(MemberReport{});
     written(co_await store_->update(r), "member Lease release");
   }
-  ended_ = true;
-  done_.cancel();
 }
 
 task<void> Coordinator::tick() {

@@ -48,8 +48,12 @@ class Coordinator final : public activator::Peers {
 
   void start();
   // Ends the loop and gives up the Leases (the leader's for another replica to take at once; the
-  // member's so that it no longer counts).
+  // member's so that it no longer counts). A heartbeat under way and the release wait on the API
+  // for shutdown_bound() at most, in all; what it has not answered by then is given up (logged),
+  // and the Leases expire by themselves after lease_duration.
   task<void> shutdown();
+  // Two heartbeats, at most lease_duration and at most 5 s.
+  Clock::duration shutdown_bound() const;
 
   task<activator::StopVerdict> agree_to_stop(const std::string& backend,
                                              Clock::duration idle_timeout) override;
@@ -78,6 +82,10 @@ class Coordinator final : public activator::Peers {
 
   task<void> run();
   task<void> tick();
+  task<void> release(bool leader);  // the Leases, on shutdown
+  // Completes shutdown_bound() after shutdown() began (never before it), or when what it is raced
+  // against (`||`) ends first.
+  task<void> given_up();
   void observe(std::vector<LeaseRecord> records);
   task<void> elect();
   void become_leader(const char* how);
@@ -110,8 +118,10 @@ class Coordinator final : public activator::Peers {
   metrics::Metrics& metrics_;
   TimeSource& time_;
   Timer poke_;
+  Timer stop_;  // cancelled when the shutdown begins
   Timer done_;
   bool stopping_ = false;
+  Clock::time_point give_up_at_ = Clock::time_point::max();  // set when the shutdown begins
   bool ended_ = false;
   unsigned long fences_ = 0;
 

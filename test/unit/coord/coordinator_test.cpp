@@ -55,6 +55,7 @@ class Replicas : public ::testing::Test {
     }
     for (auto& r : replicas_) {
       r.store->unreachable = true;
+      r.store->unstick();
     }
     time_.settle();
   }
@@ -177,6 +178,18 @@ class Replicas : public ::testing::Test {
     EXPECT_TRUE(q.result && q.result->has_value()) << r.identity;
     return q.ended.value_or(time_.now());
   }
+  // Starts `r`'s shutdown; the flag is set once shutdown() has returned.
+  const bool& shut_down(Replica& r) {
+    auto& done = shut_.emplace_back(false);
+    net::co_spawn(
+        ioc_,
+        [&r, &done]() -> task<void> {
+          co_await r.coord->shutdown();
+          done = true;
+        },
+        net::detached);
+    return done;
+  }
   // When the first scale-down of the run was made (by any replica).
   std::optional<Clock::time_point> first_down() const {
     std::optional<Clock::time_point> at;
@@ -197,6 +210,7 @@ class Replicas : public ::testing::Test {
   std::list<Replica> replicas_;
   std::list<metrics::Metrics> metrics_;
   std::list<Request> requests_;
+  std::list<bool> shut_;
 
  private:
   Acceptor client_side_;
@@ -306,19 +320,39 @@ TEST_F(Replicas, WhenTheLeaderIsCutOffAnotherTakesOverAndWaitsALeaseDurationBefo
 
 TEST_F(Replicas, ALeaderThatShutsDownHandsOverAtOnce) {
   auto [a, b] = a_leading_b();
-  bool shut = false;
-  net::co_spawn(
-      ioc_,
-      [&]() -> task<void> {
-        co_await a.coord->shutdown();
-        shut = true;
-      },
-      net::detached);
+  const bool& shut = shut_down(a);
   ASSERT_TRUE(time_.run_until([&] { return shut; }, 10s));
   const auto released = time_.now();
   ASSERT_TRUE(time_.run_until([&] { return b.coord->leading(); }, 30s));
   EXPECT_LE(time_.now(), released + 2 * kBeat);  // not a lease_duration later
   EXPECT_EQ(server_.leases.at("va-a").duration_seconds, 1);
+}
+
+// The Lease release writes of a shutdown, to an API server that takes them and never answers: the
+// proxy's exit is not held for them longer than the bound (two heartbeats, at most 5 s); the
+// Leases then expire by themselves, as a killed replica's do.
+TEST_F(Replicas, AShutdownGivesUpReleasingTheLeasesWhenTheApiDoesNotAnswer) {
+  auto [a, b] = a_leading_b();
+  a.store->hanging = true;
+  const auto began = time_.now();
+  const bool& shut = shut_down(a);
+  ASSERT_TRUE(time_.run_until([&] { return shut; }, 60s)) << "shutdown still waiting on the API";
+  EXPECT_EQ(time_.now() - began, 2 * kBeat);
+  EXPECT_EQ(server_.leases.at("va-a").duration_seconds, 15);  // not released
+  ASSERT_TRUE(time_.run_until([&] { return b.coord->leading(); }, 30s));
+  EXPECT_GE(time_.now(), began + kLease - 2 * kBeat);  // once the leader Lease expired
+}
+
+// The same API server, with a heartbeat already waiting on it when the shutdown begins: the bound
+// is for the whole shutdown, that heartbeat included.
+TEST_F(Replicas, AShutdownDoesNotWaitOnAHeartbeatTheApiDoesNotAnswerBeyondTheBound) {
+  auto [a, b] = a_leading_b();
+  a.store->hanging = true;
+  time_.advance(kBeat);  // a's next heartbeat has begun, and waits
+  const auto began = time_.now();
+  const bool& shut = shut_down(a);
+  ASSERT_TRUE(time_.run_until([&] { return shut; }, 60s)) << "shutdown still waiting on the API";
+  EXPECT_EQ(time_.now() - began, 2 * kBeat);
 }
 
 }  // namespace
