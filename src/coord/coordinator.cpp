@@ -35,14 +35,27 @@ Coordinator::Coordinator(Settings settings, Executor ex, std::unique_ptr<LeaseSt
       time_(time),
       poke_(ex),
       stop_(ex, Clock::time_point::max()),
-      done_(ex, Clock::time_point::max()) {
+      done_(ex, Clock::time_point::max()),
+      check_pause_(ex),
+      checks_({.key = "coordination",
+               .who = settings_.identity,
+               .unchecked = "this replica's permissions on coordination.k8s.io/leases are not "
+                            "checked yet",
+               .all_well = "setup checked: coordination may do all it needs",
+               .interval = settings_.check_interval}) {
   metrics_.coordination_leader.with({}).set(0);
   metrics_.coordination_members.with({}).set(0);
 }
 
-Coordinator::~Coordinator() { time_.disarm(poke_); }
+Coordinator::~Coordinator() {
+  time_.disarm(poke_);
+  time_.disarm(check_pause_);
+}
 
-void Coordinator::start() { spawn(ex_, run(), "coordination"); }
+void Coordinator::start() {
+  spawn(ex_, run(), "coordination");
+  spawn(ex_, run_checks(), "coordination setup checks");
+}
 
 task<void> Coordinator::shutdown() {
   co_await net::co_spawn(
@@ -52,7 +65,8 @@ task<void> Coordinator::shutdown() {
         give_up_at_ = time_.now() + shutdown_bound();
         stop_.cancel();  // given_up() counts from now
         poke_.cancel();
-        if (!ended_) {
+        check_pause_.cancel();
+        while (!ended_ || !checks_ended_) {
           co_await done_.async_wait(use_nothrow);
         }
       },
@@ -142,6 +156,21 @@ task<void> Coordinator::release(bool leader) {
     r.data = encode(MemberReport{});
     written(co_await store_->update(r), "member Lease release");
   }
+}
+
+task<void> Coordinator::run_checks() {
+  while (!stopping_) {
+    // A check under way when the shutdown begins is waited for within shutdown_bound().
+    auto found = co_await (store_->denied() || given_up());
+    if (stopping_) {
+      break;
+    }
+    time_.arm_after(check_pause_, checks_.answered(std::move(std::get<0>(found))));
+    co_await check_pause_.async_wait(use_nothrow);
+    time_.disarm(check_pause_);
+  }
+  checks_ended_ = true;
+  done_.cancel();
 }
 
 task<void> Coordinator::tick() {
@@ -342,6 +371,11 @@ boost::json::object Coordinator::status() const {
   o["identity"] = settings_.identity;
   o["leader"] = leader_;
   o["leading"] = leading_;
+  boost::json::array problems;
+  for (auto& p : checks_.problems()) {
+    problems.emplace_back(std::move(p));
+  }
+  o["problems"] = std::move(problems);
   boost::json::array members;
   const auto prefix = settings_.lease_name + "-";
   for (const auto& [name, s] : seen_) {

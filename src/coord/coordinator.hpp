@@ -11,6 +11,11 @@
 // ignored; until then it counts. Expiry is judged on our own clock from when we saw a Lease
 // change, never from the times written in it (clock skew).
 //
+// Setup checks: at start and every check_interval the store says which of its calls this replica
+// may not make (LeaseStore::denied(): SelfSubjectAccessReviews for list, create and update of
+// leases); they are setup_problems(), kept and logged as the kubernetes scaler's are
+// (k8s/setup_check.hpp), in /status and in /readyz's answer.
+//
 // coordinator.cpp: the heartbeat loop, the leader Lease, the member Lease and /status;
 // coordinator_fence.cpp: the fence (proposed, followed, judged, decided).
 //
@@ -28,6 +33,7 @@
 #include "coord/lease_store.hpp"
 #include "coord/reports.hpp"
 #include "core/time_source.hpp"
+#include "k8s/setup_check.hpp"
 #include "metrics/metrics.hpp"
 
 namespace va::coord {
@@ -37,6 +43,8 @@ struct Settings {
   std::string lease_name;  // the leader Lease; members are <lease_name>-<identity>
   std::chrono::milliseconds lease_duration = std::chrono::seconds(15);
   std::chrono::milliseconds heartbeat_interval = std::chrono::seconds(2);
+  // Between two setup checks (RBAC can change under a running proxy).
+  std::chrono::milliseconds check_interval = std::chrono::seconds(60);
 };
 
 class Coordinator final : public activator::Peers {
@@ -61,6 +69,10 @@ class Coordinator final : public activator::Peers {
 
   bool leading() const;
   boost::json::object status() const;
+  // What keeps this replica from coordinating as configured, as last checked ("cannot update
+  // coordination.k8s.io/leases in namespace \"llm\""); until the first check has answered, that
+  // it has not. None when all is well. Any thread.
+  std::vector<std::string> setup_problems() const { return checks_.problems(); }
 
  private:
   struct Seen {
@@ -83,6 +95,7 @@ class Coordinator final : public activator::Peers {
   task<void> run();
   task<void> tick();
   task<void> release(bool leader);  // the Leases, on shutdown
+  task<void> run_checks();
   // Completes shutdown_bound() after shutdown() began (never before it), or when what it is raced
   // against (`||`) ends first.
   task<void> given_up();
@@ -119,8 +132,11 @@ class Coordinator final : public activator::Peers {
   TimeSource& time_;
   Timer poke_;
   Timer stop_;  // cancelled when the shutdown begins
-  Timer done_;
+  Timer done_;  // cancelled when a loop (heartbeats, checks) ends
+  Timer check_pause_;
+  k8s::SetupCheck checks_;
   bool stopping_ = false;
+  bool checks_ended_ = false;
   Clock::time_point give_up_at_ = Clock::time_point::max();  // set when the shutdown begins
   bool ended_ = false;
   unsigned long fences_ = 0;

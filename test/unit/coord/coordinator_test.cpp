@@ -355,5 +355,25 @@ TEST_F(Replicas, AShutdownDoesNotWaitOnAHeartbeatTheApiDoesNotAnswerBeyondTheBou
   EXPECT_EQ(time_.now() - began, 2 * kBeat);
 }
 
+// The setup checks, at start and every minute: a Lease verb the Role lacks is a setup problem (in
+// /status) from the next check on, an API that does not answer changes nothing, and the first
+// check that finds it granted clears it.
+TEST_F(Replicas, ALeaseVerbTheRoleLacksIsASetupProblemFromOneCheckToTheNext) {
+  auto& a = add("a");
+  EXPECT_EQ(a.coord->setup_problems(), std::vector<std::string>{});  // checked at start
+  const std::string missing = R"(cannot update coordination.k8s.io/leases in namespace "llm")";
+  a.store->refused = {missing};
+  time_.advance(60s);
+  EXPECT_EQ(a.coord->setup_problems(), std::vector{missing});
+  EXPECT_EQ(a.coord->status().at("problems").as_array(), boost::json::array{missing.c_str()});
+  a.store->unreachable = true;
+  time_.advance(60s);
+  EXPECT_EQ(a.coord->setup_problems(), std::vector{missing});
+  a.store->unreachable = false;
+  a.store->refused.clear();
+  time_.advance(12s);  // the next try, after a failed check: 1 s, ±50%
+  EXPECT_EQ(a.coord->setup_problems(), std::vector<std::string>{});
+}
+
 }  // namespace
 }  // namespace va::coord

@@ -66,6 +66,13 @@ class MemoryLeaseStore final : public LeaseStore {
     co_return std::optional(store(r));
   }
 
+  task<outcome<std::vector<std::string>>> denied() override {
+    if (unreachable) {
+      co_return Failure{errc::scaler_unavailable, "kubernetes API: connection refused"};
+    }
+    co_return refused;
+  }
+
   // Ends every call left hanging (they fail as timed out) and hangs no more.
   void unstick() {
     hanging = false;
@@ -74,8 +81,9 @@ class MemoryLeaseStore final : public LeaseStore {
     }
   }
 
-  bool unreachable = false;  // every call fails at once, as with the connection refused
-  bool hanging = false;      // every call waits until unstick() or its caller gives up
+  bool unreachable = false;          // every call fails at once, as with the connection refused
+  bool hanging = false;              // every call waits until unstick() or its caller gives up
+  std::vector<std::string> refused;  // what the setup checks find denied
 
  private:
   // True when the call hung (and ended, by unstick() or its caller's cancellation).
