@@ -22,13 +22,20 @@ Response text_response(unsigned status, std::string body, std::string_view type,
   return res;
 }
 
-// Every backend's setup problems, as one sentence ("backend 'qwen': cannot patch ...; ..."), or "".
+// Every backend's setup problems and the coordination's, as one sentence ("backend 'qwen': cannot
+// patch ...; coordination: cannot update ..."), or "".
 std::string setup_problems(const Admin& admin) {
   std::string out;
-  for (const auto* b : admin.backends) {
-    for (const auto& p : b->setup_problems()) {
-      out += (out.empty() ? "" : "; ") + ("backend '" + b->name() + "': " + p);
+  const auto add = [&out](const std::string& who, const std::vector<std::string>& problems) {
+    for (const auto& p : problems) {
+      out.append(out.empty() ? "" : "; ").append(who).append(": ").append(p);
     }
+  };
+  for (const auto* b : admin.backends) {
+    add(std::string("backend '").append(b->name()).append("'"), b->setup_problems());
+  }
+  if (admin.coordination_problems) {
+    add("coordination", admin.coordination_problems());
   }
   return out;
 }

@@ -19,6 +19,9 @@ struct Admin {
   std::vector<activator::Backend*> backends;
   // /status's "coordination" (several proxy replicas); unset for a proxy alone.
   std::function<boost::json::object()> coordination;
+  // The coordination's setup problems (a reason for /readyz to answer 503); unset for a proxy
+  // alone.
+  std::function<std::vector<std::string>()> coordination_problems;
   std::atomic<bool> ready{false};  // listening with a valid config and not shutting down
   front::Connections connections{};
 };

@@ -30,7 +30,8 @@ struct App::Impl {
   explicit Impl(config::Config c)
       : cfg(std::move(c)),
         budget(cfg.limits.max_pending_bytes),
-        admin{.metrics = metrics, .backends = {}, .coordination = {}} {}
+        admin{.metrics = metrics, .backends = {}, .coordination = {}, .coordination_problems = {}} {
+  }
 
   config::Config cfg;
   // One io_context per I/O thread, each run by that thread alone (core/net.hpp); the hint lets
@@ -121,6 +122,7 @@ void App::Impl::coordinate() {
     b->set_peers(coordinator.get());
   }
   admin.coordination = [c = coordinator.get()] { return c->status(); };
+  admin.coordination_problems = [c = coordinator.get()] { return c->setup_problems(); };
   log::info("coordinating with other proxy replicas",
             {{"identity", k.identity}, {"namespace", ns}, {"lease", k.lease_name}});
 }

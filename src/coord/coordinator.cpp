@@ -7,6 +7,8 @@
 namespace va::coord {
 namespace {
 
+using namespace net::experimental::awaitable_operators;
+
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 LeaseRecord named(const std::string& name) {
@@ -32,26 +34,65 @@ Coordinator::Coordinator(Settings settings, Executor ex, std::unique_ptr<LeaseSt
       metrics_(metrics),
       time_(time),
       poke_(ex),
-      done_(ex, Clock::time_point::max()) {
+      stop_(ex, Clock::time_point::max()),
+      done_(ex, Clock::time_point::max()),
+      check_pause_(ex),
+      checks_({.key = "coordination",
+               .who = settings_.identity,
+               .unchecked = "this replica's permissions on coordination.k8s.io/leases are not "
+                            "checked yet",
+               .all_well = "setup checked: coordination may do all it needs",
+               .interval = settings_.check_interval}) {
   metrics_.coordination_leader.with({}).set(0);
   metrics_.coordination_members.with({}).set(0);
 }
 
-Coordinator::~Coordinator() { time_.disarm(poke_); }
+Coordinator::~Coordinator() {
+  time_.disarm(poke_);
+  time_.disarm(check_pause_);
+}
 
-void Coordinator::start() { spawn(ex_, run(), "coordination"); }
+void Coordinator::start() {
+  spawn(ex_, run(), "coordination");
+  spawn(ex_, run_checks(), "coordination setup checks");
+}
 
 task<void> Coordinator::shutdown() {
   co_await net::co_spawn(
       ex_,
       [this]() -> task<void> {
         stopping_ = true;
+        give_up_at_ = time_.now() + shutdown_bound();
+        stop_.cancel();  // given_up() counts from now
         poke_.cancel();
-        if (!ended_) {
+        check_pause_.cancel();
+        while (!ended_ || !checks_ended_) {
           co_await done_.async_wait(use_nothrow);
         }
       },
       use_task);
+}
+
+Clock::duration Coordinator::shutdown_bound() const {
+  // A healthy API answers a write in milliseconds. Holding the proxy's exit longer than this for
+  // one that does not answer buys nothing: the Leases expire by themselves after lease_duration,
+  // as a killed replica's do, and the other replicas take over then.
+  return std::min<Clock::duration>(
+      {2 * settings_.heartbeat_interval, settings_.lease_duration, std::chrono::seconds(5)});
+}
+
+task<void> Coordinator::given_up() {
+  if (!stopping_) {
+    co_await stop_.async_wait(use_nothrow);  // until shutdown() cancels it
+  }
+  const auto cancelled = (co_await net::this_coro::cancellation_state).cancelled();
+  if (!stopping_ || cancelled != net::cancellation_type::none) {
+    co_return;  // what it raced against ended first
+  }
+  Timer t(ex_);
+  time_.arm(t, give_up_at_);
+  co_await t.async_wait(use_nothrow);
+  time_.disarm(t);
 }
 
 Clock::duration Coordinator::tick_interval() const {
@@ -65,7 +106,12 @@ Clock::duration Coordinator::tick_interval() const {
 task<void> Coordinator::run() {
   while (!stopping_) {
     try {
-      co_await tick();
+      // A heartbeat under way when the shutdown begins is waited for within shutdown_bound().
+      const auto ended = co_await (tick() || given_up());
+      if (ended.index() == 1) {
+        log::warn("coordination: heartbeat given up: the API did not answer in time",
+                  {{"after_seconds", seconds(shutdown_bound())}});
+      }
     } catch (const std::exception& e) {
       log::error("coordination tick failed", {{"error", e.what()}});
     }
@@ -79,16 +125,30 @@ task<void> Coordinator::run() {
   if (proposal_ && !proposal_->verdict) {
     decide("lost");
   }
-  // Released: the leader Lease for another replica to take now, ours so it no longer counts.
+  const bool was_leading = leading_;
   if (leading_) {
     step_down("shutting down");
-    if (auto it = seen_.find(settings_.lease_name); it != seen_.end()) {
-      auto r = stamped(it->second.record);
-      r.holder.clear();
-      r.duration_seconds = 1;
-      r.data = encode(std::optional<Fence>{});
-      written(co_await store_->update(r), "leader Lease release");
-    }
+  }
+  const auto released = co_await (release(was_leading) || given_up());
+  if (released.index() == 1) {
+    log::warn(
+        "coordination: Lease release given up: the API did not answer in time; the Leases "
+        "expire by themselves",
+        {{"after_seconds", seconds(shutdown_bound())},
+         {"lease_duration_seconds", seconds(settings_.lease_duration)}});
+  }
+  ended_ = true;
+  done_.cancel();
+}
+
+task<void> Coordinator::release(bool leader) {
+  // The leader Lease for another replica to take now, ours so that it no longer counts.
+  if (auto it = seen_.find(settings_.lease_name); leader && it != seen_.end()) {
+    auto r = stamped(it->second.record);
+    r.holder.clear();
+    r.duration_seconds = 1;
+    r.data = encode(std::optional<Fence>{});
+    written(co_await store_->update(r), "leader Lease release");
   }
   if (auto it = seen_.find(member_name()); it != seen_.end()) {
     auto r = stamped(it->second.record);
@@ -96,7 +156,20 @@ task<void> Coordinator::run() {
     r.data = encode(MemberReport{});
     written(co_await store_->update(r), "member Lease release");
   }
-  ended_ = true;
+}
+
+task<void> Coordinator::run_checks() {
+  while (!stopping_) {
+    // A check under way when the shutdown begins is waited for within shutdown_bound().
+    auto found = co_await (store_->denied() || given_up());
+    if (stopping_) {
+      break;
+    }
+    time_.arm_after(check_pause_, checks_.answered(std::move(std::get<0>(found))));
+    co_await check_pause_.async_wait(use_nothrow);
+    time_.disarm(check_pause_);
+  }
+  checks_ended_ = true;
   done_.cancel();
 }
 
@@ -251,63 +324,7 @@ bool Coordinator::leading() const {
   return leading_;
 }
 
-// --- a member: follow the leader's fence, publish our activity -----------------------------------
-
-void Coordinator::follow() {
-  std::optional<Fence> fence;
-  if (const auto it = seen_.find(settings_.lease_name);
-      !leading_ && it != seen_.end() && live(it->second)) {
-    fence = decode_fence(it->second.record.data);
-  }
-  if (followed_ && fence && fence->id == followed_->fence.id) {
-    std::lock_guard lock(mu_);
-    followed_->fence.stopping = followed_->fence.stopping || fence->stopping;
-  } else if (followed_ && !followed_->fence.stopping) {
-    lift_followed();  // let go (or the leader is gone)
-  }
-  expire_followed();
-  if (!fence || followed_ || fence->id == lifted_) {
-    return;  // a new fence while a stopping one is kept is answered when that one ends; one let
-             // go is not taken up again while the leader's Lease still shows it
-  }
-  {
-    std::lock_guard lock(mu_);
-    followed_ = Followed{*fence, time_.now()};
-  }
-  if (auto* b = backend(fence->backend)) {
-    b->fence(true);  // before our activity is read for the answer
-  }
-}
-
-void Coordinator::expire_followed() {
-  // Unanswered for a lease_duration, a fence is let go; one that went on to a stop is kept until
-  // the backend leaves ready here, or twice as long if it never does.
-  if (!followed_) {
-    return;
-  }
-  // Once the backend has left ready here (which ends its fence), a stopping fence has done its
-  // work: let it go, so that the leader's next fence is answered at once rather than after this
-  // one's bound.
-  auto* b = backend(followed_->fence.backend);
-  if (followed_->fence.stopping && b != nullptr && !b->report().fenced) {
-    lift_followed();
-    return;
-  }
-  const auto bound = followed_->fence.stopping ? 2 * settings_.lease_duration
-                                               : Clock::duration(settings_.lease_duration);
-  if (time_.now() - followed_->seen >= bound) {
-    lift_followed();
-  }
-}
-
-void Coordinator::lift_followed() {
-  if (auto* b = backend(followed_->fence.backend)) {
-    b->fence(false);
-  }
-  std::lock_guard lock(mu_);
-  lifted_ = followed_->fence.id;
-  followed_.reset();
-}
+// --- a member: publish our activity --------------------------------------------------------------
 
 MemberReport Coordinator::own_report() const {
   MemberReport report;
@@ -345,163 +362,7 @@ activator::Backend* Coordinator::backend(const std::string& name) const {
   return nullptr;
 }
 
-// --- the leader: agree on a scale-down -----------------------------------------------------------
-
-std::string Coordinator::objection(const std::string& backend, Clock::duration idle_timeout,
-                                   const std::string& fence_id,
-                                   Clock::time_point& ask_again) const {
-  const auto now = time_.now();
-  // Not within idle_timeout of anyone's last activity, a dead replica's included when it last
-  // told it (one that died busy is ignored: what it served is gone with it).
-  const auto quiet_since = [](const Seen& m, const BackendActivity& a) {
-    return m.changed - std::chrono::milliseconds(a.idle_ms);
-  };
-  const auto prefix = settings_.lease_name + "-";
-  for (const auto& [name, m] : seen_) {
-    if (!name.starts_with(prefix) || name == member_name() || live(m)) {
-      continue;
-    }
-    const auto report = decode_report(m.record.data);
-    const auto it = report.backends.find(backend);
-    if (it != report.backends.end() && !it->second.busy() &&
-        quiet_since(m, it->second) + idle_timeout > now) {
-      ask_again = std::min(ask_again, quiet_since(m, it->second) + idle_timeout);
-      return "busy";
-    }
-  }
-  std::string why;
-  for (const Seen* m : live_members()) {
-    const auto report = decode_report(m->record.data);
-    const auto it = report.backends.find(backend);
-    if (!fence_id.empty() && report.acked != fence_id) {
-      why = "unanswered";
-      continue;
-    }
-    if (it == report.backends.end()) {
-      continue;  // a replica without this backend cannot be serving it
-    }
-    if (it->second.busy()) {
-      ask_again = std::min(ask_again, now + settings_.heartbeat_interval);
-      return "busy";
-    }
-    if (quiet_since(*m, it->second) + idle_timeout > now) {
-      ask_again = std::min(ask_again, quiet_since(*m, it->second) + idle_timeout);
-      return "busy";
-    }
-  }
-  return why;
-}
-
-task<activator::StopVerdict> Coordinator::agree_to_stop(const std::string& backend_name,
-                                                        Clock::duration idle_timeout) {
-  const auto now = time_.now();
-  activator::StopVerdict no{.agreed = false, .ask_again = now + settings_.heartbeat_interval};
-  if (!leading_ || stopping_) {
-    co_return no;
-  }
-  if (now < leader_since_ + settings_.lease_duration) {
-    no.ask_again = leader_since_ + settings_.lease_duration;  // what it missed as a follower
-    co_return no;
-  }
-  if (proposal_) {
-    co_return no;  // one at a time
-  }
-  auto ask_again = Clock::time_point::max();
-  if (!objection(backend_name, idle_timeout, "", ask_again).empty()) {
-    no.ask_again = ask_again;
-    co_return no;
-  }
-  {
-    std::lock_guard lock(mu_);
-    proposal_ = Proposal{.fence = Fence{.backend = backend_name,
-                                        .id = settings_.identity + "-" + std::to_string(++fences_),
-                                        .stopping = false},
-                         .idle_timeout = idle_timeout,
-                         .started = now,
-                         .verdict = std::nullopt};
-  }
-  if (auto* b = backend(backend_name)) {
-    b->fence(true);
-  }
-  log::info("coordination: scale-down proposed",
-            {{"backend", backend_name}, {"fence", proposal_->fence.id}});
-  const auto id = proposal_->fence.id;
-  poke_.cancel();  // announced at once
-  Timer decided(ex_);
-  decided_ = &decided;
-  while (proposal_ && proposal_->fence.id == id && !proposal_->verdict) {
-    time_.arm(decided, Clock::time_point::max());
-    co_await decided.async_wait(use_nothrow);
-  }
-  time_.disarm(decided);
-  decided_ = nullptr;
-  const bool agreed = proposal_ && proposal_->fence.id == id && proposal_->verdict == "agreed";
-  if (agreed) {
-    co_return activator::StopVerdict{.agreed = true, .ask_again = now};
-  }
-  no.ask_again = time_.now() + settings_.heartbeat_interval;
-  co_return no;
-}
-
-void Coordinator::judge() {
-  if (!proposal_ || proposal_->verdict) {
-    return;
-  }
-  auto ask_again = Clock::time_point::max();
-  const auto why =
-      objection(proposal_->fence.backend, proposal_->idle_timeout, proposal_->fence.id, ask_again);
-  if (why.empty()) {
-    decide("agreed");
-  } else if (why == "busy") {
-    decide("busy");
-  } else if (time_.now() - proposal_->started >= settings_.lease_duration) {
-    decide("unanswered");
-  }
-}
-
-void Coordinator::decide(const std::string& verdict) {
-  const auto backend_name = proposal_->fence.backend;
-  metrics_.coordination_fences_total.with({backend_name, verdict}).inc();
-  log::info("coordination: scale-down decided",
-            {{"backend", backend_name}, {"fence", proposal_->fence.id}, {"verdict", verdict}});
-  {
-    std::lock_guard lock(mu_);
-    proposal_->verdict = verdict;
-  }
-  if (verdict != "agreed") {
-    if (auto* b = backend(backend_name)) {
-      b->fence(false);
-    }
-    std::lock_guard lock(mu_);
-    proposal_.reset();
-  }
-  if (decided_) {
-    decided_->cancel();
-  }
-}
-
-void Coordinator::stop_decided(const std::string& backend_name, bool stopping) {
-  if (!proposal_ || proposal_->fence.backend != backend_name) {
-    return;
-  }
-  if (!stopping) {
-    if (auto* b = backend(backend_name)) {
-      b->fence(false);
-    }
-  }
-  std::lock_guard lock(mu_);
-  if (stopping) {
-    // Announced as stopping for a few heartbeats (until stopping_writes_ runs out), then gone:
-    // the members keep their fence until the backend leaves ready for them.
-    proposal_->fence.stopping = true;
-    stopping_writes_ = 3;
-  } else {
-    proposal_.reset();
-  }
-  poke_.cancel();
-}
-
-// --- /status -----------------------------------------------------------------------------------
+// --- /status -------------------------------------------------------------------------------------
 
 boost::json::object Coordinator::status() const {
   std::lock_guard lock(mu_);
@@ -510,6 +371,11 @@ boost::json::object Coordinator::status() const {
   o["identity"] = settings_.identity;
   o["leader"] = leader_;
   o["leading"] = leading_;
+  boost::json::array problems;
+  for (auto& p : checks_.problems()) {
+    problems.emplace_back(std::move(p));
+  }
+  o["problems"] = std::move(problems);
   boost::json::array members;
   const auto prefix = settings_.lease_name + "-";
   for (const auto& [name, s] : seen_) {

@@ -11,6 +11,14 @@
 // ignored; until then it counts. Expiry is judged on our own clock from when we saw a Lease
 // change, never from the times written in it (clock skew).
 //
+// Setup checks: at start and every check_interval the store says which of its calls this replica
+// may not make (LeaseStore::denied(): SelfSubjectAccessReviews for list, create and update of
+// leases); they are setup_problems(), kept and logged as the kubernetes scaler's are
+// (k8s/setup_check.hpp), in /status and in /readyz's answer.
+//
+// coordinator.cpp: the heartbeat loop, the leader Lease, the member Lease and /status;
+// coordinator_fence.cpp: the fence (proposed, followed, judged, decided).
+//
 // Threading: runs on one executor (the backends' controllers'); status() from any thread.
 #include <boost/json/object.hpp>
 #include <map>
@@ -25,6 +33,7 @@
 #include "coord/lease_store.hpp"
 #include "coord/reports.hpp"
 #include "core/time_source.hpp"
+#include "k8s/setup_check.hpp"
 #include "metrics/metrics.hpp"
 
 namespace va::coord {
@@ -34,6 +43,8 @@ struct Settings {
   std::string lease_name;  // the leader Lease; members are <lease_name>-<identity>
   std::chrono::milliseconds lease_duration = std::chrono::seconds(15);
   std::chrono::milliseconds heartbeat_interval = std::chrono::seconds(2);
+  // Between two setup checks (RBAC can change under a running proxy).
+  std::chrono::milliseconds check_interval = std::chrono::seconds(60);
 };
 
 class Coordinator final : public activator::Peers {
@@ -45,8 +56,12 @@ class Coordinator final : public activator::Peers {
 
   void start();
   // Ends the loop and gives up the Leases (the leader's for another replica to take at once; the
-  // member's so that it no longer counts).
+  // member's so that it no longer counts). A heartbeat under way and the release wait on the API
+  // for shutdown_bound() at most, in all; what it has not answered by then is given up (logged),
+  // and the Leases expire by themselves after lease_duration.
   task<void> shutdown();
+  // Two heartbeats, at most lease_duration and at most 5 s.
+  Clock::duration shutdown_bound() const;
 
   task<activator::StopVerdict> agree_to_stop(const std::string& backend,
                                              Clock::duration idle_timeout) override;
@@ -54,6 +69,10 @@ class Coordinator final : public activator::Peers {
 
   bool leading() const;
   boost::json::object status() const;
+  // What keeps this replica from coordinating as configured, as last checked ("cannot update
+  // coordination.k8s.io/leases in namespace \"llm\""); until the first check has answered, that
+  // it has not. None when all is well. Any thread.
+  std::vector<std::string> setup_problems() const { return checks_.problems(); }
 
  private:
   struct Seen {
@@ -75,6 +94,11 @@ class Coordinator final : public activator::Peers {
 
   task<void> run();
   task<void> tick();
+  task<void> release(bool leader);  // the Leases, on shutdown
+  task<void> run_checks();
+  // Completes shutdown_bound() after shutdown() began (never before it), or when what it is raced
+  // against (`||`) ends first.
+  task<void> given_up();
   void observe(std::vector<LeaseRecord> records);
   task<void> elect();
   void become_leader(const char* how);
@@ -107,8 +131,13 @@ class Coordinator final : public activator::Peers {
   metrics::Metrics& metrics_;
   TimeSource& time_;
   Timer poke_;
-  Timer done_;
+  Timer stop_;  // cancelled when the shutdown begins
+  Timer done_;  // cancelled when a loop (heartbeats, checks) ends
+  Timer check_pause_;
+  k8s::SetupCheck checks_;
   bool stopping_ = false;
+  bool checks_ended_ = false;
+  Clock::time_point give_up_at_ = Clock::time_point::max();  // set when the shutdown begins
   bool ended_ = false;
   unsigned long fences_ = 0;
 

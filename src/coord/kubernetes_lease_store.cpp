@@ -4,6 +4,7 @@
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 
+#include "k8s/access_review.hpp"
 #include "k8s/objects.hpp"
 
 namespace va::coord {
@@ -118,6 +119,19 @@ task<outcome<std::optional<LeaseRecord>>> KubernetesLeaseStore::create(const Lea
 
 task<outcome<std::optional<LeaseRecord>>> KubernetesLeaseStore::update(const LeaseRecord& r) {
   co_return co_await write(http::verb::put, path_ + "/" + r.name, r);
+}
+
+task<outcome<std::vector<std::string>>> KubernetesLeaseStore::denied() {
+  std::vector<k8s::Access> needs;
+  for (std::string verb : {"list", "create", "update"}) {
+    needs.push_back(k8s::Access{.verb = std::move(verb),
+                                .group = "coordination.k8s.io",
+                                .resource = "leases",
+                                .subresource = "",
+                                .namespace_ = namespace_,
+                                .name = ""});
+  }
+  co_return co_await k8s::denied(*client_, needs);
 }
 
 }  // namespace va::coord

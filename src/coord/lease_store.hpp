@@ -32,6 +32,10 @@ class LeaseStore {
   // Replaces `r` if it is still at r.resource_version; nullopt when someone else wrote in
   // between (409). The answer carries the new resource_version.
   virtual task<outcome<std::optional<LeaseRecord>>> update(const LeaseRecord& r) = 0;
+  // Of the calls above, the ones this replica may not make (a Role without the verb), one
+  // sentence each ("cannot update coordination.k8s.io/leases in namespace \"llm\""); a Failure
+  // when that cannot be told now (the API did not answer). None for a store that checks nothing.
+  virtual task<outcome<std::vector<std::string>>> denied() { co_return std::vector<std::string>{}; }
 };
 
 }  // namespace va::coord

@@ -45,12 +45,25 @@ bool retryable(const outcome<k8s::Response>& r) {
   return !r || r->status == 429 || r->status == 409 || r->status >= 500;
 }
 
+// The setup problem until the first check has answered.
+std::string unchecked(const KubernetesScaler::Settings& s) {
+  std::string out = "the scaler's permissions on deployment ";
+  out.append(s.namespace_).append("/").append(s.deployment).append(" are not checked yet");
+  return out;
+}
+
 }  // namespace
 
 KubernetesScaler::KubernetesScaler(Settings settings, Executor ex)
     : settings_(std::move(settings)),
       ex_(ex),
       client_(settings_.cluster, ex, settings_.client),
+      checks_({.key = "backend",
+               .who = settings_.backend,
+               .unchecked = unchecked(settings_),
+               .all_well = "setup checked: the scaler may do all it needs",
+               .interval = settings_.check_interval,
+               .backoff_max = settings_.watch_backoff_max}),
       stop_(ex, Clock::time_point::max()),
       idle_(ex, Clock::time_point::max()),
       rng_(std::random_device{}()) {
@@ -61,7 +74,7 @@ KubernetesScaler::KubernetesScaler(Settings settings, Executor ex)
   deployment_.query = "fieldSelector=" + query_escape("metadata.name=" + settings_.deployment);
   pods_.what = "pods of " + deployment_.what;
   pods_.path = "/api/v1" + ns + "/pods";
-  set_setup_problems({"the scaler's permissions on " + deployment_.what + " are not checked yet"});
+  set_setup_problems(checks_.problems());
 }
 
 KubernetesScaler::~KubernetesScaler() = default;

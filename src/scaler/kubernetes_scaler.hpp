@@ -28,11 +28,11 @@
 //
 // Setup checks (kubernetes_setup.cpp): from the first call on, and then every `check_interval`,
 // SelfSubjectAccessReviews ask whether the proxy may make each request above, and a GET of the
-// Scale whether the Deployment exists; what is missing is setup_problems(), logged when it
-// changes. Until the first check has answered that is one problem ("not checked yet"), so that a
-// proxy with a bad Role is never ready even for a moment; a check the API does not answer changes
-// nothing (an API outage must not make every proxy unready), but the first one's failure clears
-// "not checked yet".
+// Scale whether the Deployment exists; what is missing is setup_problems(), kept and logged as
+// k8s/setup_check.hpp says: until the first check has answered that is one problem ("not checked
+// yet"), so that a proxy with a bad Role is never ready even for a moment; a check the API does
+// not answer changes nothing (an API outage must not make every proxy unready), but the first
+// one's failure clears "not checked yet".
 //
 // Threading: every member runs on the executor given to the constructor (the Backend's
 // controller's).
@@ -44,6 +44,7 @@
 #include <string>
 
 #include "k8s/client.hpp"
+#include "k8s/setup_check.hpp"
 #include "scaler/scaler.hpp"
 
 namespace va::k8s {
@@ -127,6 +128,7 @@ class KubernetesScaler final : public Scaler {
   std::string scale_path_;
   Reflector deployment_;
   Reflector pods_;
+  k8s::SetupCheck checks_;
   bool started_ = false;
   bool stopping_ = false;
   int running_ = 0;  // loops not yet ended

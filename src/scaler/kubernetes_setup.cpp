@@ -2,7 +2,6 @@
 // request the scaler makes, asked with SelfSubjectAccessReviews, and whether the Deployment exists.
 #include <algorithm>
 
-#include "core/log.hpp"
 #include "k8s/access_review.hpp"
 #include "scaler/kubernetes_scaler.hpp"
 
@@ -40,35 +39,14 @@ task<outcome<std::vector<std::string>>> KubernetesScaler::check_setup() {
 }
 
 task<void> KubernetesScaler::run_checks() {
-  bool answered = false;
-  for (int failures = 0; !stopping_;) {
-    auto problems = co_await check_setup();
+  while (!stopping_) {
+    auto found = co_await check_setup();
     if (stopping_) {
       break;
     }
-    if (!problems) {
-      log::warn("kubernetes setup check failed; trying again",
-                {{"backend", settings_.backend}, {"error", problems.error().message}});
-      if (!answered) {
-        set_setup_problems({});  // nothing known against it: an API outage is not a bad Role
-        answered = true;
-      }
-      co_await pause(backoff(++failures, 1s));
-      continue;
-    }
-    failures = 0;
-    answered = true;
-    if (*problems != setup_problems()) {
-      for (const auto& p : *problems) {
-        log::error("setup problem", {{"backend", settings_.backend}, {"problem", p}});
-      }
-      if (problems->empty()) {
-        log::info("setup checked: the scaler may do all it needs",
-                  {{"backend", settings_.backend}});
-      }
-      set_setup_problems(std::move(*problems));
-    }
-    co_await pause(settings_.check_interval);
+    const auto wait = checks_.answered(std::move(found));
+    set_setup_problems(checks_.problems());
+    co_await pause(wait);
   }
   loop_done();
 }

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -475,6 +476,30 @@ class Cluster:
         """Until no pod of the Deployment is left in the API, in the kubelet or as a vllm-sim."""
         eventually(lambda: not self.pods() and not self.kubelet.pods() and not self.kubelet.sim_pids(),
                    timeout, "no pod left")
+
+    def proxy_token(self) -> str:
+        """The bearer token of the proxy's ServiceAccount (from proxy_kubeconfig)."""
+        return yaml.safe_load(self.proxy_kubeconfig.read_text())["users"][0]["user"]["token"]
+
+    @contextlib.contextmanager
+    def role_without(self, resources: list[str], verb: str):
+        """The proxy's Role without `verb` in its rule for `resources` (as the rule lists them)
+        while the block runs, and the shipped Role again after it, whatever the block did. The API
+        server may take a moment to enforce either (see test_cluster.may)."""
+        path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{self.namespace}/roles/vllm-autoscaler"
+        _, shipped = self.control_plane.api("GET", path)
+        broken = json.loads(json.dumps(shipped))
+        for rule in broken["rules"]:
+            if rule["resources"] == resources:
+                rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+        status, obj = self.control_plane.api("PUT", path, broken)
+        assert status == 200, obj
+        try:
+            yield
+        finally:
+            shipped["metadata"].pop("resourceVersion", None)
+            status, obj = self.control_plane.api("PUT", path, shipped)
+            assert status == 200, obj
 
     def set_simulate(self, mode: str | None) -> None:
         """Sets kubelet.SIMULATE_ANNOTATION (crashloop, imagepull, unschedulable) on the pod template,

@@ -55,6 +55,7 @@ class Replicas : public ::testing::Test {
     }
     for (auto& r : replicas_) {
       r.store->unreachable = true;
+      r.store->unstick();
     }
     time_.settle();
   }
@@ -177,6 +178,18 @@ class Replicas : public ::testing::Test {
     EXPECT_TRUE(q.result && q.result->has_value()) << r.identity;
     return q.ended.value_or(time_.now());
   }
+  // Starts `r`'s shutdown; the flag is set once shutdown() has returned.
+  const bool& shut_down(Replica& r) {
+    auto& done = shut_.emplace_back(false);
+    net::co_spawn(
+        ioc_,
+        [&r, &done]() -> task<void> {
+          co_await r.coord->shutdown();
+          done = true;
+        },
+        net::detached);
+    return done;
+  }
   // When the first scale-down of the run was made (by any replica).
   std::optional<Clock::time_point> first_down() const {
     std::optional<Clock::time_point> at;
@@ -198,6 +211,7 @@ class Replicas : public ::testing::Test {
   std::list<Replica> replicas_;
   std::list<metrics::Metrics> metrics_;
   std::list<Request> requests_;
+  std::list<bool> shut_;
 
  private:
   Acceptor client_side_;
@@ -329,19 +343,59 @@ TEST_F(Replicas, WhenTheLeaderIsCutOffAnotherTakesOverAndWaitsALeaseDurationBefo
 
 TEST_F(Replicas, ALeaderThatShutsDownHandsOverAtOnce) {
   auto [a, b] = a_leading_b();
-  bool shut = false;
-  net::co_spawn(
-      ioc_,
-      [&]() -> task<void> {
-        co_await a.coord->shutdown();
-        shut = true;
-      },
-      net::detached);
+  const bool& shut = shut_down(a);
   ASSERT_TRUE(time_.run_until([&] { return shut; }, 10s));
   const auto released = time_.now();
   ASSERT_TRUE(time_.run_until([&] { return b.coord->leading(); }, 30s));
   EXPECT_LE(time_.now(), released + 2 * kBeat);  // not a lease_duration later
   EXPECT_EQ(server_.leases.at("va-a").duration_seconds, 1);
+}
+
+// The Lease release writes of a shutdown, to an API server that takes them and never answers: the
+// proxy's exit is not held for them longer than the bound (two heartbeats, at most 5 s); the
+// Leases then expire by themselves, as a killed replica's do.
+TEST_F(Replicas, AShutdownGivesUpReleasingTheLeasesWhenTheApiDoesNotAnswer) {
+  auto [a, b] = a_leading_b();
+  a.store->hanging = true;
+  const auto began = time_.now();
+  const bool& shut = shut_down(a);
+  ASSERT_TRUE(time_.run_until([&] { return shut; }, 60s)) << "shutdown still waiting on the API";
+  EXPECT_EQ(time_.now() - began, 2 * kBeat);
+  EXPECT_EQ(server_.leases.at("va-a").duration_seconds, 15);  // not released
+  ASSERT_TRUE(time_.run_until([&] { return b.coord->leading(); }, 30s));
+  EXPECT_GE(time_.now(), began + kLease - 2 * kBeat);  // once the leader Lease expired
+}
+
+// The same API server, with a heartbeat already waiting on it when the shutdown begins: the bound
+// is for the whole shutdown, that heartbeat included.
+TEST_F(Replicas, AShutdownDoesNotWaitOnAHeartbeatTheApiDoesNotAnswerBeyondTheBound) {
+  auto [a, b] = a_leading_b();
+  a.store->hanging = true;
+  time_.advance(kBeat);  // a's next heartbeat has begun, and waits
+  const auto began = time_.now();
+  const bool& shut = shut_down(a);
+  ASSERT_TRUE(time_.run_until([&] { return shut; }, 60s)) << "shutdown still waiting on the API";
+  EXPECT_EQ(time_.now() - began, 2 * kBeat);
+}
+
+// The setup checks, at start and every minute: a Lease verb the Role lacks is a setup problem (in
+// /status) from the next check on, an API that does not answer changes nothing, and the first
+// check that finds it granted clears it.
+TEST_F(Replicas, ALeaseVerbTheRoleLacksIsASetupProblemFromOneCheckToTheNext) {
+  auto& a = add("a");
+  EXPECT_EQ(a.coord->setup_problems(), std::vector<std::string>{});  // checked at start
+  const std::string missing = R"(cannot update coordination.k8s.io/leases in namespace "llm")";
+  a.store->refused = {missing};
+  time_.advance(60s);
+  EXPECT_EQ(a.coord->setup_problems(), std::vector{missing});
+  EXPECT_EQ(a.coord->status().at("problems").as_array(), boost::json::array{missing.c_str()});
+  a.store->unreachable = true;
+  time_.advance(60s);
+  EXPECT_EQ(a.coord->setup_problems(), std::vector{missing});
+  a.store->unreachable = false;
+  a.store->refused.clear();
+  time_.advance(12s);  // the next try, after a failed check: 1 s, ±50%
+  EXPECT_EQ(a.coord->setup_problems(), std::vector<std::string>{});
 }
 
 }  // namespace
