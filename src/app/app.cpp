@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "activator/backend.hpp"
@@ -105,7 +106,13 @@ void App::Impl::coordinate() {
   }
   auto cluster = config::load_cluster(k.cluster, "coordination");
   const std::string ns = k.namespace_.empty() ? cluster.namespace_ : k.namespace_;
-  auto client = std::make_unique<k8s::Client>(std::move(cluster), ioc.get_executor());
+  // A call that hangs must not outlast the Lease it renews: a third of lease_duration each (5 s
+  // with the default 15 s), so that a leader cut off from the API steps down before its Lease
+  // expires under another replica.
+  k8s::Client::Settings calls;
+  calls.request_timeout = std::max<std::chrono::milliseconds>(k.lease_duration / 3, 1s);
+  calls.connect_timeout = std::min(calls.connect_timeout, calls.request_timeout);
+  auto client = std::make_unique<k8s::Client>(std::move(cluster), ioc.get_executor(), calls);
   std::vector<activator::Backend*> all;
   for (auto& b : backends) {
     all.push_back(b.get());

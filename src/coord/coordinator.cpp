@@ -153,7 +153,11 @@ task<void> Coordinator::release(bool leader) {
   if (auto it = seen_.find(member_name()); it != seen_.end()) {
     auto r = stamped(it->second.record);
     r.duration_seconds = 1;
-    r.data = encode(MemberReport{});
+    // Dead from now on, but with its activity as it ends: the leader still holds the scale-down
+    // to idle_timeout after this replica's last request (a rolling update).
+    auto report = own_report();
+    report.acked.clear();
+    r.data = encode(report);
     written(co_await store_->update(r), "member Lease release");
   }
 }

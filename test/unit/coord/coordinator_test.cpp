@@ -351,6 +351,22 @@ TEST_F(Replicas, ALeaderThatShutsDownHandsOverAtOnce) {
   EXPECT_EQ(server_.leases.at("va-a").duration_seconds, 1);
 }
 
+// A rolling update: a follower serves its last request and shuts down; its released Lease still
+// tells when that request ended, so the leader stops the backend idle_timeout after it, not at
+// once.
+TEST_F(Replicas, AFollowerThatShutsDownAfterItsLastRequestStillHoldsTheScaleDownToIdleTimeout) {
+  auto [a, b] = a_leading_b();
+  serve(a);
+  time_.advance(kIdle / 2);
+  const auto last = serve(b);
+  const bool& shut = shut_down(b);
+  ASSERT_TRUE(time_.run_until([&] { return shut; }, 10s));
+  ASSERT_TRUE(time_.run_until([&] { return downs() > 0; }, 5min));
+  EXPECT_GE(*first_down(), last + kIdle);
+  EXPECT_LE(*first_down(), last + kIdle + 3 * kBeat);
+  expect_no_violation();
+}
+
 // The Lease release writes of a shutdown, to an API server that takes them and never answers: the
 // proxy's exit is not held for them longer than the bound (two heartbeats, at most 5 s); the
 // Leases then expire by themselves, as a killed replica's do.

@@ -17,7 +17,7 @@ import threading
 import time
 
 from conftest import MODEL
-from ha import CHAT, coordination, coordinated, replicas, scale_downs, settled, start_replicas
+from ha import CHAT, LEASE, coordination, coordinated, replicas, scale_downs, settled, start_replicas
 from support import chat, eventually, http, metrics, sse_events
 
 ROUNDS = int(os.environ.get("VA_HA_RACE_ROUNDS", "200"))
@@ -100,3 +100,50 @@ def test_requests_racing_the_scale_down_on_the_followers_are_all_answered_in_ful
     # Every replica is up and answering: each fence is decided by the answers, none by the timeout.
     assert verdicts["unanswered"] == verdicts["lost"] == 0, verdicts
     assert verdicts["agreed"] == downs and verdicts["busy"] > 0, verdicts
+
+
+def stop(p) -> None:
+    """SIGTERM, as the kubelet sends it, then wait for the process to end (its shutdown)."""
+    os.kill(p.pid, signal.SIGTERM)
+    eventually(lambda: not p.alive(), timeout=60, what=f"{p!r} ended")
+
+
+def test_a_rolling_update_of_the_proxies_under_a_stream_cuts_nothing_and_stops_nothing_early(
+        cluster, kubernetes_config, proxy):
+    idle = 3.0
+    old_leader, old_follower = start_replicas(cluster, kubernetes_config, proxy, idle)
+    config = lambda name: coordinated(kubernetes_config, cluster, name, f"{idle:g}s")  # noqa: E731
+    assert completion(old_follower, False) == (200, "")
+    # A stream through an old replica, longer than the whole update (about 15 s at 1 ms a token).
+    answer = {}
+    streaming = threading.Thread(target=lambda: answer.update(events=sse_events(
+        old_follower.url + "/v1/chat/completions", chat(model=MODEL, stream=True, max_tokens=15000), timeout=120)))
+    watch = Watch(cluster)
+    streaming.start()
+    # maxSurge 1, maxUnavailable 0: a new replica joins before an old one is terminated, twice;
+    # the leader goes first, then the replica serving the stream (which drains it).
+    surge = proxy(config("proxy-c"))
+    settled([old_leader, old_follower, surge])
+    stop(old_leader)
+    second = proxy(config("proxy-d"))
+    settled([old_follower, surge, second])
+    assert streaming.is_alive(), "the stream ended before the update did: make it longer"
+    stop_thread = threading.Thread(target=stop, args=(old_follower,))
+    stop_thread.start()
+    streaming.join(timeout=120)
+    ended = time.monotonic()
+    stop_thread.join()
+    zero_during = watch.stop()
+    payloads = [data for _, data in answer["events"]]
+    assert payloads[-1] == "[DONE]" and any('"finish_reason":"length"' in d.replace(" ", "") for d in payloads), \
+        payloads[-3:]
+    assert not zero_during, "the backend was scaled down under the stream"
+    # The new replicas take it from there: 0 after idle_timeout, once one of them has led for a
+    # lease_duration.
+    new = settled([surge, second])
+    eventually(lambda: replicas(cluster) == 0, timeout=idle + 2 * LEASE + 15, what="the Deployment at 0")
+    assert time.monotonic() - ended >= 0.8 * idle, "stopped before idle_timeout after the stream"
+    assert scale_downs(new[0]) and not scale_downs(new[1])
+    print(f"\nrolling update under a {len(payloads)}-event stream: complete; Deployment at 0 "
+          f"{time.monotonic() - ended:.1f} s after it ended")
+    cluster.wait_no_pods()
