@@ -193,19 +193,29 @@ void Backend::wake(std::string_view cause) {
   controller_->poke();
 }
 
-bool Backend::sleep(std::string_view cause) {
+std::optional<std::string> Backend::sleep(std::string_view cause) {
   {
     std::lock_guard lock(shared_.mu);
     if (!shared_.activity.idle(shared_.queue.size())) {
-      return false;
+      std::string why = "backend '";
+      return why.append(name()).append("' has requests in flight");
     }
-    if (shared_.state != State::stopping) {
+    if (peers_ != nullptr && shared_.state == State::ready) {
+      if (!peers_->leading()) {
+        std::string why = "scale-downs are agreed by the proxy replicas: ask the leader";
+        if (const auto leader = peers_->leader(); !leader.empty()) {
+          why.append(" (").append(leader).append(")");
+        }
+        return why;
+      }
+      shared_.sleep_asked = true;  // proposed to the replicas by the controller
+    } else if (shared_.state != State::stopping) {
       shared_.set_state(State::stopping, cause);
       shared_.metrics.scale_downs_total.with({name(), "admin"}).inc();
     }
   }
   controller_->poke();
-  return true;
+  return std::nullopt;
 }
 
 std::size_t Backend::in_flight() const {

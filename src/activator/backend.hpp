@@ -67,7 +67,10 @@ class Backend {
   // Starts the controller: it observes what is there and adopts a running backend.
   void start() { controller_->start(); }
   // Several proxy replicas (coord/): scale-downs need their agreement. Before start().
-  void set_peers(Peers* peers) { controller_->set_peers(peers); }
+  void set_peers(Peers* peers) {
+    peers_ = peers;
+    controller_->set_peers(peers);
+  }
   // Proxy shutdown, phase 1: held and new requests get 503; in-flight ones go on.
   void begin_shutdown();
   // Phase 2, once in-flight requests are done: the controller ends, then the scaler's own
@@ -84,10 +87,12 @@ class Backend {
   // A connection to the upstream failed although the backend was ready: re-check it now.
   void suspect();
 
-  // Admin calls. sleep() fails with 409 semantics (returns false) while requests are in flight
-  // or held; otherwise the backend is scaled to 0 whatever its state.
+  // Admin calls. sleep() fails with 409 semantics (returns why) while requests are in flight or
+  // held; otherwise the backend is scaled to 0 whatever its state. With peers, a ready backend
+  // is stopped only by the leader and only if every replica agrees (nothing in flight or held
+  // anywhere): the scale-down is proposed, as an idle one is, and refused on a follower.
   void wake(std::string_view cause);
-  bool sleep(std::string_view cause);
+  std::optional<std::string> sleep(std::string_view cause);
 
   std::size_t in_flight() const;
   std::size_t pending() const;
@@ -126,6 +131,7 @@ class Backend {
   upstream::Pool& pool_;
   PendingBudget& budget_;
   std::unique_ptr<Controller> controller_;
+  Peers* peers_ = nullptr;
 };
 
 }  // namespace va::activator

@@ -455,7 +455,8 @@ task<void> Controller::run_ready() {
       }
       const bool idle = s_.activity.idle(s_.queue.size()) && !s_.suspect;
       const auto idle_until =
-          std::max(s_.activity.last() + s_.settings.idle_timeout, ask_peers_at_);
+          s_.sleep_asked ? now
+                         : std::max(s_.activity.last() + s_.settings.idle_timeout, ask_peers_at_);
       due = idle && now >= idle_until;
       next = now + s_.settings.health.interval;
       if (idle) {
@@ -503,11 +504,11 @@ task<void> Controller::run_ready() {
   }
 }
 
-task<bool> Controller::peers_agree(Clock::duration idle_timeout) {
+task<bool> Controller::peers_agree(Clock::duration idle_timeout, bool asked) {
   if (peers_ == nullptr) {
     co_return true;
   }
-  if (s_.time.now() < ask_peers_at_) {
+  if (!asked && s_.time.now() < ask_peers_at_) {
     co_return false;
   }
   const auto verdict = co_await peers_->agree_to_stop(s_.settings.name, idle_timeout);
@@ -522,17 +523,27 @@ task<bool> Controller::peers_agree(Clock::duration idle_timeout) {
 }
 
 task<bool> Controller::stop_when_idle() {
-  const bool agreed = co_await peers_agree(s_.settings.idle_timeout);
+  bool asked = false;
+  {
+    std::lock_guard lock(s_.mu);
+    asked = std::exchange(s_.sleep_asked, false);  // one proposal per admin sleep
+  }
+  const bool agreed =
+      co_await peers_agree(asked ? Clock::duration::zero() : s_.settings.idle_timeout, asked);
   bool stopping = false;
   {
     std::lock_guard lock(s_.mu);
     stopping = agreed && !stop_requested_ && s_.state == State::ready &&
                s_.activity.idle(s_.queue.size()) && !s_.suspect;
     if (stopping) {
-      s_.metrics.scale_downs_total.with({s_.settings.name, "idle"}).inc();
+      s_.metrics.scale_downs_total.with({s_.settings.name, asked ? "admin" : "idle"}).inc();
       after_stop_ = State::asleep;
-      s_.set_state(State::stopping, "idle for " + format_duration(s_.settings.idle_timeout) +
-                                        (peers_ != nullptr ? " on every proxy replica" : ""));
+      std::string why =
+          asked ? "admin sleep" : "idle for " + format_duration(s_.settings.idle_timeout);
+      if (peers_ != nullptr) {
+        why.append(asked ? ", agreed by every proxy replica" : " on every proxy replica");
+      }
+      s_.set_state(State::stopping, why);
     }
   }
   if (peers_ != nullptr && agreed) {

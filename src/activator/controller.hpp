@@ -79,8 +79,8 @@ class Controller {
   // stop: stopping. Only when nobody uses it.
   task<void> stop_if_owed();
   // With peers: whether they agree to a scale-down now (else ask_peers_at_ says when to ask
-  // again). Without: true.
-  task<bool> peers_agree(Clock::duration idle_timeout);
+  // again; `asked`, for an admin sleep, asks at once). Without: true.
+  task<bool> peers_agree(Clock::duration idle_timeout, bool asked = false);
   // ready, idle for idle_timeout: stopping, if the peers agree. False while it stays ready.
   task<bool> stop_when_idle();
   // The wake ended without a ready backend: held requests were answered; stop what was started.

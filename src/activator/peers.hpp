@@ -26,6 +26,10 @@ class Peers {
   // After a yes: whether the controller went on to stop the backend (false: a request came in
   // between, and the other replicas are let go at once).
   virtual void stop_decided(const std::string& backend, bool stopping) = 0;
+  // Whether this replica leads: only the leader can be told yes (an admin sleep elsewhere is
+  // refused, naming the leader).
+  virtual bool leading() const = 0;
+  virtual std::string leader() const = 0;
 };
 
 }  // namespace va::activator

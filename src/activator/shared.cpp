@@ -52,6 +52,7 @@ void Shared::set_state(State to, std::string_view why) {
   state = to;
   cause = why;
   fenced = fenced && to == State::ready;
+  sleep_asked = sleep_asked && to == State::ready;
   if (to == State::waking && from != State::waking) {
     ++wakes;  // counted with the transition, so /status never shows a wake not yet counted
   }

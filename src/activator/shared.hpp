@@ -47,6 +47,9 @@ class Shared {
   // Several proxy replicas agree on a scale-down (activator/peers.hpp): while fenced, no lease is
   // granted; requests are held. Cleared when the backend leaves ready.
   bool fenced = false;
+  // With peers, an admin sleep of a ready backend: the controller asks them (with an idle_timeout
+  // of 0) once, and stops it if they agree.
+  bool sleep_asked = false;
   activity::Activity activity;
   WaitQueue queue;
   // When the controller looks at a ready backend next by itself: a request that ends pokes it

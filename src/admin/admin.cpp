@@ -100,9 +100,8 @@ Response handle(const http::request<http::string_body>& req, Admin& admin) {
     }
     if (action == "wake") {
       backend->wake("admin wake");
-    } else if (!backend->sleep("admin sleep")) {
-      return error_response(409, "backend '" + std::string(name) + "' has requests in flight", ka,
-                            v);
+    } else if (auto refused = backend->sleep("admin sleep")) {
+      return error_response(409, *refused, ka, v);
     }
     return json_response(202, boost::json::serialize(backend->status()), ka, v);
   }

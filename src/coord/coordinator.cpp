@@ -328,6 +328,11 @@ bool Coordinator::leading() const {
   return leading_;
 }
 
+std::string Coordinator::leader() const {
+  std::lock_guard lock(mu_);
+  return leader_;
+}
+
 // --- a member: publish our activity --------------------------------------------------------------
 
 MemberReport Coordinator::own_report() const {

@@ -67,7 +67,8 @@ class Coordinator final : public activator::Peers {
                                              Clock::duration idle_timeout) override;
   void stop_decided(const std::string& backend, bool stopping) override;
 
-  bool leading() const;
+  bool leading() const override;
+  std::string leader() const override;
   boost::json::object status() const;
   // What keeps this replica from coordinating as configured, as last checked ("cannot update
   // coordination.k8s.io/leases in namespace \"llm\""); until the first check has answered, that

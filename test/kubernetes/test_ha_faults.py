@@ -147,3 +147,40 @@ def test_a_rolling_update_of_the_proxies_under_a_stream_cuts_nothing_and_stops_n
     print(f"\nrolling update under a {len(payloads)}-event stream: complete; Deployment at 0 "
           f"{time.monotonic() - ended:.1f} s after it ended")
     cluster.wait_no_pods()
+
+
+def decided(p, fence_id: str) -> list[str]:
+    """The verdicts `p` logged for the fence `fence_id`."""
+    return [e["verdict"] for e in p.events("coordination: scale-down decided") if e["fence"] == fence_id]
+
+
+def test_the_api_server_restarted_during_a_fence_scales_nothing_down_by_that_fence(
+        cluster, kubernetes_config, proxy):
+    idle, lease, beat = 2.0, 4.0, 1.0
+    leader, follower = start_replicas(cluster, kubernetes_config, proxy, idle, lease=lease, beat=beat)
+    assert completion(follower, False) == (200, "")
+    # The API server frozen the moment the leader proposes (before any member can have answered:
+    # they read the leader Lease once a heartbeat), then restarted (~8 s without an API).
+    fence = eventually(lambda: fence_of(leader), timeout=idle + 2 * lease + 10, what="a fence")
+    apiserver = cluster.control_plane.pids()["kube-apiserver"]
+    os.kill(apiserver, signal.SIGSTOP)
+    frozen = time.monotonic()
+    # A request through the follower meanwhile: served by the pod that is still there.
+    answer = {}
+    during = threading.Thread(target=lambda: answer.update(r=completion(follower, False)))
+    during.start()
+    cluster.control_plane.restart_apiserver()
+    back = time.monotonic()
+    assert replicas(cluster) == 1, "scaled down by a fence that did not complete"
+    during.join(timeout=60)
+    assert answer["r"] == (200, ""), answer
+    # That fence was dropped, never agreed; the backend goes to 0 later, by another one.
+    eventually(lambda: replicas(cluster) == 0, timeout=idle + 3 * lease + 20, what="the Deployment at 0")
+    verdicts = [v for p in (leader, follower) for v in decided(p, fence["id"])]
+    assert verdicts and "agreed" not in verdicts, verdicts
+    agreed = [e["fence"] for p in (leader, follower) for e in p.events("coordination: scale-down decided")
+              if e["verdict"] == "agreed"]
+    assert agreed and fence["id"] not in agreed
+    print(f"\nAPI server frozen {back - frozen:.1f} s during fence {fence['id']} ({verdicts}); "
+          f"the Deployment at 0 {time.monotonic() - back:.1f} s after it was back, by fence {agreed[0]}")
+    cluster.wait_no_pods()

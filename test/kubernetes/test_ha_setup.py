@@ -8,7 +8,7 @@ import json
 
 from support import eventually
 from test_cluster import may, readyz
-from test_ha import coordinated
+from ha import coordinated
 
 
 def test_a_role_without_update_on_leases_keeps_a_coordinated_proxy_unready_naming_the_verb(

@@ -21,6 +21,7 @@ import json
 import pathlib
 import shutil
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -230,11 +231,19 @@ def test_the_proxy_serves_with_the_overlay_a_request_wakes_the_deployment(
     assert cluster.scale_patches() == 1  # by the proxy's ServiceAccount, in the audit log
     assert [e["reason"] for e in cluster.proxy_events()] == ["ScaledUp"]
 
-    # And back to zero, as after idle_timeout (15m in the overlay).
+    # And back to zero, as after idle_timeout (15m in the overlay), by an admin sleep: the overlay
+    # coordinates its replicas, so the sleep is proposed to them by the leader (this proxy alone),
+    # once it has led for a lease_duration (15s).
     p.settle()
-    code, _, body = http("POST", p.admin_url + f"/admin/backends/{BACKEND['name']}/sleep")
-    assert code == 202, body
-    eventually(lambda: cluster.deployment()["spec"].get("replicas", 0) == 0, timeout=10, what="replicas 0")
+    lease = float(CONFIG["coordination"]["lease_duration"].rstrip("s"))
+
+    def slept():
+        code, _, body = http("POST", p.admin_url + f"/admin/backends/{BACKEND['name']}/sleep")
+        assert code == 202, body
+        time.sleep(1.0)
+        return cluster.deployment()["spec"].get("replicas", 0) == 0
+
+    eventually(slept, timeout=lease + 15, what="replicas 0")
     cluster.wait_no_pods(timeout=30)
     assert [e["reason"] for e in cluster.proxy_events()] == ["ScaledUp", "ScaledToZero"]
     assert cluster.scale_patches() == 2

@@ -367,6 +367,34 @@ TEST_F(Replicas, AFollowerThatShutsDownAfterItsLastRequestStillHoldsTheScaleDown
   expect_no_violation();
 }
 
+// POST /admin/backends/b/sleep on coordinated replicas: refused on a follower (naming the
+// leader); on the leader, proposed to every replica with an idle_timeout of 0, so it stops nothing
+// while another replica serves, and stops the backend at once when none does.
+TEST_F(Replicas, AnAdminSleepIsAgreedByEveryReplicaAndRefusedOnAFollower) {
+  auto [a, b] = a_leading_b();
+  serve(a);
+  time_.advance(kLease);  // past the new leader's own wait
+  const auto refused = b.backend->sleep("admin sleep");
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_NE(refused->find("ask the leader (a)"), std::string::npos) << *refused;
+
+  auto& q = request(b, 30s);
+  time_.advance(2 * kBeat);                                   // b's report says so
+  EXPECT_FALSE(a.backend->sleep("admin sleep").has_value());  // a itself is idle: accepted
+  time_.advance(5s);
+  EXPECT_EQ(downs(), 0) << "stopped under b's request";
+  ASSERT_TRUE(time_.run_until([&] { return q.ended.has_value(); }, 60s));
+  EXPECT_TRUE(q.result && q.result->has_value());
+
+  time_.advance(2 * kBeat);  // b's report: done, idle
+  const auto asked = time_.now();
+  EXPECT_FALSE(a.backend->sleep("admin sleep").has_value());
+  ASSERT_TRUE(time_.run_until([&] { return downs() == 1; }, 30s));
+  EXPECT_LE(*first_down(), asked + 3 * kBeat);  // not idle_timeout later
+  EXPECT_EQ(a.scaler->downs(), 1);
+  expect_no_violation();
+}
+
 // The Lease release writes of a shutdown, to an API server that takes them and never answers: the
 // proxy's exit is not held for them longer than the bound (two heartbeats, at most 5 s); the
 // Leases then expire by themselves, as a killed replica's do.
