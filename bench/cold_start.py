@@ -49,12 +49,16 @@ def proxy_time(line):
 def release_figures(firsts, t_ready, direct, t_direct) -> dict:
     """The proxy's share after the backend became ready (at t_ready): to the first client's first
     byte and to the last one's; beside it the same N sent at t_direct straight to the backend.
-    `firsts` and `direct`: the clients' first-byte times, sorted. Milliseconds."""
+    `firsts` and `direct`: the clients' first-byte times. `t_ready`: one time for every client, or
+    a list with each client's own, in the order of `firsts` (with several proxies, the time the
+    proxy it went through saw the backend ready). Milliseconds."""
+    readies = t_ready if isinstance(t_ready, list) else [t_ready] * len(firsts)
+    shares = [first - ready for first, ready in zip(firsts, readies, strict=True)]
     return {
-        "proxy_share_first_byte_ms": round((firsts[0] - t_ready) * 1000, 1),
-        "proxy_share_last_first_byte_ms": round((firsts[-1] - t_ready) * 1000, 1),
-        "direct_first_byte_ms": round((direct[0] - t_direct) * 1000, 1),
-        "direct_last_first_byte_ms": round((direct[-1] - t_direct) * 1000, 1),
+        "proxy_share_first_byte_ms": round(min(shares) * 1000, 1),
+        "proxy_share_last_first_byte_ms": round(max(shares) * 1000, 1),
+        "direct_first_byte_ms": round((min(direct) - t_direct) * 1000, 1),
+        "direct_last_first_byte_ms": round((max(direct) - t_direct) * 1000, 1),
     }
 
 
