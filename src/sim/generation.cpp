@@ -195,10 +195,24 @@ Validated Server::validate(const Request& req, bool chat) const {
     return std::move(*rejected);
   }
   g.prompt_tokens = count_prompt_tokens(body, chat);
+  if (settings_.prefix_cache_blocks > 0) {
+    g.blocks = cache_.blocks(prompt_tokens(body, chat));
+  }
   if (auto rejected = read_stream_options(req, body, g)) {
     return std::move(*rejected);
   }
   return g;
+}
+
+// The prefix cache's part: how much of the prompt it had, and what the rest costs to prefill.
+void Server::prefill(Generation& g) {
+  const auto hit_blocks = cache_.use(g.blocks);
+  const auto prompt = static_cast<unsigned long>(g.prompt_tokens);
+  const auto hits = std::min(prompt, static_cast<unsigned long>(hit_blocks) *
+                                         static_cast<unsigned long>(cache_.block_size()));
+  engine_.prefix_cache_queries += prompt;
+  engine_.prefix_cache_hits += hits;
+  g.ttft = settings_.ttft + settings_.prefill_per_token * static_cast<long>(prompt - hits);
 }
 
 void Server::on_abort(const Generation& g) {
@@ -221,7 +235,8 @@ task<bool> Server::complete(TcpStream& stream, const Request& req, const std::st
     on_answered();
     co_return keep;
   }
-  const auto& g = std::get<Generation>(validated);
+  auto& g = std::get<Generation>(validated);
+  prefill(g);
   Running running(engine_.running);
   engine_.prompt_tokens_total += static_cast<unsigned long>(g.prompt_tokens);
   if (settings_.access_log) {
@@ -238,7 +253,7 @@ task<bool> Server::complete(TcpStream& stream, const Request& req, const std::st
 
 task<bool> Server::complete_json(TcpStream& stream, const Request& req, const std::string& peer,
                                  const Generation& g) {
-  const auto duration = settings_.ttft + settings_.itl * (g.max_tokens - 1);
+  const auto duration = g.ttft + settings_.itl * (g.max_tokens - 1);
   const auto raced = co_await (sleep_for(duration) || watch_disconnect(stream.socket()));
   if (raced.index() == 1) {
     on_abort(g);
@@ -332,7 +347,7 @@ std::string Server::chunk_prefix(const Generation& g) const {
 // The SSE body after the header: returns false when the client went away mid-stream.
 task<bool> Server::stream_events(TcpStream& stream, const Generation& g, bool& finished) {
   const auto prefix = chunk_prefix(g);
-  co_await sleep_for(settings_.ttft);
+  co_await sleep_for(g.ttft);
   if (g.chat &&
       !co_await write_event(stream, prefix,
                             R"("choices":[{"index":0,"delta":{"role":"assistant","content":""},)"

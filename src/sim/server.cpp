@@ -394,6 +394,12 @@ std::string Server::metrics_text() const {
          static_cast<double>(engine_.finished_abort));
   metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.");
   sample("vllm:prompt_tokens_total", m, static_cast<double>(engine_.prompt_tokens_total));
+  metric("vllm:prefix_cache_queries_total", "counter",
+         "Prefix cache queries, in terms of number of queried tokens.");
+  sample("vllm:prefix_cache_queries_total", m, static_cast<double>(engine_.prefix_cache_queries));
+  metric("vllm:prefix_cache_hits_total", "counter",
+         "Prefix cache hits, in terms of number of cached tokens.");
+  sample("vllm:prefix_cache_hits_total", m, static_cast<double>(engine_.prefix_cache_hits));
   metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.");
   sample("vllm:generation_tokens_total", m, static_cast<double>(engine_.generation_tokens_total));
   metric("vllm_sim_connections_total", "counter", "Accepted TCP connections.");

@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "core/net.hpp"
+#include "sim/prefix_cache.hpp"
 #include "sim/sim.hpp"
 
 namespace va::sim {
@@ -30,6 +31,8 @@ struct Generation {
   std::int64_t created = 0;
   int max_tokens = 0;
   int prompt_tokens = 0;
+  std::vector<std::uint64_t> blocks;  // the prompt's full blocks (prefix_cache.hpp)
+  std::chrono::nanoseconds ttft{0};   // Settings::ttft plus the prefill of what the cache missed
   bool stream = false;
   bool include_usage = false;
 };
@@ -45,6 +48,8 @@ struct EngineState {
   unsigned long finished_abort = 0;
   unsigned long prompt_tokens_total = 0;
   unsigned long generation_tokens_total = 0;
+  unsigned long prefix_cache_queries = 0;  // prompt tokens looked up
+  unsigned long prefix_cache_hits = 0;     // of which found
 };
 
 // Counts a request in num_requests_running for as long as it lives.
@@ -67,7 +72,9 @@ task<bool> send(TcpStream& stream, Response res);
 
 class Server {
  public:
-  explicit Server(Settings settings) : settings_(std::move(settings)) {}
+  explicit Server(Settings settings)
+      : settings_(std::move(settings)),
+        cache_(settings_.prefix_cache_blocks, settings_.block_size) {}
 
   // Serves until a signal (or the drain after it) stops the io_context; returns the exit status.
   int run();
@@ -98,10 +105,12 @@ class Server {
   task<bool> write_event(TcpStream& stream, const std::string& prefix, std::string_view rest);
   std::string chunk_prefix(const Generation& g) const;
   void on_abort(const Generation& g);
+  void prefill(Generation& g);
   void on_answered();
 
   // Destruction order matters: ioc_ is destroyed before the state its coroutine frames touch.
   Settings settings_;
+  PrefixCache cache_;
   EngineState engine_;
   unsigned long connections_total_ = 0;
   unsigned long requests_total_ = 0;

@@ -15,7 +15,7 @@ namespace {
 // once CLI11 is done) and --fail-at-start (-1: unset).
 struct RawFlags {
   std::string startup_delay = "0", ttft = "0ms", itl = "10ms", keep_alive = "5s",
-              shutdown_delay = "0";
+              shutdown_delay = "0", prefill_per_token = "0";
   int fail_at_start = -1;
 };
 
@@ -45,6 +45,16 @@ void add_flags(CLI::App& app, Settings& s, RawFlags& raw) {
   app.add_option("--max-tokens", s.max_tokens, "Tokens per completion unless the request says")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--prefill-per-token", raw.prefill_per_token,
+                 "Time to first token added per prompt token not in the prefix cache")
+      ->check(duration)
+      ->capture_default_str();
+  app.add_option("--prefix-cache-blocks", s.prefix_cache_blocks,
+                 "Prefix cache size in blocks (0: no cache)")
+      ->capture_default_str();
+  app.add_option("--block-size", s.block_size, "Tokens per prefix cache block")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--api-key", s.api_keys,
                  "Require `Authorization: Bearer KEY` on /v1 (repeatable)");
   app.add_option("--exit-after", s.exit_after,
@@ -69,6 +79,7 @@ void apply(const RawFlags& raw, Settings& s) {
   s.itl = *parse_duration(raw.itl);
   s.keep_alive_timeout = *parse_duration(raw.keep_alive);
   s.shutdown_delay = *parse_duration(raw.shutdown_delay);
+  s.prefill_per_token = *parse_duration(raw.prefill_per_token);
   if (raw.fail_at_start >= 0) {
     s.fail_at_start = raw.fail_at_start;
   }

@@ -5,6 +5,7 @@
 // its client leaves, and exports vLLM's metric names. Single-threaded: everything runs on one
 // io_context thread, so the counters need no locking.
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -26,7 +27,12 @@ struct Settings {
   // 0 (like vLLM's --shutdown-timeout, but always the full time, so a stop visibly takes time).
   // 0: exit at once.
   std::chrono::nanoseconds shutdown_delay{0};
-  int max_tokens = 16;                // a request's max_tokens / max_completion_tokens overrides it
+  int max_tokens = 16;  // a request's max_tokens / max_completion_tokens overrides it
+  // The prefix cache (prefix_cache.hpp): so many blocks of block_size tokens (0: none), and the
+  // prefill time of each prompt token not found in it, added to the time to first token.
+  std::size_t prefix_cache_blocks = 4096;
+  int block_size = 16;
+  std::chrono::nanoseconds prefill_per_token{0};
   std::vector<std::string> api_keys;  // empty: no authentication
   // Fault knobs (0 / nullopt = off).
   // exit(1) once the Nth /v1/completions or /v1/chat/completions response (4xx included) has

@@ -79,64 +79,89 @@ std::string to_lower(std::string_view s) {
   return out;
 }
 
+// Calls f(word) for each whitespace-separated word of s.
+template <class F>
+void each_word(std::string_view s, F&& f) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i])) != 0) {
+      ++i;
+    }
+    const auto begin = i;
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i])) == 0) {
+      ++i;
+    }
+    if (i > begin) {
+      f(s.substr(begin, i - begin));
+    }
+  }
+}
+
 int count_words(std::string_view s) {
   int n = 0;
-  bool in_word = false;
-  for (char c : s) {
-    const bool space = std::isspace(static_cast<unsigned char>(c)) != 0;
-    if (!space && !in_word) {
-      ++n;
-    }
-    in_word = !space;
-  }
+  each_word(s, [&n](std::string_view) { ++n; });
   return n;
 }
 
 namespace {
 
 // A prompt, or a message's content: a string, or a list of strings, token ids, token-id lists
-// or content parts with a "text".
-int count_text_tokens(const json::value& v) {
+// or content parts with a "text". Calls f(token) for each, a token id as its decimal text.
+template <class F>
+void each_text_token(const json::value& v, F&& f) {
   if (v.is_string()) {
-    return count_words(v.get_string());
+    each_word(v.get_string(), f);
+    return;
   }
-  int n = 0;
-  if (v.is_array()) {
-    for (const auto& part : v.get_array()) {
-      if (part.is_string()) {
-        n += count_words(part.get_string());
-      } else if (part.is_int64() || part.is_uint64()) {
-        ++n;
-      } else if (part.is_array()) {
-        n += static_cast<int>(part.get_array().size());
-      } else if (part.is_object()) {
-        if (const auto* t = part.get_object().if_contains("text"); t && t->is_string()) {
-          n += count_words(t->get_string());
-        }
+  if (!v.is_array()) {
+    return;
+  }
+  for (const auto& part : v.get_array()) {
+    if (part.is_string()) {
+      each_word(part.get_string(), f);
+    } else if (part.is_int64() || part.is_uint64()) {
+      f(json::serialize(part));
+    } else if (part.is_array()) {
+      for (const auto& id : part.get_array()) {
+        f(json::serialize(id));
+      }
+    } else if (part.is_object()) {
+      if (const auto* t = part.get_object().if_contains("text"); t && t->is_string()) {
+        each_word(t->get_string(), f);
       }
     }
   }
-  return n;
+}
+
+template <class F>
+void each_prompt_token(const json::object& body, bool chat, F&& f) {
+  if (chat) {
+    if (const auto* msgs = body.if_contains("messages"); msgs && msgs->is_array()) {
+      for (const auto& m : msgs->get_array()) {
+        if (m.is_object()) {
+          if (const auto* c = m.get_object().if_contains("content")) {
+            each_text_token(*c, f);
+          }
+        }
+      }
+    }
+  } else if (const auto* p = body.if_contains("prompt")) {
+    each_text_token(*p, f);
+  }
 }
 
 }  // namespace
 
 int count_prompt_tokens(const json::object& body, bool chat) {
   int n = 0;
-  if (chat) {
-    if (const auto* msgs = body.if_contains("messages"); msgs && msgs->is_array()) {
-      for (const auto& m : msgs->get_array()) {
-        if (m.is_object()) {
-          if (const auto* c = m.get_object().if_contains("content")) {
-            n += count_text_tokens(*c);
-          }
-        }
-      }
-    }
-  } else if (const auto* p = body.if_contains("prompt")) {
-    n += count_text_tokens(*p);
-  }
+  each_prompt_token(body, chat, [&n](std::string_view) { ++n; });
   return std::max(n, 1);
+}
+
+std::vector<std::string> prompt_tokens(const json::object& body, bool chat) {
+  std::vector<std::string> out;
+  each_prompt_token(body, chat, [&out](std::string_view t) { out.emplace_back(t); });
+  return out;
 }
 
 std::string token_text(int i) { return "tok" + std::to_string(i) + " "; }

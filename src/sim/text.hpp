@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace va::sim {
 
@@ -25,6 +26,8 @@ int count_words(std::string_view s);
 // A rough prompt length: one token per word of text, one per element of a token-id list; at
 // least 1. `chat` reads "messages", otherwise "prompt".
 int count_prompt_tokens(const boost::json::object& body, bool chat);
+// The same tokens, as texts (a token id as its decimal text): what the prefix cache hashes.
+std::vector<std::string> prompt_tokens(const boost::json::object& body, bool chat);
 
 // The text of generated token i: "tok<i> " (plain ASCII, so no JSON escaping is needed).
 std::string token_text(int i);

@@ -365,3 +365,38 @@ def test_client_disconnect_while_waiting_for_a_json_reply_aborts(sim):
     s.close()
     eventually(lambda: success_total(p.url, "abort") == 1)
     assert running(p.url) == 0
+
+
+def test_the_prefix_cache_hits_on_leading_full_blocks_and_prefill_costs_only_the_rest(sim):
+    p = sim("--block-size", "4", "--prefill-per-token", "20ms", "--itl", "1ms")
+    words = [f"w{i}" for i in range(40)]
+
+    def ask(prompt_words):
+        began = time.monotonic()
+        status, _, _ = http("POST", p.url + COMPLETIONS,
+                            {"model": "sim-model", "prompt": " ".join(prompt_words), "max_tokens": 1})
+        assert status == 200
+        return time.monotonic() - began
+
+    def counts():
+        m = metrics(p.url)
+        return (m['vllm:prefix_cache_queries_total{model_name="sim-model"}'],
+                m['vllm:prefix_cache_hits_total{model_name="sim-model"}'])
+
+    cold = ask(words)  # 40 tokens to prefill: 0.8 s
+    assert counts() == (40, 0)
+    warm = ask(words)  # all 10 blocks cached
+    assert counts() == (80, 40)
+    # The first 22 words shared, then others: 5 full blocks hit (20 tokens), 22 to prefill.
+    half = ask(words[:22] + [f"x{i}" for i in range(20)])
+    assert counts() == (122, 60)
+    assert cold >= 0.8 and warm < 0.3 and 0.4 <= half < 0.8, (cold, warm, half)
+
+
+def test_a_prefix_cache_of_zero_blocks_never_hits(sim):
+    p = sim("--prefix-cache-blocks", "0")
+    for _ in range(2):
+        assert http("POST", p.url + CHAT, chat_body(max_tokens=1))[0] == 200
+    m = metrics(p.url)
+    assert m['vllm:prefix_cache_hits_total{model_name="sim-model"}'] == 0
+    assert m['vllm:prefix_cache_queries_total{model_name="sim-model"}'] == 6  # 3 words, twice
