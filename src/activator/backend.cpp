@@ -11,8 +11,6 @@ namespace {
 
 using namespace net::experimental::awaitable_operators;
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
 // GET a path on the pool's target, bounded by twice the probe interval (1–5 s), with the backend's
 // upstream_headers (an API key vLLM asks for) and health.headers.
 Controller::Probe default_probe(Executor ex, upstream::Pool& pool, const config::Health& health) {
@@ -290,10 +288,10 @@ boost::json::object Backend::status() const {
   o["in_flight"] = s.activity.in_flight();
   o["pending"] = s.queue.size();
   const bool idle = s.activity.idle(s.queue.size());
-  o["idle_seconds"] = idle ? seconds(now - s.activity.last()) : 0.0;
+  o["idle_seconds"] = idle ? to_seconds(now - s.activity.last()) : 0.0;
   if (s.state == State::ready && idle) {
     o["seconds_until_scale_down"] =
-        std::max(0.0, seconds(s.activity.last() + s.settings.idle_timeout - now));
+        std::max(0.0, to_seconds(s.activity.last() + s.settings.idle_timeout - now));
   } else {
     o["seconds_until_scale_down"] = nullptr;
   }

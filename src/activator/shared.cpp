@@ -1,5 +1,6 @@
 #include "activator/shared.hpp"
 
+#include "core/duration.hpp"
 #include "core/log.hpp"
 
 namespace va::activator {
@@ -7,8 +8,6 @@ namespace {
 
 constexpr State kStates[] = {State::asleep, State::waking, State::ready, State::stopping,
                              State::failed};
-
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 }  // namespace
 
@@ -111,7 +110,8 @@ void Shared::update_gauges() {
 
 void Shared::account_awake(Clock::time_point now) {
   if (state == State::waking || state == State::ready || state == State::stopping) {
-    metrics.backend_awake_seconds_total.with({settings.name}).inc(seconds(now - awake_accounted_));
+    metrics.backend_awake_seconds_total.with({settings.name})
+        .inc(to_seconds(now - awake_accounted_));
   }
   awake_accounted_ = now;
 }

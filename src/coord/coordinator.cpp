@@ -1,5 +1,6 @@
 #include "coord/coordinator.hpp"
 
+#include "core/duration.hpp"
 #include "core/log.hpp"
 #include "core/spawn.hpp"
 #include "k8s/objects.hpp"
@@ -8,8 +9,6 @@ namespace va::coord {
 namespace {
 
 using namespace net::experimental::awaitable_operators;
-
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 LeaseRecord named(const std::string& name) {
   LeaseRecord r;
@@ -110,7 +109,7 @@ task<void> Coordinator::run() {
       const auto ended = co_await (tick() || given_up());
       if (ended.index() == 1) {
         log::warn("coordination: heartbeat given up: the API did not answer in time",
-                  {{"after_seconds", seconds(shutdown_bound())}});
+                  {{"after_seconds", to_seconds(shutdown_bound())}});
       }
     } catch (const std::exception& e) {
       log::error("coordination tick failed", {{"error", e.what()}});
@@ -134,8 +133,8 @@ task<void> Coordinator::run() {
     log::warn(
         "coordination: Lease release given up: the API did not answer in time; the Leases "
         "expire by themselves",
-        {{"after_seconds", seconds(shutdown_bound())},
-         {"lease_duration_seconds", seconds(settings_.lease_duration)}});
+        {{"after_seconds", to_seconds(shutdown_bound())},
+         {"lease_duration_seconds", to_seconds(settings_.lease_duration)}});
   }
   ended_ = true;
   done_.cancel();
@@ -308,7 +307,7 @@ void Coordinator::become_leader(const char* how) {
   log::info("coordination: leading",
             {{"identity", settings_.identity},
              {"how", how},
-             {"first_scale_down_after_seconds", seconds(settings_.lease_duration)}});
+             {"first_scale_down_after_seconds", to_seconds(settings_.lease_duration)}});
 }
 
 void Coordinator::step_down(const char* why) {
@@ -398,7 +397,7 @@ boost::json::object Coordinator::status() const {
     }
     members.push_back(boost::json::object{{"identity", s.record.holder},
                                           {"live", live(s)},
-                                          {"age_seconds", seconds(now - s.changed)},
+                                          {"age_seconds", to_seconds(now - s.changed)},
                                           {"backends", std::move(backends)},
                                           {"acked", report.acked}});
   }
@@ -406,11 +405,11 @@ boost::json::object Coordinator::status() const {
   if (proposal_) {
     o["fence"] = {{"backend", proposal_->fence.backend},
                   {"id", proposal_->fence.id},
-                  {"seconds", seconds(now - proposal_->started)}};
+                  {"seconds", to_seconds(now - proposal_->started)}};
   } else if (followed_) {
     o["fence"] = {{"backend", followed_->fence.backend},
                   {"id", followed_->fence.id},
-                  {"seconds", seconds(now - followed_->seen)}};
+                  {"seconds", to_seconds(now - followed_->seen)}};
   } else {
     o["fence"] = nullptr;
   }

@@ -16,4 +16,10 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view s);
 // 0 -> "0s". parse_duration(format_duration(d)) == d for every d >= 0.
 std::string format_duration(std::chrono::milliseconds d);
 
+// A duration in seconds, for logs, metrics and /status.
+template <class Rep, class Period>
+double to_seconds(std::chrono::duration<Rep, Period> d) {
+  return std::chrono::duration<double>(d).count();
+}
+
 }  // namespace va
