@@ -148,7 +148,9 @@ std::optional<Lease> Backend::try_acquire() {
 }
 
 std::optional<Lease> Backend::lease_if_ready_locked() {
-  if (shared_.state != State::ready || shared_.suspect || shared_.fenced) {
+  // Behind requests held for room (Shared::room()), in their order.
+  if (shared_.state != State::ready || shared_.suspect || shared_.fenced ||
+      !shared_.queue.empty() || shared_.activity.in_flight() >= shared_.room()) {
     return std::nullopt;
   }
   shared_.activity.begin();
@@ -161,6 +163,9 @@ void Backend::end_request() {
   {
     std::lock_guard lock(shared_.mu);
     shared_.activity.end(shared_.time.now());
+    if (shared_.state == State::ready && !shared_.queue.empty()) {
+      shared_.release_waiters();  // held for room: one more fits now
+    }
     const auto& a = shared_.activity;
     poke =
         a.in_flight() == 0 && (shared_.state != State::ready ||
@@ -285,6 +290,19 @@ boost::json::object Backend::status() const {
   // As the scaler last saw them: a backend asleep can still have replicas (one going away).
   o["replicas"] = s.observed ? s.observed->ready : 0;
   o["desired_replicas"] = s.observed ? s.observed->desired : 0;
+  if (const auto& a = s.settings.autoscale) {
+    boost::json::object scaling{{"min_replicas", a->min_replicas},
+                                {"max_replicas", a->max_replicas},
+                                {"target_in_flight", a->target_in_flight}};
+    if (const auto& d = s.decision) {
+      scaling["panic"] = d->panic;
+      scaling["stable_average"] = d->stable_average;
+      scaling["panic_average"] = d->panic_average;
+      scaling["decided"] = d->replicas;
+      scaling["reason"] = d->reason;
+    }
+    o["autoscale"] = std::move(scaling);
+  }
   o["in_flight"] = s.activity.in_flight();
   o["pending"] = s.queue.size();
   const bool idle = s.activity.idle(s.queue.size());

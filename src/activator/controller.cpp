@@ -1,6 +1,7 @@
 #include "activator/controller.hpp"
 
 #include <boost/json.hpp>
+#include <cmath>
 
 #include "core/backoff.hpp"
 #include "core/duration.hpp"
@@ -127,6 +128,8 @@ task<outcome<scaler::Observed>> Controller::observe() {
     co_return o;
   }
   s_.observed = *o;
+  s_.metrics.desired_replicas.with({s_.settings.name}).set(o->desired);
+  s_.metrics.ready_replicas.with({s_.settings.name}).set(o->ready);
   if (!o->fatal) {
     const bool sighted = !up_ && o->desired > 0;
     up_ = o->desired > 0;
@@ -156,6 +159,7 @@ task<outcome<void>> Controller::scale(int replicas, std::string cause) {
   auto r = co_await scaler_->scale_to(replicas, std::move(cause));
   if (r) {
     up_ = replicas > 0;
+    want_ = replicas > 0 ? replicas : want_;
     stop_unsure_ = false;
   } else if (r.error().code != errc::scaler_unavailable) {
     up_ = was_up;  // refused: nothing changed
@@ -181,6 +185,9 @@ bool Controller::become_ready(std::string_view why, std::optional<Clock::time_po
     s_.metrics.wakes_total.with({s_.settings.name, "success"}).inc();
     s_.metrics.wake_duration_seconds.with({s_.settings.name}).observe(took);
     s_.activity.touch(s_.time.now());
+  }
+  if (s_.settings.autoscale) {
+    desired_.emplace(*s_.settings.autoscale);  // the load of this awake period only
   }
   s_.set_state(State::ready, why);
   s_.release_waiters();
@@ -287,13 +294,24 @@ task<void> Controller::run_waking() {
   }
   // Already asked for (by this controller before it restarted, by someone else, or left up
   // after a readiness blip): the same call again would change nothing. Wait for it.
-  const bool asked = before && !before->fatal && before->desired >= s_.settings.replicas;
+  const bool asked = before && !before->fatal && before->desired >= wake_replicas();
   if (!asked && !co_await scale_up(started)) {
     co_return;
   }
   // A replica still up when the wake began (it failed its health probe before its exit was
   // observed) may die now: that is no failed start, so it gets one more scale call.
   co_await await_ready(started, before && before->ready > 0);
+}
+
+int Controller::wake_replicas() const {
+  const auto& a = s_.settings.autoscale;
+  if (!a) {
+    return s_.settings.replicas;
+  }
+  std::lock_guard lock(s_.mu);
+  const auto load = static_cast<double>(s_.queue.size() + s_.activity.in_flight());
+  return std::clamp(static_cast<int>(std::ceil(load / a->target_in_flight - 1e-9)), a->min_replicas,
+                    a->max_replicas);
 }
 
 task<bool> Controller::pause_after_failed_wakes() {
@@ -352,6 +370,15 @@ task<void> Controller::await_ready(Clock::time_point started, bool replica_was_u
       }
       co_return;
     }
+    if (observed && s_.settings.autoscale && wake_replicas() > want_) {
+      // More requests held since the wake began: their pods load now, not after the first.
+      std::string cause;
+      {
+        std::lock_guard lock(s_.mu);
+        cause = s_.scale_cause();
+      }
+      co_await scale(wake_replicas(), std::move(cause));
+    }
     // With the scaler's API unreadable, the probe alone says whether what we asked for serves.
     const bool up = observed ? observed->ready > 0 : up_;
     if (up && co_await healthy()) {
@@ -402,7 +429,7 @@ task<bool> Controller::scale_up(Clock::time_point started) {
       }
       cause = s_.scale_cause();
     }
-    auto scaled = co_await scale(s_.settings.replicas, std::move(cause));
+    auto scaled = co_await scale(wake_replicas(), std::move(cause));
     if (scaled) {
       co_return true;
     }

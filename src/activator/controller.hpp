@@ -81,6 +81,10 @@ class Controller {
   // With peers: whether they agree to a scale-down now (else ask_peers_at_ says when to ask
   // again; `asked`, for an admin sleep, asks at once). Without: true.
   task<bool> peers_agree(Clock::duration idle_timeout, bool asked = false);
+  // How many pods a wake asks for: `replicas`, or autoscaled, enough for the held requests.
+  int wake_replicas() const;
+  // Autoscaled and ready: the pods for the load now (summed over the replicas, on the leader).
+  task<void> autoscale(const scaler::Observed& observed);
   // ready, idle for idle_timeout: stopping, if the peers agree. False while it stays ready.
   task<bool> stop_when_idle();
   // The wake ended without a ready backend: held requests were answered; stop what was started.
@@ -98,8 +102,11 @@ class Controller {
   Timer done_;  // cancelled when the controller has ended
 
   // The controller's own (its executor only).
-  bool up_ = false;          // the scaler was asked for replicas above 0, as far as we know
-  Clock::duration grace_{};  // an owed stop is due this long after the last activity
+  bool up_ = false;  // the scaler was asked for replicas above 0, as far as we know
+  int want_ = 1;     // the replicas last asked for above 0
+  // Autoscaled: the load since the backend last became ready.
+  std::optional<activity::DesiredReplicas> desired_;
+  Clock::duration grace_{};           // an owed stop is due this long after the last activity
   State after_stop_ = State::asleep;  // where a stop leads: asleep, or failed after a failed wake
   int stop_failures_ = 0;             // failed scale-downs in a row
   Clock::time_point stop_retry_at_ = Clock::time_point::min();

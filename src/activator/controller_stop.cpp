@@ -47,29 +47,70 @@ task<void> Controller::run_ready() {
     auto observed = co_await observe();
     if (observed && stop_unsure_) {
       // The API answers again: make sure the scale-down it could not confirm does not land now.
-      co_await scale(s_.settings.replicas, "kept for requests after a scale-down that timed out");
+      co_await scale(want_, "kept for requests after a scale-down that timed out");
     }
     bool dead = observed && observed->ready == 0;
     if (!dead && suspect) {
       dead = !co_await healthy();
     }
+    {
+      std::lock_guard lock(s_.mu);
+      s_.suspect = false;
+      if (s_.state != State::ready) {
+        co_return;
+      }
+      if (dead) {
+        pool_.clear();
+        const std::string why =
+            observed && !observed->reason.empty() ? observed->reason : "health probe failed";
+        s_.last_error = why;
+        // Left up and unused, it is stopped idle_timeout after the last activity (stop_if_owed).
+        grace_ = s_.settings.idle_timeout;
+        look_now_ = true;
+        s_.set_state(s_.queue.empty() ? State::asleep : State::waking, "backend went away: " + why);
+        co_return;
+      }
+      s_.release_waiters();
+    }
+    if (observed && !observed->fatal) {
+      co_await autoscale(*observed);
+    }
+  }
+}
+
+task<void> Controller::autoscale(const scaler::Observed& observed) {
+  if (!desired_ || observed.desired < 1) {
+    co_return;
+  }
+  double load = 0;
+  {
     std::lock_guard lock(s_.mu);
-    s_.suspect = false;
-    if (s_.state != State::ready) {
-      co_return;
-    }
-    if (dead) {
-      pool_.clear();
-      const std::string why =
-          observed && !observed->reason.empty() ? observed->reason : "health probe failed";
-      s_.last_error = why;
-      // Left up and unused, it is stopped idle_timeout after the last activity (stop_if_owed).
-      grace_ = s_.settings.idle_timeout;
-      look_now_ = true;
-      s_.set_state(s_.queue.empty() ? State::asleep : State::waking, "backend went away: " + why);
-      co_return;
-    }
-    s_.release_waiters();
+    load = static_cast<double>(s_.activity.in_flight() + s_.queue.size());
+  }
+  if (peers_ != nullptr) {
+    load += static_cast<double>(peers_->load_elsewhere(s_.settings.name));
+  }
+  const auto now = s_.time.now();
+  desired_->observe(now, load);
+  if (peers_ != nullptr && !peers_->leading()) {
+    co_return;  // every replica keeps the averages; the leader decides
+  }
+  auto decision = desired_->decide(now, observed.desired);
+  const int from = observed.desired, to = decision.replicas;
+  {
+    std::lock_guard lock(s_.mu);
+    s_.metrics.autoscale_panic.with({s_.settings.name}).set(decision.panic ? 1 : 0);
+    s_.decision = decision;
+  }
+  if (to == from) {
+    co_return;
+  }
+  log::info(
+      "autoscaling",
+      {{"backend", s_.settings.name}, {"from", from}, {"to", to}, {"reason", decision.reason}});
+  if (auto r = co_await scale(to, std::move(decision.reason)); !r) {
+    log::warn("autoscaling failed; deciding again at the next look",
+              {{"backend", s_.settings.name}, {"error", r.error().message}});
   }
 }
 

@@ -30,6 +30,9 @@ class Peers {
   // refused, naming the leader).
   virtual bool leading() const = 0;
   virtual std::string leader() const = 0;
+  // Requests in flight plus held for `backend` on the other live replicas, as they last wrote
+  // (a heartbeat old at most): what the leader adds to its own to size the backend's pods.
+  virtual std::size_t load_elsewhere(const std::string& backend) const = 0;
 };
 
 }  // namespace va::activator

@@ -12,13 +12,13 @@ bool PendingBudget::try_add(std::size_t n) {
   return true;
 }
 
-std::size_t WaitQueue::finish_all(const Failure* failure) {
-  if (waiters_.empty()) {
+std::size_t WaitQueue::finish(const Failure* failure, std::size_t most) {
+  if (waiters_.empty() || most == 0) {
     return 0;
   }
   auto woken = std::make_shared<std::vector<std::shared_ptr<Waiter>>>();
-  woken->reserve(waiters_.size());
-  while (!waiters_.empty()) {
+  woken->reserve(std::min(most, waiters_.size()));
+  while (!waiters_.empty() && woken->size() < most) {
     auto w = std::move(waiters_.front());
     waiters_.pop_front();
     w->done = true;

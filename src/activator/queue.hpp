@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -44,9 +45,11 @@ class WaitQueue {
   std::size_t size() const { return waiters_.size(); }
   bool empty() const { return waiters_.empty(); }
 
-  // Every waiter, in arrival order, granted (`failure` null) or refused with `failure`; returns how
-  // many were granted. Their sessions are woken a batch at a time (see wake()).
-  std::size_t finish_all(const Failure* failure);
+  // The first `most` waiters (every one by default), in arrival order, granted (`failure` null)
+  // or refused with `failure`; returns how many were granted. Their sessions are woken a batch at
+  // a time (see wake()).
+  std::size_t finish(const Failure* failure,
+                     std::size_t most = std::numeric_limits<std::size_t>::max());
 
  private:
   static void wake(std::shared_ptr<std::vector<std::shared_ptr<Waiter>>> woken, std::size_t from);

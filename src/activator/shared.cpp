@@ -1,5 +1,8 @@
 #include "activator/shared.hpp"
 
+#include <cmath>
+#include <limits>
+
 #include "core/duration.hpp"
 #include "core/log.hpp"
 
@@ -66,13 +69,26 @@ void Shared::release_waiters() {
   if (fenced) {
     return;
   }
-  activity.begin(queue.finish_all(nullptr));
+  const auto in_flight = activity.in_flight();
+  const auto limit = room();
+  if (in_flight < limit) {
+    activity.begin(queue.finish(nullptr, limit - in_flight));
+  }
   update_gauges();
+}
+
+std::size_t Shared::room() const {
+  const auto& a = settings.autoscale;
+  if (!a || !observed || observed->ready >= observed->desired) {
+    return std::numeric_limits<std::size_t>::max();
+  }
+  const auto per_pod = std::max(1.0, std::ceil(2 * a->target_in_flight));
+  return static_cast<std::size_t>(per_pod) * static_cast<std::size_t>(std::max(observed->ready, 1));
 }
 
 void Shared::fail_waiters(errc code, const std::string& message) {
   const Failure failure{code, message};
-  queue.finish_all(&failure);
+  queue.finish(&failure);
   update_gauges();
 }
 

@@ -8,6 +8,7 @@
 
 #include "activator/queue.hpp"
 #include "activity/activity.hpp"
+#include "activity/desired_replicas.hpp"
 #include "config/config.hpp"
 #include "core/time_source.hpp"
 #include "metrics/metrics.hpp"
@@ -24,7 +25,9 @@ struct Settings {
   std::chrono::milliseconds wake_timeout;
   std::size_t max_pending;
   config::Health health;
-  int replicas;
+  int replicas = 1;  // on a wake, when not autoscaled
+  // Pods from load while awake (activity/desired_replicas.hpp); none: always `replicas`.
+  std::optional<activity::DesiredReplicas::Settings> autoscale;
   // Ask the backend's /v1/models when it is up: it serves every model (the only backend, with
   // no `models` list), and the proxy's /v1/models lists what it has.
   bool learn_models = false;
@@ -59,12 +62,18 @@ class Shared {
   unsigned long wakes = 0;
   int failed_wakes = 0;                      // in a row; the backoff before the next wake
   std::optional<scaler::Observed> observed;  // the scaler's last answer that was not an error
+  // Autoscaled: the controller's last decision (for /status).
+  std::optional<activity::DesiredReplicas::Decision> decision;
   std::vector<std::string> reported_models;  // the backend's /v1/models when it was last up
 
   void set_state(State to, std::string_view why);
-  // Held requests, in arrival order: granted (and counted in flight), or refused. Not while
-  // fenced.
+  // Held requests, in arrival order, granted (and counted in flight) as far as room() allows.
+  // Not while fenced.
   void release_waiters();
+  // How many more requests may be in flight now: no bound, except while an autoscaled backend
+  // has fewer pods ready than asked for; then target_in_flight × 2 per ready pod (one at least),
+  // so that the first pod up is not handed every held request while the others start.
+  std::size_t room() const;
   void fail_waiters(errc code, const std::string& message);
   // waking → failed, held requests refused with `reason`; false if it was no longer waking.
   bool fail_wake(const std::string& reason);

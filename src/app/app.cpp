@@ -25,6 +25,20 @@
 namespace va::app {
 namespace {
 std::atomic<bool> g_run_returned{false};
+
+// scaler.target_in_flight set: the pods follow the load while the backend is awake.
+std::optional<activity::DesiredReplicas::Settings> autoscale(const config::Scaler& s) {
+  if (!s.target_in_flight) {
+    return std::nullopt;
+  }
+  return activity::DesiredReplicas::Settings{.min_replicas = s.min_replicas.value_or(1),
+                                             .max_replicas = s.max_replicas.value_or(1),
+                                             .target_in_flight = *s.target_in_flight,
+                                             .stable_window = s.stable_window,
+                                             .panic_window = s.panic_window,
+                                             .scale_down_every = s.stable_window};
+}
+
 }  // namespace
 
 struct App::Impl {
@@ -85,7 +99,8 @@ void App::Impl::build() {
                                      .wake_timeout = b.wake_timeout,
                                      .max_pending = b.max_pending,
                                      .health = b.health,
-                                     .replicas = b.scaler.replicas,
+                                     .replicas = b.scaler.replicas.value_or(1),
+                                     .autoscale = autoscale(b.scaler),
                                      .learn_models = cfg.backends.size() == 1 && b.models.empty()},
         ioc.get_executor(), [&b](Executor ex) { return scaler::make_scaler(b, std::move(ex)); },
         *pools.back(), metrics, budget);

@@ -72,7 +72,15 @@ struct Scaler {
   // kubernetes
   std::string namespace_;  // YAML key `namespace`; default: the proxy's own namespace
   std::string deployment;
-  int replicas = 1;
+  // A fixed count of pods while awake; unset: 1, or the autoscaled count below.
+  std::optional<int> replicas;
+  // Pods from load (docs/scaling.md): set target_in_flight (requests in flight plus held per
+  // pod) to scale between min_replicas and max_replicas while awake; 0 stays the idle stop's.
+  std::optional<double> target_in_flight;
+  std::optional<int> min_replicas;  // default 1
+  std::optional<int> max_replicas;  // default 1
+  Duration stable_window = std::chrono::seconds(60);
+  Duration panic_window = std::chrono::seconds(6);
   std::string kubeconfig;
   ClusterSource cluster;  // filled by the loader, not a YAML key
   // process

@@ -147,7 +147,15 @@ void emit_scaler(YAML::Emitter& out, const Scaler& s) {
       out << YAML::Key << "namespace" << YAML::Value << literal(s.namespace_);
     }
     out << YAML::Key << "deployment" << YAML::Value << literal(s.deployment);
-    out << YAML::Key << "replicas" << YAML::Value << s.replicas;
+    if (s.target_in_flight) {
+      out << YAML::Key << "target_in_flight" << YAML::Value << *s.target_in_flight;
+      out << YAML::Key << "min_replicas" << YAML::Value << s.min_replicas.value_or(1);
+      out << YAML::Key << "max_replicas" << YAML::Value << s.max_replicas.value_or(1);
+      out << YAML::Key << "stable_window" << YAML::Value << format_duration(s.stable_window);
+      out << YAML::Key << "panic_window" << YAML::Value << format_duration(s.panic_window);
+    } else {
+      out << YAML::Key << "replicas" << YAML::Value << s.replicas.value_or(1);
+    }
     if (!s.kubeconfig.empty()) {
       out << YAML::Key << "kubeconfig" << YAML::Value << literal(s.kubeconfig);
     }

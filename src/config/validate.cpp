@@ -13,6 +13,7 @@
 
 #include "config/loader.hpp"
 #include "config/text.hpp"
+#include "core/duration.hpp"
 #include "wire/hop_by_hop.hpp"
 
 namespace va::config {
@@ -95,6 +96,48 @@ void validate_positive(const std::string& path, Duration d, const Origins& origi
   }
 }
 
+// How many pods a kubernetes backend has while awake: a fixed `replicas`, or from load between
+// min_replicas and max_replicas (target_in_flight set).
+void validate_pods(const std::string& path, const Scaler& s, const Origins& origins,
+                   Problems& problems) {
+  const auto check = [&](const std::string& key, std::string_view message) {
+    const std::string p = path + "." + key;
+    problems.check(p, origins.shown(p), message);
+  };
+  if (s.replicas && *s.replicas < 1) {
+    check("replicas", "must be at least 1");
+  }
+  if (!s.target_in_flight) {
+    for (const auto& [key, value] :
+         {std::pair<std::string, std::optional<int>>{"min_replicas", s.min_replicas},
+          {"max_replicas", s.max_replicas}}) {
+      if (value && *value != 1) {
+        check(key,
+              "scaling from load needs scaler.target_in_flight (requests per pod); for a "
+              "fixed count use scaler.replicas");
+      }
+    }
+    return;
+  }
+  if (!(*s.target_in_flight > 0)) {
+    check("target_in_flight", "must be above 0 (requests in flight per pod)");
+  }
+  if (s.replicas) {
+    check("replicas", "a fixed count: with target_in_flight use min_replicas and max_replicas");
+  }
+  const int min = s.min_replicas.value_or(1), max = s.max_replicas.value_or(1);
+  if (min < 1) {
+    check("min_replicas", "must be at least 1 (0 is the idle stop's: idle_timeout)");
+  } else if (max < min) {
+    check("max_replicas", "must be at least min_replicas (" + std::to_string(min) + ")");
+  }
+  validate_positive(path + ".panic_window", s.panic_window, origins, problems);
+  if (s.stable_window < s.panic_window) {
+    check("stable_window",
+          "must be at least panic_window (" + format_duration(s.panic_window) + ")");
+  }
+}
+
 void validate_scaler(const std::string& path, const Scaler& s, const Origins& origins,
                      Problems& problems) {
   const auto check = [&](const std::string& key, std::string_view message) {
@@ -109,13 +152,15 @@ void validate_scaler(const std::string& path, const Scaler& s, const Origins& or
     if (s.deployment.empty()) {
       check("deployment", "required for the kubernetes scaler");
     }
-    if (s.replicas < 1) {
-      check("replicas", "must be at least 1");
-    }
+    validate_pods(path, s, origins, problems);
   } else {
     for (const auto& [key, set] : {std::pair<std::string, bool>{"namespace", !s.namespace_.empty()},
                                    {"deployment", !s.deployment.empty()},
-                                   {"kubeconfig", !s.kubeconfig.empty()}}) {
+                                   {"kubeconfig", !s.kubeconfig.empty()},
+                                   {"replicas", s.replicas.has_value()},
+                                   {"target_in_flight", s.target_in_flight.has_value()},
+                                   {"min_replicas", s.min_replicas.has_value()},
+                                   {"max_replicas", s.max_replicas.has_value()}}) {
       if (set) {
         check(key, "only used by the kubernetes scaler (type is " + s.type + ")");
       }

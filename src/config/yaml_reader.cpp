@@ -229,7 +229,8 @@ void decode_health(Decoder& d, const YAML::Node& node, const std::string& path, 
 
 void decode_scaler(Decoder& d, const YAML::Node& node, const std::string& path, Scaler& s) {
   d.map(node, path,
-        {"type", "namespace", "deployment", "replicas", "kubeconfig", "command", "env",
+        {"type", "namespace", "deployment", "replicas", "target_in_flight", "min_replicas",
+         "max_replicas", "stable_window", "panic_window", "kubeconfig", "command", "env",
          "stop_timeout"},
         [&](const std::string& key, const YAML::Node& v, const std::string& p) {
           if (key == "type") {
@@ -239,7 +240,17 @@ void decode_scaler(Decoder& d, const YAML::Node& node, const std::string& path, 
           } else if (key == "deployment") {
             d.string(v, p, s.deployment);
           } else if (key == "replicas") {
-            d.number(v, p, s.replicas);
+            d.number(v, p, s.replicas.emplace());
+          } else if (key == "target_in_flight") {
+            d.number(v, p, s.target_in_flight.emplace());
+          } else if (key == "min_replicas") {
+            d.number(v, p, s.min_replicas.emplace());
+          } else if (key == "max_replicas") {
+            d.number(v, p, s.max_replicas.emplace());
+          } else if (key == "stable_window") {
+            d.duration(v, p, s.stable_window);
+          } else if (key == "panic_window") {
+            d.duration(v, p, s.panic_window);
           } else if (key == "kubeconfig") {
             d.string(v, p, s.kubeconfig);
           } else if (key == "command") {

@@ -217,6 +217,18 @@ bool Coordinator::live(const Seen& s) const {
          time_.now() < s.changed + std::chrono::seconds(s.record.duration_seconds);
 }
 
+std::size_t Coordinator::load_elsewhere(const std::string& backend) const {
+  std::lock_guard lock(mu_);  // the controller's executor is ours, but not necessarily its thread
+  std::size_t load = 0;
+  for (const Seen* m : live_members()) {
+    const auto report = decode_report(m->record.data);
+    if (const auto it = report.backends.find(backend); it != report.backends.end()) {
+      load += it->second.in_flight + it->second.held;
+    }
+  }
+  return load;
+}
+
 std::vector<const Coordinator::Seen*> Coordinator::live_members() const {
   std::vector<const Seen*> out;
   const auto prefix = settings_.lease_name + "-";

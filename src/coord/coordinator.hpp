@@ -69,6 +69,7 @@ class Coordinator final : public activator::Peers {
 
   bool leading() const override;
   std::string leader() const override;
+  std::size_t load_elsewhere(const std::string& backend) const override;
   boost::json::object status() const;
   // What keeps this replica from coordinating as configured, as last checked ("cannot update
   // coordination.k8s.io/leases in namespace \"llm\""); until the first check has answered, that

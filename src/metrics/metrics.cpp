@@ -56,6 +56,17 @@ Metrics::Metrics()
           "What stops the backend's scaler from working as configured (a permission its Role "
           "lacks, a Deployment not found); the proxy is not ready while any is above 0.",
           {"backend"})),
+      desired_replicas(registry.gauge(
+          "vllm_autoscaler_desired_replicas",
+          "Replicas the backend's scaler was asked for (the Deployment's spec.replicas).",
+          {"backend"})),
+      ready_replicas(registry.gauge("vllm_autoscaler_ready_replicas",
+                                    "Replicas the backend's scaler reports ready.", {"backend"})),
+      autoscale_panic(registry.gauge(
+          "vllm_autoscaler_autoscale_panic",
+          "1 while the load over the panic window is at twice target_in_flight per pod or more "
+          "(pods are added from the panic window's load, and none is removed).",
+          {"backend"})),
       coordination_leader(registry.gauge(
           "vllm_autoscaler_coordination_leader",
           "1 on the proxy replica that holds the leader Lease (the only one that scales down).",

@@ -23,6 +23,10 @@ struct Metrics {
   Family<Counter>& coroutine_failures_total;
   Family<Counter>& controller_restarts_total;
   Family<Gauge>& setup_problems;
+  // Pods (the kubernetes scaler; 1 or 0 for a process).
+  Family<Gauge>& desired_replicas;
+  Family<Gauge>& ready_replicas;
+  Family<Gauge>& autoscale_panic;
   // Several proxy replicas (coordination:).
   Family<Gauge>& coordination_leader;
   Family<Gauge>& coordination_members;

@@ -355,7 +355,7 @@ task<outcome<Observed>> KubernetesScaler::observe() {
   o.ready = static_cast<int>(number(status, "readyReplicas"));
   if (!pending_rv_.empty()) {
     o.desired = pending_replicas_;  // the cache is older than our PATCH
-    o.ready = pending_replicas_ > 0 ? 0 : o.ready;
+    o.ready = waking_ ? 0 : o.ready;
   } else if (waking_ && !caught_up) {
     o.ready = 0;  // the controllers have not seen the scale-up yet
   }
@@ -444,7 +444,7 @@ task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) 
         pending_replicas_ = replicas;
         pending_since_ = Clock::now();
       }
-      waking_ = replicas > 0;
+      waking_ = replicas > 0 && (from <= 0 || waking_);
       log::info("kubernetes scale", {{"backend", settings_.backend},
                                      {"deployment", deployment_.what},
                                      {"from", from},
@@ -487,8 +487,10 @@ task<void> KubernetesScaler::record_event(int from, int to, const std::string& c
                                     {"kind", "Deployment"},
                                     {"namespace", settings_.namespace_},
                                     {"name", settings_.deployment}},
-                       .reason = to > 0 ? "ScaledUp" : "ScaledToZero",
-                       .message = to > 0 ? "Scaled up" : "Scaled down"};
+                       .reason = to == 0     ? "ScaledToZero"
+                                 : to < from ? "ScaledDown"
+                                             : "ScaledUp",
+                       .message = to == 0 || to < from ? "Scaled down" : "Scaled up"};
   if (const auto uid = k8s::text(k8s::child(deployment(), "metadata"), "uid"); !uid.empty()) {
     event.involved["uid"] = uid;
   }

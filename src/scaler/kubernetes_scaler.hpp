@@ -22,9 +22,9 @@
 // scale_to() is a merge PATCH of .../deployments/NAME/scale, retried on 429 (Retry-After), 409 and
 // 5xx for `retry_for`, then errc::scaler_unavailable, as is a transport error at once (the Backend
 // retries those with backoff); other answers (403, 404, 422) are errc::scaler_error. Each change of
-// replicas records a core/v1 Event on the Deployment (ScaledUp / ScaledToZero, with the cause), as
-// `kubectl describe deployment` shows. shutdown() stops the watches and leaves the Deployment as it
-// is, for the next proxy to adopt.
+// replicas records a core/v1 Event on the Deployment (ScaledUp / ScaledDown / ScaledToZero, with
+// the cause), as `kubectl describe deployment` shows. shutdown() stops the watches and leaves the
+// Deployment as it is, for the next proxy to adopt.
 //
 // Setup checks (kubernetes_setup.cpp): from the first call on, and then every `check_interval`,
 // SelfSubjectAccessReviews ask whether the proxy may make each request above, and a GET of the
@@ -143,7 +143,9 @@ class KubernetesScaler final : public Scaler {
   std::deque<std::string> recent_rvs_;  // of the Deployment's last watch events
   int pending_replicas_ = 0;
   Clock::time_point pending_since_{};
-  bool waking_ = false;  // scaled up by us and not yet seen ready
+  // Scaled up from 0 by us and not yet seen ready. A scale between two counts above 0 (the
+  // autoscaler's) leaves the ready pods as the cache shows them: they still serve.
+  bool waking_ = false;
 };
 
 }  // namespace va::scaler

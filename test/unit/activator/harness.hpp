@@ -22,8 +22,11 @@ using va::testing::VirtualTime;
 
 // The backend's replicas as they are, whatever the API says.
 struct World {
-  int desired = 0;                  // the Deployment's spec.replicas, the process started or not
-  Clock::time_point up_since{};     // when desired last went above 0
+  int desired = 0;               // the Deployment's spec.replicas, the process started or not
+  Clock::time_point up_since{};  // when desired last went above 0
+  // When each replica past the first was added (an autoscaled scale-up while up): each loads
+  // for load_time from then.
+  std::vector<Clock::time_point> added_since;
   Clock::duration load_time = 20s;  // from scale-up to ready
   bool wedged = false;              // the replica is up but not ready (NotReady, failing probes)
   int ready_limit = 1000;           // at most this many replicas become ready
@@ -89,6 +92,8 @@ class FakeScaler final : public scaler::Scaler {
     if (replicas == 0 && world_.desired > 0) {
       zeroed_at = time_.now();
     }
+    const auto added = static_cast<std::size_t>(std::max(replicas - 1, 0));
+    world_.added_since.resize(added, world_.desired > 0 ? time_.now() : world_.up_since);
     world_.desired = replicas;
     co_return outcome<void>{};
   }
@@ -116,10 +121,14 @@ class FakeScaler final : public scaler::Scaler {
 
   // Ready replicas: loaded, not wedged, not dead.
   int ready() const {
-    const bool loaded = world_.desired > 0 && time_.now() - world_.up_since >= world_.load_time;
-    return loaded && !world_.wedged && world_.fatal.empty()
-               ? std::min(world_.desired, world_.ready_limit)
-               : 0;
+    const auto loaded = [&](Clock::time_point since) {
+      return time_.now() - since >= world_.load_time;
+    };
+    if (world_.desired == 0 || !loaded(world_.up_since) || world_.wedged || !world_.fatal.empty()) {
+      return 0;
+    }
+    const auto more = std::count_if(world_.added_since.begin(), world_.added_since.end(), loaded);
+    return std::min(1 + static_cast<int>(more), world_.ready_limit);
   }
   // What the health path answers: 0 when nothing listens.
   int probe() const {
@@ -204,6 +213,7 @@ class Harness {
     std::chrono::milliseconds wake = 120s;
     std::chrono::milliseconds interval = 1s;
     int replicas = 1;
+    std::optional<activity::DesiredReplicas::Settings> autoscale = std::nullopt;
   };
 
   Harness() : Harness(Timeouts{}) {}
@@ -233,6 +243,7 @@ class Harness {
             .health =
                 config::Health{.path = "/health", .interval = timeouts_.interval, .headers = {}},
             .replicas = timeouts_.replicas,
+            .autoscale = timeouts_.autoscale,
             .learn_models = true},
         ioc.get_executor(),
         [this](Executor) {

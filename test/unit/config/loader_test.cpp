@@ -114,7 +114,12 @@ TEST_F(LoaderTest, EveryDefaultAppliesWhenKeysAreAbsent) {
   EXPECT_EQ(b.scaler.type, "static");
   EXPECT_EQ(b.scaler.namespace_, "");
   EXPECT_EQ(b.scaler.deployment, "");
-  EXPECT_EQ(b.scaler.replicas, 1);
+  EXPECT_FALSE(b.scaler.replicas);  // 1
+  EXPECT_FALSE(b.scaler.target_in_flight);
+  EXPECT_FALSE(b.scaler.min_replicas);
+  EXPECT_FALSE(b.scaler.max_replicas);
+  EXPECT_EQ(b.scaler.stable_window, seconds(60));
+  EXPECT_EQ(b.scaler.panic_window, seconds(6));
   EXPECT_EQ(b.scaler.kubeconfig, "");
   EXPECT_THAT(b.scaler.command, IsEmpty());
   EXPECT_THAT(b.scaler.env, IsEmpty());
@@ -508,7 +513,7 @@ TEST_F(LoaderTest, DeploymentShorthandSelectsTheKubernetesScaler) {
   EXPECT_EQ(c.backends[0].scaler.type, "kubernetes");
   EXPECT_EQ(c.backends[0].scaler.deployment, "vllm");
   EXPECT_EQ(c.backends[0].scaler.namespace_, "ai");
-  EXPECT_EQ(c.backends[0].scaler.replicas, 1);
+  EXPECT_FALSE(c.backends[0].scaler.replicas);
 }
 
 TEST_F(LoaderTest, ProcessShorthandSplitsWordsAndKeepsQuotedGroups) {
@@ -822,6 +827,52 @@ backends:
                           "(type is process)",
                           "backends[4].scaler.command: only used by the process scaler (type is "
                           "static)"));
+}
+
+TEST_F(LoaderTest, PodsFromLoadAreCheckedAgainstAFixedCount) {
+  const auto problems = yaml_problems(R"(
+backends:
+  - { name: a, models: [a], upstream: "http://a:1", scaler: { type: kubernetes, deployment: a, max_replicas: 4 } }
+  - { name: b, models: [b], upstream: "http://b:1", scaler: { type: kubernetes, deployment: b, target_in_flight: 8, replicas: 2 } }
+  - { name: c, models: [c], upstream: "http://c:1", scaler: { type: kubernetes, deployment: c, target_in_flight: 0 } }
+  - { name: d, models: [d], upstream: "http://d:1", scaler: { type: kubernetes, deployment: d, target_in_flight: 8, min_replicas: 3, max_replicas: 2 } }
+  - { name: e, models: [e], upstream: "http://e:1", scaler: { type: kubernetes, deployment: e, target_in_flight: 8, min_replicas: 0, max_replicas: 2 } }
+  - { name: f, models: [f], upstream: "http://f:1", scaler: { type: kubernetes, deployment: f, target_in_flight: 8, stable_window: 5s, panic_window: 6s } }
+  - { name: g, models: [g], upstream: "http://g:1", scaler: { type: process, command: [x], max_replicas: 2 } }
+  - { name: h, models: [h], upstream: "http://h:1", scaler: { type: kubernetes, deployment: h, target_in_flight: many } }
+)");
+  EXPECT_THAT(
+      problems,
+      ElementsAre("backends[7].scaler.target_in_flight: expected a number",
+                  "backends[0].scaler.max_replicas: scaling from load needs "
+                  "scaler.target_in_flight (requests per pod); for a fixed count use "
+                  "scaler.replicas",
+                  "backends[1].scaler.replicas: a fixed count: with target_in_flight use "
+                  "min_replicas and max_replicas",
+                  "backends[2].scaler.target_in_flight: must be above 0 (requests in flight per "
+                  "pod)",
+                  "backends[3].scaler.max_replicas: must be at least min_replicas (3)",
+                  "backends[4].scaler.min_replicas: must be at least 1 (0 is the idle stop's: "
+                  "idle_timeout)",
+                  "backends[5].scaler.stable_window: must be at least panic_window (6s)",
+                  "backends[6].scaler.max_replicas: only used by the kubernetes scaler (type is "
+                  "process)"));
+  const Config c = load_yaml(R"(
+backends:
+  - name: q
+    models: [q]
+    upstream: http://vllm.llm.svc:8000
+    scaler: { type: kubernetes, deployment: vllm, target_in_flight: 7.5, max_replicas: 4,
+              stable_window: 2m, panic_window: 10s }
+)")
+                       .config;
+  const auto& s = c.backends[0].scaler;
+  EXPECT_EQ(s.target_in_flight, 7.5);
+  EXPECT_FALSE(s.min_replicas);
+  EXPECT_EQ(s.max_replicas, 4);
+  EXPECT_EQ(s.stable_window, minutes(2));
+  EXPECT_EQ(s.panic_window, seconds(10));
+  EXPECT_EQ(to_yaml(load_yaml(to_yaml(c)).config), to_yaml(c));
 }
 
 TEST_F(LoaderTest, HealthSettingsAreChecked) {

@@ -76,6 +76,7 @@ class Replicas : public ::testing::Test {
             .max_pending = 1000,
             .health = config::Health{.path = "/health", .interval = 1s, .headers = {}},
             .replicas = 1,
+            .autoscale = autoscale_,
             .learn_models = false},
         ioc_.get_executor(),
         [this, &r](Executor) {
@@ -204,6 +205,7 @@ class Replicas : public ::testing::Test {
   }
 
   std::chrono::milliseconds idle_ = kIdle;  // of the replicas added from then on
+  std::optional<activity::DesiredReplicas::Settings> autoscale_;  // likewise
   net::io_context ioc_;
   VirtualTime time_;
   World world_;
@@ -253,6 +255,30 @@ TEST_F(Replicas, TrafficThroughAFollowerOnlyKeepsTheBackendUpThenTheLeaderStopsI
   EXPECT_EQ(a.scaler->downs(), 1);  // the leader, and only it
   EXPECT_EQ(b.scaler->downs(), 0);
   EXPECT_EQ(world_.desired, 0);
+  expect_no_violation();
+}
+
+TEST_F(Replicas, TheLeaderSizesTheBackendForTheLoadOnEveryReplica) {
+  autoscale_ = activity::DesiredReplicas::Settings{.min_replicas = 1,
+                                                   .max_replicas = 4,
+                                                   .target_in_flight = 2,
+                                                   .stable_window = 60s,
+                                                   .panic_window = 6s,
+                                                   .scale_down_every = 60s};
+  auto [a, b] = a_leading_b();
+  serve(b);
+  ASSERT_EQ(world_.desired, 1);
+  ASSERT_EQ(b.scaler->calls.size(), 1u);  // b woke it
+  // 8 requests through b, none through the leader: only the leader adds pods, for b's load.
+  for (int i = 0; i < 8; ++i) {
+    request(b, 120s);
+  }
+  ASSERT_TRUE(time_.run_until([&] { return world_.desired == 4; }, 20s));
+  EXPECT_EQ(b.scaler->calls.size(), 1u);
+  EXPECT_GE(a.scaler->calls.size(), 1u);
+  EXPECT_EQ(a.backend->in_flight(), 0u);
+  ASSERT_TRUE(time_.run_until([&] { return all_answered(); }, 130s));
+  EXPECT_TRUE(all_ok());
   expect_no_violation();
 }
 
