@@ -15,11 +15,12 @@ coordination, settled = coord.coordination, coord.settled  # test/support/coordi
 
 
 def coordinated(kubernetes_config, cluster, identity: str, idle: str, lease: float = LEASE, beat: float = BEAT,
-                top: str = "") -> str:
-    """A proxy config with coordination through the Leases of this test process's group."""
+                top: str = "", **backend) -> str:
+    """A proxy config with coordination through the Leases of this test process's group; `backend`
+    keywords as kubernetes_config's (replicas, scaler, ...)."""
     top += coord.coordination_yaml(cluster, identity, f"va-{os.getpid()}", lease, beat)
     return kubernetes_config(idle=idle, wake="60s", top=top,
-                             extra="    health: { interval: 250ms }\n")
+                             extra="    health: { interval: 250ms }\n", **backend)
 
 
 def replicas(cluster) -> int:

@@ -126,17 +126,18 @@ def backend_yaml(name: str, port: int, models: list[str], *sim_args, idle: str |
 def kubernetes_backend_yaml(name: str, upstream: str, models: list[str], *, namespace: str,
                             deployment: str, kubeconfig, replicas: int | None = 1,
                             idle: str | None = "60s", wake: str | None = "30s",
-                            default: bool | None = None, extra: str = "") -> str:
+                            default: bool | None = None, extra: str = "", scaler: str = "") -> str:
     """One entry of `backends:` whose `kubernetes` scaler scales `namespace`/`deployment` with the
     credentials of `kubeconfig` (a path), in front of `upstream` (e.g. a test kubelet's
-    service_url). The other keywords as in backend_yaml."""
+    service_url). `scaler`: more lines of the scaler's map (e.g. "      target_in_flight: 2\n").
+    The other keywords as in backend_yaml."""
     text = _backend_head(name, upstream, models, idle, wake, default, extra)
     text += "    scaler:\n      type: kubernetes\n"
     text += f"      namespace: {namespace}\n      deployment: {deployment}\n"
     text += f"      kubeconfig: {json.dumps(str(kubeconfig))}\n"
     if replicas is not None:
         text += f"      replicas: {replicas}\n"
-    return text
+    return text + scaler
 
 
 def _backend_head(name: str, upstream: str, models: list[str], idle: str | None, wake: str | None,
