@@ -48,6 +48,10 @@ Backend::Backend(Settings settings, Executor ex, const ScalerFactory& make_scale
                  Seams seams)
     : shared_(std::move(settings), metrics, seams.time ? *seams.time : steady_time()),
       pool_(pool),
+      pods_(routing::Pods::Settings{.policy = shared_.settings.routing,
+                                    .pool = pool.settings(),
+                                    .bound = 1.25,
+                                    .avoid_for = std::chrono::seconds(2)}),
       budget_(budget) {
   auto probe =
       seams.probe ? std::move(seams.probe) : default_probe(ex, pool_, shared_.settings.health);
@@ -156,6 +160,33 @@ std::optional<Lease> Backend::lease_if_ready_locked() {
   shared_.activity.begin();
   shared_.update_gauges();
   return Lease(this);
+}
+
+Backend::Route Backend::route(std::string_view body) {
+  std::optional<std::uint64_t> key;
+  if (pods_.policy() == routing::Policy::prefix) {
+    error_code ec;
+    const auto doc = boost::json::parse(body, ec);
+    if (!ec && doc.is_object()) {
+      key = routing::stable_hash(
+          routing::prompt_prefix(doc.get_object(), shared_.settings.prefix_bytes));
+    }
+  }
+  auto pod = pods_.pick(key);
+  if (!pod) {
+    return Route{&pool_, std::nullopt};
+  }
+  auto* pool = &pod->pool();
+  return Route{pool, std::move(pod)};
+}
+
+Backend::Route Backend::route_any() {
+  auto pod = pods_.pick(std::nullopt);
+  if (!pod) {
+    return Route{&pool_, std::nullopt};
+  }
+  auto* pool = &pod->pool();
+  return Route{pool, std::move(pod)};
 }
 
 void Backend::end_request() {
@@ -303,6 +334,8 @@ boost::json::object Backend::status() const {
     }
     o["autoscale"] = std::move(scaling);
   }
+  o["routing"] = s.settings.routing == routing::Policy::prefix ? "prefix" : "least_outstanding";
+  o["pods"] = pods_.status();  // empty: through the upstream URL
   o["in_flight"] = s.activity.in_flight();
   o["pending"] = s.queue.size();
   const bool idle = s.activity.idle(s.queue.size());

@@ -62,7 +62,22 @@ class Backend {
   ~Backend();
 
   const std::string& name() const { return shared_.settings.name; }
+  // The upstream URL's pool: the Service, when no pod is known.
   upstream::Pool& pool() { return pool_; }
+
+  // Where one request goes: a pod (counted on it until `pod` is destroyed), or, while no pod is
+  // known, the upstream URL's pool.
+  struct Route {
+    upstream::Pool* pool = nullptr;
+    std::optional<routing::Pods::Use> pod;
+  };
+  // For a request whose body is `body` (its prompt is the key of `routing: prefix`).
+  Route route(std::string_view body);
+  // For one whose body is not read yet: the least loaded pod, whatever the policy.
+  Route route_any();
+  // The pods to send to from now on (ready, not terminating; k8s/endpoint_slices.hpp). Any
+  // thread.
+  void set_pods(const std::vector<routing::PodAddress>& usable) { pods_.update(usable); }
 
   // Starts the controller: it observes what is there and adopts a running backend.
   void start() { controller_->start(); }
@@ -129,6 +144,7 @@ class Backend {
 
   Shared shared_;
   upstream::Pool& pool_;
+  routing::Pods pods_;
   PendingBudget& budget_;
   std::unique_ptr<Controller> controller_;
   Peers* peers_ = nullptr;

@@ -12,6 +12,7 @@
 #include "config/config.hpp"
 #include "core/time_source.hpp"
 #include "metrics/metrics.hpp"
+#include "routing/pods.hpp"
 #include "scaler/scaler.hpp"
 
 namespace va::activator {
@@ -28,6 +29,10 @@ struct Settings {
   int replicas = 1;  // on a wake, when not autoscaled
   // Pods from load while awake (activity/desired_replicas.hpp); none: always `replicas`.
   std::optional<activity::DesiredReplicas::Settings> autoscale;
+  // Which pod takes a request, once the pods are known (routing/pods.hpp); prefix: the first
+  // `prefix_bytes` of the prompt are its key.
+  routing::Policy routing = routing::Policy::least_outstanding;
+  std::size_t prefix_bytes = 1024;
   // Ask the backend's /v1/models when it is up: it serves every model (the only backend, with
   // no `models` list), and the proxy's /v1/models lists what it has.
   bool learn_models = false;

@@ -101,6 +101,10 @@ void App::Impl::build() {
                                      .health = b.health,
                                      .replicas = b.scaler.replicas.value_or(1),
                                      .autoscale = autoscale(b.scaler),
+                                     .routing = b.routing == "prefix"
+                                                    ? routing::Policy::prefix
+                                                    : routing::Policy::least_outstanding,
+                                     .prefix_bytes = b.routing_prefix_bytes,
                                      .learn_models = cfg.backends.size() == 1 && b.models.empty()},
         ioc.get_executor(), [&b](Executor ex) { return scaler::make_scaler(b, std::move(ex)); },
         *pools.back(), metrics, budget);

@@ -101,6 +101,11 @@ struct Backend {
   // only when the whole answer is done.
   Duration upstream_timeout = std::chrono::minutes(10);
   std::size_t max_pending = 1000;
+  // Which pod takes a request once the pods are known (docs/routing.md): least_outstanding, or
+  // prefix (consistent hashing with bounded loads on the first routing_prefix_bytes of the
+  // prompt).
+  std::string routing = "least_outstanding";
+  std::size_t routing_prefix_bytes = 1024;
   // Set on every request forwarded to this backend, replacing the client's field of the same name
   // (case-blind): e.g. vLLM's own key as Authorization, so clients never hold it.
   std::map<std::string, std::string> upstream_headers;

@@ -180,6 +180,8 @@ void emit_backend(YAML::Emitter& out, const Backend& b) {
   out << YAML::Key << "wake_timeout" << YAML::Value << format_duration(b.wake_timeout);
   out << YAML::Key << "upstream_timeout" << YAML::Value << format_duration(b.upstream_timeout);
   out << YAML::Key << "max_pending" << YAML::Value << b.max_pending;
+  out << YAML::Key << "routing" << YAML::Value << literal(b.routing);
+  out << YAML::Key << "routing_prefix_bytes" << YAML::Value << b.routing_prefix_bytes;
   out << YAML::Key << "upstream_headers" << YAML::Value;
   emit_string_map(out, b.upstream_headers, Mask::all);
   out << YAML::Key << "health" << YAML::Value << YAML::BeginMap;

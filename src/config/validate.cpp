@@ -202,6 +202,12 @@ void validate_backend(const std::string& path, const Backend& b, const Origins& 
   } else if (std::string why; !parse_upstream_why(b.upstream, why)) {
     check("upstream", "bad URL " + in_quotes(b.upstream) + ": " + why);
   }
+  if (!one_of(b.routing, {"least_outstanding", "prefix"})) {
+    check("routing", "must be one of least_outstanding, prefix (got " + in_quotes(b.routing) + ")");
+  }
+  if (b.routing_prefix_bytes == 0) {
+    check("routing_prefix_bytes", "must be at least 1");
+  }
   validate_positive(path + ".idle_timeout", b.idle_timeout, origins, problems);
   validate_positive(path + ".wake_timeout", b.wake_timeout, origins, problems);
   validate_positive(path + ".upstream_timeout", b.upstream_timeout, origins, problems);

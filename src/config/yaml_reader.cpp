@@ -264,34 +264,39 @@ void decode_scaler(Decoder& d, const YAML::Node& node, const std::string& path, 
 }
 
 void decode_backend(Decoder& d, const YAML::Node& node, const std::string& path, Backend& b) {
-  d.map(node, path,
-        {"name", "models", "default", "upstream", "idle_timeout", "wake_timeout",
-         "upstream_timeout", "max_pending", "upstream_headers", "health", "scaler"},
-        [&](const std::string& key, const YAML::Node& v, const std::string& p) {
-          if (key == "name") {
-            d.string(v, p, b.name);
-          } else if (key == "models") {
-            d.string_list(v, p, b.models);
-          } else if (key == "default") {
-            d.boolean(v, p, b.default_);
-          } else if (key == "upstream") {
-            d.string(v, p, b.upstream);
-          } else if (key == "idle_timeout") {
-            d.duration(v, p, b.idle_timeout);
-          } else if (key == "wake_timeout") {
-            d.duration(v, p, b.wake_timeout);
-          } else if (key == "upstream_timeout") {
-            d.duration(v, p, b.upstream_timeout);
-          } else if (key == "max_pending") {
-            d.number(v, p, b.max_pending);
-          } else if (key == "upstream_headers") {
-            d.string_map(v, p, b.upstream_headers);
-          } else if (key == "health") {
-            decode_health(d, v, p, b.health);
-          } else {
-            decode_scaler(d, v, p, b.scaler);
-          }
-        });
+  d.map(
+      node, path,
+      {"name", "models", "default", "upstream", "idle_timeout", "wake_timeout", "upstream_timeout",
+       "max_pending", "routing", "routing_prefix_bytes", "upstream_headers", "health", "scaler"},
+      [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+        if (key == "name") {
+          d.string(v, p, b.name);
+        } else if (key == "models") {
+          d.string_list(v, p, b.models);
+        } else if (key == "default") {
+          d.boolean(v, p, b.default_);
+        } else if (key == "upstream") {
+          d.string(v, p, b.upstream);
+        } else if (key == "idle_timeout") {
+          d.duration(v, p, b.idle_timeout);
+        } else if (key == "wake_timeout") {
+          d.duration(v, p, b.wake_timeout);
+        } else if (key == "upstream_timeout") {
+          d.duration(v, p, b.upstream_timeout);
+        } else if (key == "max_pending") {
+          d.number(v, p, b.max_pending);
+        } else if (key == "routing") {
+          d.string(v, p, b.routing);
+        } else if (key == "routing_prefix_bytes") {
+          d.number(v, p, b.routing_prefix_bytes);
+        } else if (key == "upstream_headers") {
+          d.string_map(v, p, b.upstream_headers);
+        } else if (key == "health") {
+          decode_health(d, v, p, b.health);
+        } else {
+          decode_scaler(d, v, p, b.scaler);
+        }
+      });
 }
 
 void decode_limits(Decoder& d, const YAML::Node& node, const std::string& path, Limits& l) {

@@ -211,8 +211,12 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   if (!lease) {
     co_return false;
   }
-  auto [connect_error, upstream_stream] = co_await only->pool().open();
+  auto route = only->route_any();
+  auto [connect_error, upstream_stream] = co_await route.pool->open();
   if (connect_error) {
+    if (route.pod) {
+      route.pod->connect_failed();
+    }
     only->suspect();  // then the buffered path holds the request while it is re-checked
     co_return false;
   }
@@ -222,7 +226,7 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   in.body_limit(limits.max_body_bytes);
   p.settle(co_await upstream::forward_streamed(
       p.c.socket, upstream::StreamedBody{p.c.buf, in, p.c.deadline, body_timeout(limits)},
-      p.c.client_address, std::move(upstream_stream), only->pool(),
+      p.c.client_address, std::move(upstream_stream), *route.pool,
       upstream::ForwardOptions{.client = patience(p.c),
                                .client_keep_alive = p.keep_alive,
                                .client_version = p.version,
@@ -282,17 +286,24 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
       }
       lease.emplace(std::move(acquired->lease));
     }
+    auto route = backend->route(req.body());
     auto fwd =
-        co_await upstream::forward(c.socket, backend->pool(), up,
+        co_await upstream::forward(c.socket, *route.pool, up,
                                    upstream::ForwardOptions{.client = patience(c),
                                                             .client_keep_alive = p.keep_alive,
                                                             .client_version = p.version,
                                                             .wake_ms = p.out.wait_ms});
     if (fwd.outcome == upstream::ForwardResult::Outcome::connect_failed &&
         attempt < kMaxConnectRetries) {
-      // Nothing reached the upstream: re-check the backend (re-woken if it died), retry.
+      // Nothing reached the upstream: the pod is passed over for a while, the backend re-checked
+      // (re-woken if it died), and the request tried again.
       log::info("upstream connect failed; re-checking backend",
-                {{"backend", p.out.backend}, {"error", fwd.error}});
+                {{"backend", p.out.backend},
+                 {"pod", route.pod ? route.pod->address().pod : std::string()},
+                 {"error", fwd.error}});
+      if (route.pod) {
+        route.pod->connect_failed();
+      }
       backend->suspect();
       continue;
     }

@@ -62,7 +62,7 @@ void Pods::update(const std::vector<PodAddress>& usable) {
   }
 }
 
-std::optional<Pods::Use> Pods::pick(std::uint64_t key) {
+std::optional<Pods::Use> Pods::pick(std::optional<std::uint64_t> key) {
   std::lock_guard lock(mu_);
   const auto n = pods_.size();
   if (n == 0) {
@@ -89,8 +89,8 @@ std::optional<Pods::Use> Pods::pick(std::uint64_t key) {
     }
   }
   std::size_t i = 0;
-  if (ring_) {
-    i = ring_->pick(key, loads, settings_.bound);
+  if (ring_ && key) {
+    i = ring_->pick(*key, loads, settings_.bound);
   } else if (n > 1) {
     random_ += 0x9e3779b97f4a7c15ULL;  // a Weyl sequence, mixed by stable_hash's finaliser
     i = least_outstanding(loads,

@@ -69,9 +69,10 @@ class Pods {
   // The pods to route to from now on (ready, not terminating), in the same order on every proxy
   // replica. Pods already known keep their pool and their count.
   void update(const std::vector<PodAddress>& usable);
-  // The pod for the next request; `key` (prefix): stable_hash of its prompt prefix. None while
-  // no pod is known (the caller uses the backend's upstream URL).
-  std::optional<Use> pick(std::uint64_t key);
+  // The pod for the next request; `key` (prefix): stable_hash of its prompt prefix; without one
+  // (a body not read yet, or without a prompt), the least outstanding. None while no pod is
+  // known (the caller uses the backend's upstream URL).
+  std::optional<Use> pick(std::optional<std::uint64_t> key);
   std::size_t size() const;
   Policy policy() const { return settings_.policy; }
   // [{pod, address, in_flight}], in the list's order.

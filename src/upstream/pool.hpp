@@ -67,6 +67,7 @@ class Pool {
   // Drops every idle connection (the backend is stopping or died).
   void clear();
   const Target& target() const { return settings_.target; }
+  const Settings& settings() const { return settings_; }
   std::chrono::milliseconds upstream_timeout() const { return settings_.upstream_timeout; }
 
   // A new connection on the calling coroutine's io_context, within Settings::connect_timeout.

@@ -875,6 +875,20 @@ backends:
   EXPECT_EQ(to_yaml(load_yaml(to_yaml(c)).config), to_yaml(c));
 }
 
+TEST_F(LoaderTest, RoutingIsOneOfTwoPolicies) {
+  EXPECT_THAT(yaml_problems(std::string(kMinimal) +
+                            "    routing: random\n    routing_prefix_bytes: 0\n"),
+              ElementsAre("backends[0].routing: must be one of least_outstanding, prefix (got "
+                          "\"random\")",
+                          "backends[0].routing_prefix_bytes: must be at least 1"));
+  const Config c =
+      load_yaml(std::string(kMinimal) + "    routing: prefix\n    routing_prefix_bytes: 256\n")
+          .config;
+  EXPECT_EQ(c.backends[0].routing, "prefix");
+  EXPECT_EQ(c.backends[0].routing_prefix_bytes, 256u);
+  EXPECT_EQ(load_yaml(std::string(kMinimal)).config.backends[0].routing, "least_outstanding");
+}
+
 TEST_F(LoaderTest, HealthSettingsAreChecked) {
   const auto problems = yaml_problems(std::string(kMinimal) +
                                       "    health: { path: health, headers: { \"a b\": x } }\n");
