@@ -56,9 +56,16 @@ Backend::Backend(Settings settings, Executor ex, const ScalerFactory& make_scale
   auto probe =
       seams.probe ? std::move(seams.probe) : default_probe(ex, pool_, shared_.settings.health);
   controller_ = std::make_unique<Controller>(shared_, ex, make_scaler(ex), std::move(probe), pool_);
+  pods_metric_ = metrics.pod_in_flight_requests.add([this](metrics::SampledGauge::Samples& out) {
+    for (const auto& p : pods_.status()) {
+      const auto& pod = p.as_object();
+      out.push_back({{name(), std::string(pod.at("pod").as_string())},
+                     pod.at("in_flight").to_number<double>()});
+    }
+  });
 }
 
-Backend::~Backend() = default;
+Backend::~Backend() { shared_.metrics.pod_in_flight_requests.remove(pods_metric_); }
 
 // --- the request side -------------------------------------------------------------------------
 

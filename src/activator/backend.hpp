@@ -145,6 +145,7 @@ class Backend {
   Shared shared_;
   upstream::Pool& pool_;
   routing::Pods pods_;
+  std::uint64_t pods_metric_ = 0;  // the source of pod_in_flight_requests
   PendingBudget& budget_;
   std::unique_ptr<Controller> controller_;
   Peers* peers_ = nullptr;

@@ -67,6 +67,10 @@ Metrics::Metrics()
           "1 while the load over the panic window is at twice target_in_flight per pod or more "
           "(pods are added from the panic window's load, and none is removed).",
           {"backend"})),
+      pod_in_flight_requests(registry.sampled_gauge(
+          "vllm_autoscaler_pod_in_flight_requests",
+          "Requests this proxy has in flight on each pod of the backend (routing).",
+          {"backend", "pod"})),
       coordination_leader(registry.gauge(
           "vllm_autoscaler_coordination_leader",
           "1 on the proxy replica that holds the leader Lease (the only one that scales down).",

@@ -27,6 +27,7 @@ struct Metrics {
   Family<Gauge>& desired_replicas;
   Family<Gauge>& ready_replicas;
   Family<Gauge>& autoscale_panic;
+  SampledGauge& pod_in_flight_requests;  // routing: our requests on each pod
   // Several proxy replicas (coordination:).
   Family<Gauge>& coordination_leader;
   Family<Gauge>& coordination_members;

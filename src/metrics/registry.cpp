@@ -130,6 +130,37 @@ Family<Histogram>& Registry::histogram(std::string name, std::string help,
   return f;
 }
 
+std::uint64_t SampledGauge::add(Source source) {
+  std::lock_guard lock(mu_);
+  sources_.emplace_back(next_, std::move(source));
+  return next_++;
+}
+
+void SampledGauge::remove(std::uint64_t id) {
+  std::lock_guard lock(mu_);
+  std::erase_if(sources_, [id](const auto& s) { return s.first == id; });
+}
+
+void SampledGauge::render_children(std::string& out) const {
+  Samples samples;
+  for (const auto& [id, source] : sources_) {
+    source(samples);
+  }
+  for (const auto& [values, value] : samples) {
+    fmt::format_to(std::back_inserter(out), "{}{{{}}} {}\n", name_, label_text(values),
+                   format_value(value));
+  }
+}
+
+SampledGauge& Registry::sampled_gauge(std::string name, std::string help,
+                                      std::vector<std::string> labels) {
+  auto f = std::make_unique<SampledGauge>(std::move(name), std::move(help), Type::gauge,
+                                          std::move(labels));
+  auto& ref = *f;
+  families_.push_back(std::move(f));
+  return ref;
+}
+
 std::string Registry::render() const {
   std::string out;
   for (const auto& f : families_) {

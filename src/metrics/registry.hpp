@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -134,8 +135,27 @@ class Family : public FamilyBase {
   std::map<std::vector<std::string>, std::unique_ptr<M>, ValuesLess> children_;
 };
 
+// A gauge whose samples are taken when /metrics is rendered, from sources that come and go with
+// what they describe (one backend's pods): no series is left behind when a pod leaves, as it
+// would be by a Family, whose children are never removed.
+class SampledGauge : public FamilyBase {
+ public:
+  using Samples = std::vector<std::pair<std::vector<std::string>, double>>;
+  using Source = std::function<void(Samples&)>;
+  using FamilyBase::FamilyBase;
+  // Returns the id that remove() takes. Any thread.
+  std::uint64_t add(Source source);
+  void remove(std::uint64_t id);
+
+ private:
+  void render_children(std::string& out) const override;
+  std::vector<std::pair<std::uint64_t, Source>> sources_;  // under mu_
+  std::uint64_t next_ = 1;
+};
+
 class Registry {
  public:
+  SampledGauge& sampled_gauge(std::string name, std::string help, std::vector<std::string> labels);
   Family<Counter>& counter(std::string name, std::string help, std::vector<std::string> labels);
   Family<Gauge>& gauge(std::string name, std::string help, std::vector<std::string> labels);
   Family<Histogram>& histogram(std::string name, std::string help, std::vector<std::string> labels,

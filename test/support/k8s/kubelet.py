@@ -30,7 +30,8 @@ What it does with a pod (matching the selector, in the namespace, not bound to a
   (default 8000). ARGS convention: the first container's `args` are read as vLLM/vllm-sim flags and
   only vllm-sim's own flags are passed on (`--model`, `--startup-delay`, `--ttft`, `--itl`,
   `--keep-alive-timeout`, `--shutdown-delay`, `--max-tokens`, `--api-key`, `--exit-after`,
-  `--fail-at-start`, `--fail-message`, `--die-mid-stream-after`, `--event-timestamps`,
+  `--fail-at-start`, `--fail-message`, `--die-mid-stream-after`, `--block-size`,
+  `--prefix-cache-blocks`, `--prefill-per-token`, `--event-timestamps`,
   `--disable-access-log`; `--flag value` and `--flag=value`). vLLM's `--served-model-name X` becomes
   `--model X` (the sim's --model is the served name) and wins over `--model`. Anything else (the
   image, `command`, `--port`, `--host`, other vLLM flags and their values) is ignored. So an example
@@ -125,6 +126,9 @@ _SIM_FLAGS = {
     "--fail-at-start": True,
     "--fail-message": True,
     "--die-mid-stream-after": True,
+    "--block-size": True,
+    "--prefix-cache-blocks": True,
+    "--prefill-per-token": True,
     "--event-timestamps": False,
     "--disable-access-log": False,
 }

@@ -18,6 +18,24 @@ TEST(Registry, RendersCountersWithLabelsInTextFormat) {
       "# HELP x_total Things.\n# TYPE x_total counter\nx_total{backend=\"a\",code=\"200\"} 3\n");
 }
 
+TEST(Registry, ASampledGaugeShowsWhatItsSourcesHoldNowAndNothingOfARemovedOne) {
+  Registry r;
+  auto& g = r.sampled_gauge("pods", "Per pod.", {"backend", "pod"});
+  std::vector<std::pair<std::string, double>> pods = {{"p0", 2}, {"p1", 0}};
+  const auto id = g.add([&](SampledGauge::Samples& out) {
+    for (const auto& [pod, n] : pods) {
+      out.push_back({{"a", pod}, n});
+    }
+  });
+  const std::string head = "# HELP pods Per pod.\n# TYPE pods gauge\n";
+  EXPECT_EQ(r.render(),
+            head + "pods{backend=\"a\",pod=\"p0\"} 2\npods{backend=\"a\",pod=\"p1\"} 0\n");
+  pods.erase(pods.begin());  // p0 left
+  EXPECT_EQ(r.render(), head + "pods{backend=\"a\",pod=\"p1\"} 0\n");
+  g.remove(id);
+  EXPECT_EQ(r.render(), head);
+}
+
 TEST(Registry, EscapesLabelValues) {
   Registry r;
   r.gauge("g", "G.", {"l"}).with({"a\"b\\c\nd"}).set(1.5);
