@@ -11,7 +11,7 @@ Per test file (module scope), in dependency order:
                        the test file may set SIM_ARGS (vllm-sim flags of the vLLM container) and
                        POD_ANNOTATIONS (its pod template's annotations)
     kubelet            k8s.kubelet.Kubelet for the vLLM pods, with its service proxy
-                       (kubelet.service_url: the proxy's upstream)
+                       (kubelet.service_url: the proxy's upstream); PROBE_PERIOD (s, default 1)
     proxy_kubeconfig   path of a kubeconfig with the vllm-autoscaler ServiceAccount's token
     kubernetes_config  factory: kubernetes_config(**backend_yaml keywords, top="") -> proxy YAML
     cluster            k8s.cluster.Cluster: all of the above in one object, with what a test of the
@@ -56,13 +56,13 @@ def deploy(request, control_plane):
                         annotations=getattr(request.module, "POD_ANNOTATIONS", None))
 
 
-def run_kubelet(control_plane, deploy, tmp_path_factory):
-    """Generator for a module fixture: the test kubelet (probe every second) with its service proxy
-    for the pods of `deploy`. At teardown every vllm-sim it started is stopped, and none may have
-    printed a sanitizer report."""
+def run_kubelet(control_plane, deploy, tmp_path_factory, probe_period: float = 1.0):
+    """Generator for a module fixture: the test kubelet (probe every `probe_period` s) with its
+    service proxy for the pods of `deploy`. At teardown every vllm-sim it started is stopped, and
+    none may have printed a sanitizer report."""
     log_dir = tmp_path_factory.mktemp("kubelet")
     kl = Kubelet(control_plane.dir, deploy.namespace, deploy.selector, support.BIN_DIR / "vllm-sim",
-                 probe_period=1.0, log_dir=log_dir, service_proxy=True).start()
+                 probe_period=probe_period, log_dir=log_dir, service_proxy=True).start()
     yield kl
     kl.stop()
     assert kl.sim_pids() == []
@@ -71,9 +71,11 @@ def run_kubelet(control_plane, deploy, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def kubelet(control_plane, deploy, tmp_path_factory):
-    """The test kubelet for the vLLM Deployment of `deploy` (run_kubelet)."""
-    yield from run_kubelet(control_plane, deploy, tmp_path_factory)
+def kubelet(request, control_plane, deploy, tmp_path_factory):
+    """The test kubelet for the vLLM Deployment of `deploy` (run_kubelet); the test file may set
+    PROBE_PERIOD (seconds, default 1)."""
+    yield from run_kubelet(control_plane, deploy, tmp_path_factory,
+                           getattr(request.module, "PROBE_PERIOD", 1.0))
 
 
 @pytest.fixture(scope="module")

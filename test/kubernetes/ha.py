@@ -37,7 +37,7 @@ def start_replicas(cluster, kubernetes_config, proxy, idle: float, n: int = 2, *
     idle_timeout, once they agree on a leader: [leader, followers...]."""
     cluster.scale(0)
     cluster.wait_no_pods()
-    ps = [proxy(coordinated(kubernetes_config, cluster, f"proxy-{chr(ord('a') + i)}", f"{idle:g}s", **kw))
+    ps = [proxy(coordinated(kubernetes_config, cluster, f"proxy-{chr(ord('a') + i)}", f"{round(idle * 1000)}ms", **kw))
           for i in range(n)]
     return settled(ps)
 
