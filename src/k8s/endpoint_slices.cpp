@@ -401,21 +401,18 @@ std::string EndpointSlices::api() const {
 
 json::object EndpointSlices::status() const {
   std::lock_guard lock(mu_);
+  json::array pods;
+  for (const auto& e : endpoints_) {
+    pods.push_back(json::object{{"pod", e.pod},
+                                {"address", e.host_port()},
+                                {"ready", e.ready},
+                                {"terminating", e.terminating}});
+  }
   return {{"service", settings_.service},
           {"api", api_},
           {"available", available_},
-          {"problem", problem_}};
-}
-
-json::array EndpointSlices::pods() const {
-  json::array out;
-  for (const auto& e : endpoints()) {
-    out.push_back(json::object{{"pod", e.pod},
-                               {"address", e.host_port()},
-                               {"ready", e.ready},
-                               {"terminating", e.terminating}});
-  }
-  return out;
+          {"problem", problem_},
+          {"pods", std::move(pods)}};
 }
 
 }  // namespace va::k8s

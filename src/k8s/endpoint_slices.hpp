@@ -122,10 +122,9 @@ class EndpointSlices {
   // "discovery.k8s.io/v1" or "discovery.k8s.io/v1beta1"; "" until decided.
   std::string api() const;
   const std::string& service() const { return settings_.service; }
-  // /status: {"service", "api", "available", "problem"}.
+  // /status: {"service", "api", "available", "problem", "pods": [{"pod", "address"
+  // ("10.0.0.7:8000"), "ready", "terminating"}, ...]} (every endpoint, in endpoints()' order).
   boost::json::object status() const;
-  // /status: [{"pod", "address" ("10.0.0.7:8000"), "ready", "terminating"}, ...].
-  boost::json::array pods() const;
 
  private:
   task<void> run();

@@ -276,11 +276,11 @@ TEST_F(EndpointSlicesTest, ListsTheServicesSlicesInTheServedVersionAndKeepsTheUs
   ASSERT_EQ(usable.size(), 1u);
   EXPECT_EQ(usable[0].pod, "vllm-b");
   EXPECT_EQ(e.endpoints().size(), 2u);
-  EXPECT_EQ(json::serialize(e.status()),
-            R"({"service":"vllm","api":"discovery.k8s.io/v1beta1","available":true,"problem":""})");
-  EXPECT_EQ(json::serialize(e.pods()),
-            R"([{"pod":"vllm-a","address":"127.0.0.2:8000","ready":false,"terminating":false},)"
-            R"({"pod":"vllm-b","address":"127.0.0.3:8000","ready":true,"terminating":false}])");
+  EXPECT_EQ(
+      json::serialize(e.status()),
+      R"({"service":"vllm","api":"discovery.k8s.io/v1beta1","available":true,"problem":"",)"
+      R"("pods":[{"pod":"vllm-a","address":"127.0.0.2:8000","ready":false,"terminating":false},)"
+      R"({"pod":"vllm-b","address":"127.0.0.3:8000","ready":true,"terminating":false}]})");
   stop(e);
 }
 
