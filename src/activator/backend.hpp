@@ -91,8 +91,8 @@ class Backend {
     controller_->set_peers(peers);
   }
   // The watch of the backend's Service's EndpointSlices, when there is one
-  // (k8s/endpoint_slices.hpp; the App starts and stops it and feeds set_pods() from it): shown
-  // in status() as `endpoints`. Before start().
+  // (k8s/endpoint_slices.hpp; the App starts and stops it and feeds set_pods() from its
+  // usable()): shown in status() as `endpoints`. Before start().
   void set_endpoints(std::shared_ptr<k8s::EndpointSlices> endpoints) {
     endpoints_ = std::move(endpoints);
   }

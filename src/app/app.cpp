@@ -40,6 +40,18 @@ std::optional<activity::DesiredReplicas::Settings> autoscale(const config::Scale
                                              .scale_down_every = s.stable_window};
 }
 
+// The pods a backend routes to: the usable endpoints of its Service, once they are known.
+std::vector<routing::PodAddress> pod_addresses(const k8s::EndpointSlices& w) {
+  std::vector<routing::PodAddress> out;
+  if (!w.available()) {
+    return out;
+  }
+  for (const auto& e : w.usable()) {
+    out.push_back({.pod = e.pod, .host = e.address, .port = std::to_string(e.port)});
+  }
+  return out;
+}
+
 }  // namespace
 
 struct App::Impl {
@@ -114,6 +126,10 @@ void App::Impl::build() {
         ioc.get_executor(), [&b](Executor ex) { return scaler::make_scaler(b, std::move(ex)); },
         *pools.back(), metrics, budget);
     if (auto watch = watch_endpoints(b, up->host)) {
+      // Requests go to the pods the slices list as ready and not terminating; while none is known
+      // (or the list is refused), through the upstream URL. Called on the watch's executor, never
+      // after its shutdown(), which comes before the backends'.
+      watch->on_change([w = watch.get(), to = backend.get()] { to->set_pods(pod_addresses(*w)); });
       backend->set_endpoints(watch);
       endpoint_watches.push_back(std::move(watch));
     }

@@ -77,6 +77,9 @@ def test_status_lists_the_ready_pods_of_the_service_at_the_kubelets_addresses(cl
     addresses = [pod["address"] for pod in endpoints(p)]
     assert addresses == sorted(addresses, key=lambda a: tuple(int(x) for x in a.replace(":", ".").split(".")))
     assert p.events("kubernetes: watching the endpoints of the service")[0]["api"] == "discovery.k8s.io/v1beta1"
+    # And they are what requests are routed to.
+    eventually(lambda: {x["pod"]: x["address"] for x in p.backend()["pods"]} == want, timeout=5,
+               what="the pods routed to")
 
 
 def test_a_deleted_pod_leaves_the_usable_set_while_terminating_and_its_replacement_joins(
@@ -91,6 +94,7 @@ def test_a_deleted_pod_leaves_the_usable_set_while_terminating_and_its_replaceme
     eventually(lambda: victim not in {pod["pod"] for pod in usable(p)}, timeout=5,
                what="the deleted pod out of the usable set")
     took = time.monotonic() - t0
+    assert victim not in {x["pod"] for x in p.backend()["pods"]}  # nor routed to
     # At once: the pod is still there, terminating (its sim serves 3 s more), when the proxy drops it.
     status, pod = cluster.control_plane.api("GET", pod_path)
     assert status == 200 and pod["metadata"].get("deletionTimestamp"), (status, pod)
@@ -111,6 +115,7 @@ def test_a_role_without_endpointslices_is_a_problem_in_status_and_the_proxy_serv
         p = proxy(config(kubernetes_config))
         eventually(lambda: watch(p)["problem"] == FORBIDDEN, timeout=15, what="/status naming the missing verb")
         assert watch(p)["available"] is False and endpoints(p) == []
+        assert p.backend()["pods"] == []  # routed through the upstream URL
         # Not a setup failure: the proxy works without it. Ready once the scaler's checks answer.
         eventually(lambda: http("GET", p.admin_url + "/readyz")[0] == 200, timeout=15, what="/readyz 200")
         assert p.backend()["setup_problems"] == []
