@@ -4,6 +4,7 @@
 
 #include "core/duration.hpp"
 #include "core/socket.hpp"
+#include "k8s/endpoint_slices.hpp"
 #include "upstream/probe.hpp"
 
 namespace va::activator {
@@ -319,6 +320,8 @@ void Backend::account_awake() {
 
 boost::json::object Backend::status() const {
   auto problems = setup_problems();
+  // Read before the lock: the watch has a mutex of its own.
+  auto endpoints = endpoints_ ? boost::json::value(endpoints_->status()) : nullptr;
   std::lock_guard lock(shared_.mu);
   const auto& s = shared_;
   const auto now = s.time.now();
@@ -369,6 +372,9 @@ boost::json::object Backend::status() const {
     list.emplace_back(std::move(p));
   }
   o["setup_problems"] = std::move(list);
+  if (endpoints_) {
+    o["endpoints"] = std::move(endpoints);
+  }
   return o;
 }
 

@@ -20,6 +20,10 @@
 #include "scaler/scaler.hpp"
 #include "upstream/pool.hpp"
 
+namespace va::k8s {
+class EndpointSlices;
+}
+
 namespace va::activator {
 
 class Backend;
@@ -86,6 +90,13 @@ class Backend {
     peers_ = peers;
     controller_->set_peers(peers);
   }
+  // The watch of the backend's Service's EndpointSlices, when there is one
+  // (k8s/endpoint_slices.hpp; the App starts and stops it and feeds set_pods() from its
+  // usable()): shown in status() as `endpoints`. Before start().
+  void set_endpoints(std::shared_ptr<k8s::EndpointSlices> endpoints) {
+    endpoints_ = std::move(endpoints);
+  }
+  const std::shared_ptr<k8s::EndpointSlices>& endpoints() const { return endpoints_; }
   // Proxy shutdown, phase 1: held and new requests get 503; in-flight ones go on.
   void begin_shutdown();
   // Phase 2, once in-flight requests are done: the controller ends, then the scaler's own
@@ -149,6 +160,7 @@ class Backend {
   PendingBudget& budget_;
   std::unique_ptr<Controller> controller_;
   Peers* peers_ = nullptr;
+  std::shared_ptr<k8s::EndpointSlices> endpoints_;
 };
 
 }  // namespace va::activator

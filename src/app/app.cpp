@@ -18,6 +18,7 @@
 #include "core/spawn.hpp"
 #include "http/listener.hpp"
 #include "http/session.hpp"
+#include "k8s/endpoint_slices.hpp"
 #include "metrics/metrics.hpp"
 #include "scaler/scaler.hpp"
 #include "upstream/pool.hpp"
@@ -37,6 +38,18 @@ std::optional<activity::DesiredReplicas::Settings> autoscale(const config::Scale
                                              .stable_window = s.stable_window,
                                              .panic_window = s.panic_window,
                                              .scale_down_every = s.stable_window};
+}
+
+// The pods a backend routes to: the usable endpoints of its Service, once they are known.
+std::vector<routing::PodAddress> pod_addresses(const k8s::EndpointSlices& w) {
+  std::vector<routing::PodAddress> out;
+  if (!w.available()) {
+    return out;
+  }
+  for (const auto& e : w.usable()) {
+    out.push_back({.pod = e.pod, .host = e.address, .port = std::to_string(e.port)});
+  }
+  return out;
 }
 
 }  // namespace
@@ -66,6 +79,8 @@ struct App::Impl {
   activator::PendingBudget budget;
   std::vector<std::unique_ptr<upstream::Pool>> pools;
   std::vector<std::unique_ptr<activator::Backend>> backends;
+  // The pods behind the backends' Services (shared with their Backend), in backends' order.
+  std::vector<std::shared_ptr<k8s::EndpointSlices>> endpoint_watches;
   std::unique_ptr<coord::Coordinator> coordinator;  // several proxy replicas
   std::unique_ptr<front::Router> router;
   std::unique_ptr<front::Frontend> frontend;
@@ -75,6 +90,8 @@ struct App::Impl {
   std::optional<net::signal_set> signals;
 
   void build();
+  std::shared_ptr<k8s::EndpointSlices> watch_endpoints(const config::Backend& b,
+                                                       const std::string& upstream_host);
   void coordinate();
   void listen();
   task<void> shutdown();
@@ -108,6 +125,14 @@ void App::Impl::build() {
                                      .learn_models = cfg.backends.size() == 1 && b.models.empty()},
         ioc.get_executor(), [&b](Executor ex) { return scaler::make_scaler(b, std::move(ex)); },
         *pools.back(), metrics, budget);
+    if (auto watch = watch_endpoints(b, up->host)) {
+      // Requests go to the pods the slices list as ready and not terminating; while none is known
+      // (or the list is refused), through the upstream URL. Called on the watch's executor, never
+      // after its shutdown(), which comes before the backends'.
+      watch->on_change([w = watch.get(), to = backend.get()] { to->set_pods(pod_addresses(*w)); });
+      backend->set_endpoints(watch);
+      endpoint_watches.push_back(std::move(watch));
+    }
     backends.push_back(std::move(backend));
     entries.push_back({backends.back().get(), b.models, b.default_});
     admin.backends.push_back(backends.back().get());
@@ -115,6 +140,31 @@ void App::Impl::build() {
   router = std::make_unique<front::Router>(std::move(entries));
   frontend.reset(new front::Frontend{
       .limits = cfg.limits, .api_keys = cfg.auth.keys, .router = *router, .metrics = metrics});
+}
+
+// A kubernetes backend whose Service is known (scaler.service, else the upstream's cluster DNS name
+// `<service>.<namespace>.svc...`): the pods behind it, from its EndpointSlices.
+std::shared_ptr<k8s::EndpointSlices> App::Impl::watch_endpoints(const config::Backend& b,
+                                                                const std::string& upstream_host) {
+  const auto& s = b.scaler;
+  if (s.type != "kubernetes") {
+    return nullptr;
+  }
+  std::string shown = "backends.";
+  shown.append(b.name).append(".scaler");
+  auto cluster = config::load_cluster(s.cluster, shown);
+  const std::string ns = s.namespace_.empty() ? cluster.namespace_ : s.namespace_;
+  const std::string service =
+      s.service.empty() ? k8s::service_of_host(upstream_host, ns) : s.service;
+  if (service.empty()) {
+    log::info("pods not watched: the upstream names no Service of the namespace (scaler.service)",
+              {{"backend", b.name}, {"upstream", b.upstream}, {"namespace", ns}});
+    return nullptr;
+  }
+  return std::make_shared<k8s::EndpointSlices>(
+      k8s::EndpointSlices::Settings{
+          .backend = b.name, .namespace_ = ns, .service = service, .cluster = std::move(cluster)},
+      ioc.get_executor());
 }
 
 // coordination.type kubernetes: scale-downs are agreed with the other replicas through Leases.
@@ -193,6 +243,9 @@ task<void> App::Impl::shutdown() {
   if (coordinator) {
     co_await coordinator->shutdown();  // first: a controller may wait on it for a verdict
   }
+  for (auto& w : endpoint_watches) {
+    co_await w->shutdown();
+  }
   for (auto& b : backends) {
     co_await b->shutdown();
   }
@@ -263,6 +316,9 @@ int App::run() {
         "admin accept");
   for (auto& b : s.backends) {
     b->start();
+  }
+  for (auto& w : s.endpoint_watches) {
+    w->start();
   }
   if (s.coordinator) {
     s.coordinator->start();

@@ -72,6 +72,10 @@ struct Scaler {
   // kubernetes
   std::string namespace_;  // YAML key `namespace`; default: the proxy's own namespace
   std::string deployment;
+  // The Service whose EndpointSlices list the pods (YAML key `service`); empty: the first label of
+  // an upstream host `<service>.<namespace>.svc...` in `namespace` (k8s::service_of_host), else
+  // none is watched.
+  std::string service;
   // A fixed count of pods while awake; unset: 1, or the autoscaled count below.
   std::optional<int> replicas;
   // Pods from load (docs/scaling.md): set target_in_flight (requests in flight plus held per

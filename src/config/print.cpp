@@ -147,6 +147,9 @@ void emit_scaler(YAML::Emitter& out, const Scaler& s) {
       out << YAML::Key << "namespace" << YAML::Value << literal(s.namespace_);
     }
     out << YAML::Key << "deployment" << YAML::Value << literal(s.deployment);
+    if (!s.service.empty()) {
+      out << YAML::Key << "service" << YAML::Value << literal(s.service);
+    }
     if (s.target_in_flight) {
       out << YAML::Key << "target_in_flight" << YAML::Value << *s.target_in_flight;
       out << YAML::Key << "min_replicas" << YAML::Value << s.min_replicas.value_or(1);

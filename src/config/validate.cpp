@@ -138,6 +138,16 @@ void validate_pods(const std::string& path, const Scaler& s, const Origins& orig
   }
 }
 
+// A DNS-1123 label: what a Lease's name is made of.
+bool dns_label(std::string_view s) {
+  if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-';
+  });
+}
+
 void validate_scaler(const std::string& path, const Scaler& s, const Origins& origins,
                      Problems& problems) {
   const auto check = [&](const std::string& key, std::string_view message) {
@@ -153,9 +163,17 @@ void validate_scaler(const std::string& path, const Scaler& s, const Origins& or
       check("deployment", "required for the kubernetes scaler");
     }
     validate_pods(path, s, origins, problems);
+    // A Service's name is a DNS-1035 label: a letter first.
+    if (!s.service.empty() && (!dns_label(s.service) || s.service.front() < 'a')) {
+      check("service",
+            "must be a Service's name (lowercase letters, digits and '-', a letter "
+            "first, at most 63; got " +
+                in_quotes(s.service) + ")");
+    }
   } else {
     for (const auto& [key, set] : {std::pair<std::string, bool>{"namespace", !s.namespace_.empty()},
                                    {"deployment", !s.deployment.empty()},
+                                   {"service", !s.service.empty()},
                                    {"kubeconfig", !s.kubeconfig.empty()},
                                    {"replicas", s.replicas.has_value()},
                                    {"target_in_flight", s.target_in_flight.has_value()},
@@ -330,16 +348,6 @@ void validate_backends(const std::vector<Backend>& backends, const Origins& orig
 }
 
 }  // namespace
-
-// A DNS-1123 label: what a Lease's name is made of.
-bool dns_label(std::string_view s) {
-  if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') {
-    return false;
-  }
-  return std::all_of(s.begin(), s.end(), [](char ch) {
-    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-';
-  });
-}
 
 void validate_coordination(const Config& c, const Origins& origins, Problems& problems) {
   const Coordination& k = c.coordination;

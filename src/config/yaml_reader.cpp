@@ -229,9 +229,9 @@ void decode_health(Decoder& d, const YAML::Node& node, const std::string& path, 
 
 void decode_scaler(Decoder& d, const YAML::Node& node, const std::string& path, Scaler& s) {
   d.map(node, path,
-        {"type", "namespace", "deployment", "replicas", "target_in_flight", "min_replicas",
-         "max_replicas", "stable_window", "panic_window", "kubeconfig", "command", "env",
-         "stop_timeout"},
+        {"type", "namespace", "deployment", "service", "replicas", "target_in_flight",
+         "min_replicas", "max_replicas", "stable_window", "panic_window", "kubeconfig", "command",
+         "env", "stop_timeout"},
         [&](const std::string& key, const YAML::Node& v, const std::string& p) {
           if (key == "type") {
             d.string(v, p, s.type);
@@ -239,6 +239,8 @@ void decode_scaler(Decoder& d, const YAML::Node& node, const std::string& path, 
             d.string(v, p, s.namespace_);
           } else if (key == "deployment") {
             d.string(v, p, s.deployment);
+          } else if (key == "service") {
+            d.string(v, p, s.service);
           } else if (key == "replicas") {
             d.number(v, p, s.replicas.emplace());
           } else if (key == "target_in_flight") {

@@ -45,6 +45,25 @@ bool retryable(const outcome<k8s::Response>& r) {
   return !r || r->status == 429 || r->status == 409 || r->status >= 500;
 }
 
+k8s::Reflector::Settings watch_settings(const KubernetesScaler::Settings& s, std::string what,
+                                        std::string path, std::string query) {
+  return {.what = std::move(what),
+          .path = std::move(path),
+          .query = std::move(query),
+          .log_key = "backend",
+          .log_value = s.backend,
+          .watch_timeout_min = s.watch_timeout_min,
+          .watch_timeout_max = s.watch_timeout_max,
+          .watch_grace = s.watch_grace,
+          .backoff_max = s.watch_backoff_max};
+}
+
+std::string deployment_what(const KubernetesScaler::Settings& s) {
+  std::string out = "deployment ";
+  out.append(s.namespace_).append("/").append(s.deployment);
+  return out;
+}
+
 // The setup problem until the first check has answered.
 std::string unchecked(const KubernetesScaler::Settings& s) {
   std::string out = "the scaler's permissions on deployment ";
@@ -58,6 +77,20 @@ KubernetesScaler::KubernetesScaler(Settings settings, Executor ex)
     : settings_(std::move(settings)),
       ex_(ex),
       client_(settings_.cluster, ex, settings_.client),
+      scale_path_("/apis/apps/v1/namespaces/" + settings_.namespace_ + "/deployments/" +
+                  settings_.deployment + "/scale"),
+      deployment_(
+          watch_settings(settings_, deployment_what(settings_),
+                         "/apis/apps/v1/namespaces/" + settings_.namespace_ + "/deployments",
+                         "fieldSelector=" + query_escape("metadata.name=" + settings_.deployment)),
+          client_, ex,
+          {.listing = [this] { patches_at_list_ = patches_; },
+           .listed = [this] { deployment_listed(); },
+           .applied = [this](const k8s::WatchEvent& e) { deployment_event(e); },
+           .changed = [this] { changed(); }}),
+      pods_(watch_settings(settings_, "pods of " + deployment_what(settings_),
+                           "/api/v1/namespaces/" + settings_.namespace_ + "/pods", ""),
+            client_, ex, {.changed = [this] { changed(); }}),
       checks_({.key = "backend",
                .who = settings_.backend,
                .unchecked = unchecked(settings_),
@@ -67,13 +100,6 @@ KubernetesScaler::KubernetesScaler(Settings settings, Executor ex)
       stop_(ex, Clock::time_point::max()),
       idle_(ex, Clock::time_point::max()),
       rng_(std::random_device{}()) {
-  const std::string ns = "/namespaces/" + settings_.namespace_;
-  scale_path_ = "/apis/apps/v1" + ns + "/deployments/" + settings_.deployment + "/scale";
-  deployment_.what = "deployment " + settings_.namespace_ + "/" + settings_.deployment;
-  deployment_.path = "/apis/apps/v1" + ns + "/deployments";
-  deployment_.query = "fieldSelector=" + query_escape("metadata.name=" + settings_.deployment);
-  pods_.what = "pods of " + deployment_.what;
-  pods_.path = "/api/v1" + ns + "/pods";
   set_setup_problems(checks_.problems());
 }
 
@@ -92,7 +118,9 @@ void KubernetesScaler::start() {
 
 task<void> KubernetesScaler::shutdown() {
   stopping_ = true;
-  stop_.expires_at(Clock::time_point::min());  // ends every pause() and running watch
+  stop_.expires_at(Clock::time_point::min());  // ends every pause()
+  deployment_.stop();
+  pods_.stop();
   if (running_ > 0) {
     co_await idle_.async_wait(use_nothrow);
   }
@@ -110,25 +138,44 @@ task<void> KubernetesScaler::pause(std::chrono::milliseconds d) {
 }
 
 std::chrono::milliseconds KubernetesScaler::backoff(int failures, std::chrono::milliseconds first) {
-  const auto base = va::backoff(failures, first, settings_.watch_backoff_max);
-  std::uniform_real_distribution<double> jitter(0.5, 1.5);
-  return std::chrono::milliseconds(static_cast<long>(base.count() * jitter(rng_)));
+  return jittered(va::backoff(failures, first, settings_.watch_backoff_max), rng_);
 }
 
 // --- the watches ------------------------------------------------------------------------------
 
 task<void> KubernetesScaler::run_deployment() {
-  co_await reflect(deployment_);
+  co_await deployment_.run();
   loop_done();
 }
 
 task<void> KubernetesScaler::run_pods() {
   // The pods to watch are the Scale's status.selector ("app=vllm,tier=x").
-  pods_.query = "labelSelector=" + query_escape(co_await pod_selector());
+  pods_.set_query("labelSelector=" + query_escape(co_await pod_selector()));
   if (!stopping_) {
-    co_await reflect(pods_);
+    co_await pods_.run();
   }
   loop_done();
+}
+
+// A LIST without resourceVersion is read from etcd with quorum: it holds every write answered
+// before it was sent, but maybe not a PATCH answered while it was on its way.
+void KubernetesScaler::deployment_listed() {
+  if (patches_ == patches_at_list_ ||
+      text(child(deployment(), "metadata"), "resourceVersion") == pending_rv_) {
+    pending_rv_.clear();
+  }
+  recent_rvs_.clear();
+}
+
+void KubernetesScaler::deployment_event(const k8s::WatchEvent& e) {
+  if (!pending_rv_.empty() && e.resource_version == pending_rv_) {
+    pending_rv_.clear();  // the cache has caught up with our PATCH
+  }
+  // The event may come before the PATCH's own answer: remember the last few.
+  recent_rvs_.push_back(e.resource_version);
+  if (recent_rvs_.size() > 16) {
+    recent_rvs_.pop_front();
+  }
 }
 
 task<std::string> KubernetesScaler::pod_selector() {
@@ -145,201 +192,45 @@ task<std::string> KubernetesScaler::pod_selector() {
       const auto v = json::parse(r->body, ec);
       auto selector = text(child(v.if_object(), "status"), "selector");
       if (!ec && !selector.empty()) {
+        selector_error_.clear();
         co_return selector;
       }
-      pods_.error = "GET " + scale_path_ + ": no status.selector in the answer";
+      selector_error_ = "GET " + scale_path_ + ": no status.selector in the answer";
     } else {
-      pods_.error =
+      selector_error_ =
           r ? k8s::api_failure(http::verb::get, scale_path_, *r).message : r.error().message;
     }
     log::warn("kubernetes: cannot read the pod selector; retrying",
-              {{"backend", settings_.backend}, {"error", pods_.error}});
+              {{"backend", settings_.backend}, {"error", selector_error_}});
     co_await pause(backoff(failures));
   }
   co_return std::string();
 }
 
-task<void> KubernetesScaler::reflect(Reflector& r) {
-  int failures = 0;
-  while (!stopping_) {
-    // Not `?:` with a co_await in each arm: GCC 12 evaluates (and destroys) both.
-    outcome<bool> step = true;
-    if (r.rv.empty()) {
-      step = co_await list(r);
-    } else {
-      step = co_await watch(r);
-    }
-    if (stopping_) {
-      break;
-    }
-    if (step) {
-      failures = 0;
-      r.error.clear();
-      continue;  // listed, or a watch that ended normally (timeoutSeconds): watch on
-    }
-    r.error = step.error().message;
-    ++failures;
-    const auto wait = backoff(failures);
-    log::warn("kubernetes watch failed; retrying", {{"backend", settings_.backend},
-                                                    {"what", r.what},
-                                                    {"error", r.error},
-                                                    {"retry_in_ms", wait.count()}});
-    changed();  // observe() now reports the error
-    co_await pause(wait);
-  }
-}
-
-task<outcome<bool>> KubernetesScaler::list(Reflector& r) {
-  const std::string target = r.path + "?" + r.query;
-  const auto patches_before = patches_;
-  auto got =
-      co_await (client_.request(http::verb::get, target) || stop_.async_wait(use_nothrow_task));
-  if (got.index() == 1) {
-    co_return true;  // stopping
-  }
-  auto& res = std::get<0>(got);
-  if (!res) {
-    co_return res.error();
-  }
-  if (res->status != 200) {
-    co_return k8s::api_failure(http::verb::get, target, *res);
-  }
-  error_code ec;
-  auto v = json::parse(res->body, ec);
-  auto* list = v.if_object();
-  const auto* items = list_of(list, "items");
-  const auto rv = text(child(list, "metadata"), "resourceVersion");
-  if (ec || !items || rv.empty()) {
-    co_return Failure{errc::scaler_unavailable,
-                      "GET " + target + ": not a list with a resourceVersion"};
-  }
-  r.items.clear();
-  for (const auto& item : *items) {
-    if (const auto* o = item.if_object()) {
-      r.items[text(child(o, "metadata"), "name")] = *o;
-    }
-  }
-  r.rv = rv;
-  r.synced = true;
-  ++r.lists;
-  if (&r == &deployment_) {
-    // A LIST without resourceVersion is read from etcd with quorum: it holds every write answered
-    // before it was sent, but maybe not a PATCH answered while it was on its way.
-    if (patches_ == patches_before ||
-        text(child(deployment(), "metadata"), "resourceVersion") == pending_rv_) {
-      pending_rv_.clear();
-    }
-    recent_rvs_.clear();
-  }
-  log::info("kubernetes list", {{"backend", settings_.backend},
-                                {"what", r.what},
-                                {"items", r.items.size()},
-                                {"resource_version", rv},
-                                {"lists", r.lists}});
-  changed();
-  co_return true;
-}
-
-task<outcome<bool>> KubernetesScaler::watch(Reflector& r) {
-  // The server ends the watch cleanly at timeoutSeconds; one still open watch_grace later is dead.
-  std::uniform_int_distribution<long> timeout(settings_.watch_timeout_min.count(),
-                                              settings_.watch_timeout_max.count());
-  const std::chrono::seconds asked(timeout(rng_));
-  const std::string target = r.path + "?" + r.query + "&watch=1&allowWatchBookmarks=true" +
-                             "&resourceVersion=" + query_escape(r.rv) +
-                             "&timeoutSeconds=" + std::to_string(asked.count());
-  bool expired = false;
-  std::string error;
-  int events = 0;
-  const auto began = Clock::now();
-  auto on_event = [this, &r, &expired, &error, &events](k8s::WatchEvent&& e) {
-    ++events;
-    if (e.type == k8s::WatchEvent::Type::error) {
-      expired = k8s::is_expired(e);
-      error = "watch " + r.what + ": " + std::to_string(e.error_code) + " " + e.error_reason +
-              ": " + e.error_message;
-      return false;
-    }
-    apply(r, e);
-    return true;
-  };
-  auto got = co_await (client_.watch(target, asked + settings_.watch_grace, on_event) ||
-                       stop_.async_wait(use_nothrow_task));
-  if (got.index() == 1) {
-    co_return true;  // stopping
-  }
-  auto& res = std::get<0>(got);
-  if (expired || (res && k8s::is_expired_response(*res))) {
-    log::info("kubernetes watch expired; listing again",
-              {{"backend", settings_.backend}, {"what", r.what}, {"resource_version", r.rv}});
-    r.rv.clear();
-    co_return true;
-  }
-  if (!error.empty()) {
-    co_return Failure{errc::scaler_unavailable, error};
-  }
-  if (!res) {
-    co_return res.error();
-  }
-  if (res->status != 200) {
-    co_return k8s::api_failure(http::verb::get, target, *res);
-  }
-  if (events == 0 && Clock::now() - began < 1s) {
-    // Something between us and the API ends every watch at once: back off instead of spinning.
-    co_return Failure{errc::scaler_unavailable, "watch " + r.what + " ended at once"};
-  }
-  co_return true;
-}
-
-void KubernetesScaler::apply(Reflector& r, k8s::WatchEvent& e) {
-  if (!e.resource_version.empty()) {
-    r.rv = e.resource_version;
-  }
-  if (e.type == k8s::WatchEvent::Type::bookmark) {
-    return;
-  }
-  const auto name = text(child(&e.object, "metadata"), "name");
-  if (e.type == k8s::WatchEvent::Type::deleted) {
-    r.items.erase(name);
-  } else {
-    r.items[name] = std::move(e.object);
-  }
-  if (&r == &deployment_) {
-    if (!pending_rv_.empty() && e.resource_version == pending_rv_) {
-      pending_rv_.clear();  // the cache has caught up with our PATCH
-    }
-    // The event may come before the PATCH's own answer: remember the last few.
-    recent_rvs_.push_back(e.resource_version);
-    if (recent_rvs_.size() > 16) {
-      recent_rvs_.pop_front();
-    }
-  }
-  changed();
-}
-
 // --- what the Backend asks --------------------------------------------------------------------
 
 const boost::json::object* KubernetesScaler::deployment() const {
-  auto it = deployment_.items.find(settings_.deployment);
-  return it == deployment_.items.end() ? nullptr : &it->second;
+  auto it = deployment_.items().find(settings_.deployment);
+  return it == deployment_.items().end() ? nullptr : &it->second;
 }
 
 task<outcome<Observed>> KubernetesScaler::observe() {
   start();
   // The first answer waits a little for the first list, so that a running backend is adopted at
   // start rather than a second later.
-  for (int i = 0; i < 150 && !deployment_.synced && deployment_.error.empty() && !stopping_; ++i) {
+  for (int i = 0; i < 150 && !deployment_.synced() && deployment_.error().empty() && !stopping_;
+       ++i) {
     co_await pause(20ms);
   }
-  if (!deployment_.synced) {
-    co_return Failure{errc::scaler_unavailable,
-                      deployment_.error.empty()
-                          ? "waiting for the first list of " + deployment_.what
-                          : deployment_.error};
+  const auto& what = deployment_.settings().what;
+  if (!deployment_.synced()) {
+    co_return Failure{errc::scaler_unavailable, deployment_.error().empty()
+                                                    ? "waiting for the first list of " + what
+                                                    : deployment_.error()};
   }
   const auto* d = deployment();
   if (!d) {
-    co_return Failure{errc::scaler_error, deployment_.what + " not found"};
+    co_return Failure{errc::scaler_error, what + " not found"};
   }
   if (!pending_rv_.empty() && Clock::now() - pending_since_ > std::chrono::seconds(30)) {
     log::warn("kubernetes watch did not deliver our scale within 30 s; trusting it as it is",
@@ -362,14 +253,14 @@ task<outcome<Observed>> KubernetesScaler::observe() {
   if (o.ready > 0) {
     waking_ = false;
   }
-  if (!o.ready && !deployment_.error.empty()) {
-    o.reason = deployment_.error;
+  if (!o.ready && !deployment_.error().empty()) {
+    o.reason = deployment_.error();
   }
   co_return judge_pods(std::move(o));
 }
 
 Observed KubernetesScaler::judge_pods(Observed o) const {
-  for (const auto& [name, pod] : pods_.items) {
+  for (const auto& [name, pod] : pods_.items()) {
     const auto* meta = child(&pod, "metadata");
     if (meta && meta->contains("deletionTimestamp")) {
       continue;  // terminating: its successor decides
@@ -413,8 +304,9 @@ Observed KubernetesScaler::judge_pods(Observed o) const {
       }
     }
   }
-  if (o.reason.empty() && !pods_.error.empty() && o.ready == 0) {
-    o.reason = pods_.error;
+  const auto& pods_error = pods_.error().empty() ? selector_error_ : pods_.error();
+  if (o.reason.empty() && !pods_error.empty() && o.ready == 0) {
+    o.reason = pods_error;
   }
   return o;
 }
@@ -446,7 +338,7 @@ task<outcome<void>> KubernetesScaler::scale_to(int replicas, std::string cause) 
       }
       waking_ = replicas > 0 && (from <= 0 || waking_);
       log::info("kubernetes scale", {{"backend", settings_.backend},
-                                     {"deployment", deployment_.what},
+                                     {"deployment", deployment_.settings().what},
                                      {"from", from},
                                      {"to", replicas},
                                      {"cause", cause},

@@ -1,14 +1,14 @@
 #pragma once
 // Scales a Deployment between 0 and N through its Scale subresource (README.md, "Kubernetes").
 //
-// What it knows comes from two list-then-watch loops on the backend's controller's executor, as
-// client-go's reflector does: the Deployment
-// (fieldSelector=metadata.name=NAME, the only form RBAC resourceNames allows) and the pods of the
-// Scale's status.selector. Each watch asks for a short timeoutSeconds (15-25 s) and one that has
-// not ended 5 s after that is taken as dead, so that a connection gone silent is found within
-// 30 s. A watch that ends is resumed from the last resourceVersion; an expired one (HTTP 410, an
-// ERROR event 410/Expired/Gone, 1.20's 500 "compacted") lists again. An API that is down is
-// retried with backoff and jitter, never in a tight loop.
+// What it knows comes from two list-then-watch loops (k8s/reflector.hpp) on the backend's
+// controller's executor: the Deployment (fieldSelector=metadata.name=NAME, the only form RBAC
+// resourceNames allows) and the pods of the Scale's status.selector. Each watch asks for a short
+// timeoutSeconds (15-25 s) and one that has not ended 5 s after that is taken as dead, so that a
+// connection gone silent is found within 30 s. A watch that ends is resumed from the last
+// resourceVersion; an expired one (HTTP 410, an ERROR event 410/Expired/Gone, 1.20's 500
+// "compacted") lists again. An API that is down is retried with backoff and jitter, never in a
+// tight loop.
 //
 // observe() answers from what the watches saw: desired = spec.replicas; ready = readyReplicas once
 // status.observedGeneration has caught up with metadata.generation after our own scale-up;
@@ -38,18 +38,14 @@
 // controller's).
 #include <boost/json/object.hpp>
 #include <deque>
-#include <map>
 #include <memory>
 #include <random>
 #include <string>
 
 #include "k8s/client.hpp"
+#include "k8s/reflector.hpp"
 #include "k8s/setup_check.hpp"
 #include "scaler/scaler.hpp"
-
-namespace va::k8s {
-struct WatchEvent;
-}
 
 namespace va::scaler {
 
@@ -67,16 +63,12 @@ class KubernetesScaler final : public Scaler {
     // A scale PATCH answered 429, 409 or 5xx is retried this long; a transport error (API down,
     // timed out) is returned at once as errc::scaler_unavailable for the Backend to retry.
     std::chrono::milliseconds retry_for = std::chrono::seconds(3);
-    // Each watch asks the API server to end it after a timeoutSeconds drawn in [min, max] (so that
-    // many proxies' watches spread out), and is taken as dead if it has not ended watch_grace
-    // after that: a watch cut without a reset (a dead apiserver, a partition, a proxy that dropped
-    // the connection) is found within max + grace of its start. A watch that ends is resumed from
-    // its last resourceVersion (the bookmark the server sends just before it ends the watch),
-    // without a LIST.
+    // The two watches, as k8s/reflector.hpp says: each asks the API server to end it after a
+    // timeoutSeconds drawn in [min, max] and is taken as dead watch_grace after that.
     std::chrono::seconds watch_timeout_min = std::chrono::seconds(15);
     std::chrono::seconds watch_timeout_max = std::chrono::seconds(25);
     std::chrono::milliseconds watch_grace = std::chrono::seconds(5);
-    // Between failed list/watch attempts: 500 ms doubling to this, each with ±50% jitter.
+    // Between failed attempts (watches, the setup checks): 500 ms doubling to this, ±50% jitter.
     std::chrono::milliseconds watch_backoff_max = std::chrono::seconds(10);
     // Between two setup checks (RBAC can change under a running proxy).
     std::chrono::milliseconds check_interval = std::chrono::seconds(60);
@@ -90,25 +82,12 @@ class KubernetesScaler final : public Scaler {
   task<void> shutdown() override;
 
  private:
-  // One list-then-watch loop's cache: objects by name, the resume point, the last API error.
-  struct Reflector {
-    std::string what;   // "deployment llm/vllm", for messages
-    std::string path;   // the collection, e.g. /apis/apps/v1/namespaces/llm/deployments
-    std::string query;  // fieldSelector=... or labelSelector=..., URL-encoded
-    std::map<std::string, boost::json::object> items;
-    std::string rv;  // empty: list first
-    bool synced = false;
-    std::string error;  // the last failure, cleared by a successful list or watch
-    unsigned long lists = 0;
-  };
-
   void start();
-  task<void> reflect(Reflector& r);
-  task<outcome<bool>> list(Reflector& r);
-  task<outcome<bool>> watch(Reflector& r);
-  void apply(Reflector& r, k8s::WatchEvent& e);
   task<void> run_deployment();
   task<void> run_pods();
+  // The Deployment's watch: what a LIST or an event means for our last PATCH.
+  void deployment_listed();
+  void deployment_event(const k8s::WatchEvent& e);
   task<void> run_checks();
   // One setup check: the problems found, or a Failure when the API did not answer.
   task<outcome<std::vector<std::string>>> check_setup();
@@ -126,8 +105,9 @@ class KubernetesScaler final : public Scaler {
   Executor ex_;
   k8s::Client client_;
   std::string scale_path_;
-  Reflector deployment_;
-  Reflector pods_;
+  k8s::Reflector deployment_;
+  k8s::Reflector pods_;
+  std::string selector_error_;  // reading the pods' selector failed; "" once it is known
   k8s::SetupCheck checks_;
   bool started_ = false;
   bool stopping_ = false;
@@ -140,6 +120,7 @@ class KubernetesScaler final : public Scaler {
   // or a LIST sent after the PATCH was answered (counted by patches_) holds it.
   std::string pending_rv_;
   unsigned long patches_ = 0;           // scale PATCHes answered 200
+  unsigned long patches_at_list_ = 0;   // patches_ when the Deployment's last LIST was sent
   std::deque<std::string> recent_rvs_;  // of the Deployment's last watch events
   int pending_replicas_ = 0;
   Clock::time_point pending_since_{};

@@ -32,7 +32,7 @@ task<outcome<std::vector<std::string>>> KubernetesScaler::check_setup() {
       co_return r.error();
     }
     if (r->status == 404) {
-      problems->push_back(deployment_.what + " not found");
+      problems->push_back(deployment_.settings().what + " not found");
     }
   }
   co_return std::move(*problems);

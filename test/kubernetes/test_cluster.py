@@ -1,7 +1,8 @@
 """The test cluster itself, before any proxy runs in it: the deploy/kubernetes manifests apply to a
-real 1.20 apiserver, the proxy's Role grants exactly what the kubernetes scaler needs, the real
-controllers and the test kubelet turn a scale into a running, Ready vllm-sim behind the service
-proxy (and back), and the service proxy relays like a Service."""
+real 1.20 apiserver, the proxy's Role grants exactly what the proxy needs (the kubernetes scaler,
+the coordination, the Service's EndpointSlices), the real controllers and the test kubelet turn a
+scale into a running, Ready vllm-sim behind the service proxy (and back), and the service proxy
+relays like a Service."""
 
 import concurrent.futures as cf
 import json
@@ -84,7 +85,7 @@ def test_the_deploy_manifests_apply_to_the_apiserver(cluster):
 # --- the proxy's Role ---
 
 
-def test_the_proxy_service_account_may_do_what_the_scaler_does_and_nothing_else(cluster):
+def test_the_proxy_service_account_may_do_what_the_proxy_does_and_nothing_else(cluster):
     cp, ns, name = cluster.control_plane, cluster.namespace, cluster.deployment_name
     token = cluster.proxy_token()
 
@@ -147,6 +148,22 @@ def test_the_proxy_service_account_may_do_what_the_scaler_does_and_nothing_else(
     assert call("PATCH", f"{leases}/rbac-check", {"spec": {"holderIdentity": "x"}})[0] == 403
     assert call("DELETE", f"{leases}/rbac-check")[0] == 403
     assert call("GET", "/apis/coordination.k8s.io/v1/namespaces/default/leases")[0] == 403
+
+    # The vLLM Service's EndpointSlices (discovery.k8s.io/v1beta1 on 1.20): list and watch, by the
+    # Service's label; no get (not even of one slice by name), no write, no other namespace.
+    slices = f"/apis/discovery.k8s.io/v1beta1/namespaces/{ns}/endpointslices"
+    of_vllm = urllib.parse.urlencode({"labelSelector": "kubernetes.io/service-name=vllm"})
+    status, listed = call("GET", f"{slices}?{of_vllm}")
+    assert status == 200 and listed["kind"] == "EndpointSliceList", listed
+    assert all(s["metadata"]["labels"]["kubernetes.io/service-name"] == "vllm" for s in listed["items"])
+    assert call("GET", f"{slices}?{of_vllm}&watch=1&timeoutSeconds=1")[0] == 200
+    assert call("GET", f"{slices}/vllm-abcde")[0] == 403
+    assert call("POST", slices, {"apiVersion": "discovery.k8s.io/v1beta1", "kind": "EndpointSlice",
+                                 "metadata": {"name": "rbac-check"}, "addressType": "IPv4",
+                                 "endpoints": []})[0] == 403
+    assert call("DELETE", f"{slices}/vllm-abcde")[0] == 403
+    assert call("GET", "/apis/discovery.k8s.io/v1beta1/namespaces/default/endpointslices")[0] == 403
+    assert call("GET", "/apis/discovery.k8s.io")[0] == 200  # which versions: any authenticated user
 
     # Refused: a PUT of the scale, any other Deployment, the Deployment itself, Secrets, a list of
     # every Deployment, another namespace.

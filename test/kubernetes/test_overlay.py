@@ -134,7 +134,7 @@ def test_every_object_is_in_the_overlay_namespace_with_the_patched_values(contro
     rules = live["Role"]["rules"]
     assert [(r["resources"], r.get("resourceNames")) for r in rules] == [
         (["deployments/scale"], [DEPLOYMENT]), (["deployments"], [DEPLOYMENT]), (["pods"], None), (["events"], None),
-        (["leases"], None)]
+        (["leases"], None), (["endpointslices"], None)]
     assert live["RoleBinding"]["subjects"] == [
         {"kind": "ServiceAccount", "name": "vllm-autoscaler", "namespace": NAMESPACE}]
 
@@ -230,6 +230,13 @@ def test_the_proxy_serves_with_the_overlay_a_request_wakes_the_deployment(
     assert d["spec"]["replicas"] == BACKEND["scaler"]["replicas"] and d["status"].get("readyReplicas") == 1
     assert cluster.scale_patches() == 1  # by the proxy's ServiceAccount, in the audit log
     assert [e["reason"] for e in cluster.proxy_events()] == ["ScaledUp"]
+    # The pod behind the user's Service, from its EndpointSlices (the config's scaler.service, the
+    # Role's endpointslices rule).
+    pods = eventually(lambda: [x for x in p.backend()["endpoints"]["pods"] if x["ready"]], timeout=10,
+                      what="the pod in /status")
+    assert [x["address"] for x in pods] == [f"{a}:{port}" for a, port in cluster.kubelet.endpoints()]
+    assert {k: v for k, v in p.backend()["endpoints"].items() if k != "pods"} == {
+        "service": SERVICE, "api": "discovery.k8s.io/v1beta1", "available": True, "problem": ""}
 
     # And back to zero, as after idle_timeout (15m in the overlay), by an admin sleep: the overlay
     # coordinates its replicas, so the sleep is proposed to them by the leader (this proxy alone),

@@ -816,6 +816,8 @@ backends:
   - { name: c, models: [c], upstream: "http://c:1", scaler: { type: kubernetes, replicas: 0 } }
   - { name: d, models: [d], upstream: "http://d:1", scaler: { type: process, command: [x], deployment: v } }
   - { name: e, models: [e], upstream: "http://e:1", scaler: { command: [x] } }
+  - { name: f, models: [f], upstream: "http://f:1", scaler: { type: kubernetes, deployment: v, service: 8vllm } }
+  - { name: g, models: [g], upstream: "http://g:1", scaler: { type: process, command: [x], service: v } }
 )");
   EXPECT_THAT(problems,
               ElementsAre("backends[0].scaler.type: must be one of kubernetes, process, static "
@@ -826,7 +828,11 @@ backends:
                           "backends[3].scaler.deployment: only used by the kubernetes scaler "
                           "(type is process)",
                           "backends[4].scaler.command: only used by the process scaler (type is "
-                          "static)"));
+                          "static)",
+                          "backends[5].scaler.service: must be a Service's name (lowercase "
+                          "letters, digits and '-', a letter first, at most 63; got \"8vllm\")",
+                          "backends[6].scaler.service: only used by the kubernetes scaler (type "
+                          "is process)"));
 }
 
 TEST_F(LoaderTest, PodsFromLoadAreCheckedAgainstAFixedCount) {
@@ -1032,7 +1038,7 @@ backends:
     upstream: http://vllm:80
     idle_timeout: 90s
     health: { path: /ready, interval: 2s, headers: { X-Trace: "on" } }
-    scaler: { type: kubernetes, namespace: ai, deployment: vllm, replicas: 2, kubeconfig: /k }
+    scaler: { type: kubernetes, namespace: ai, deployment: vllm, service: qwen, replicas: 2, kubeconfig: /k }
   - name: p
     models: [p]
     upstream: http://127.0.0.1:8001
@@ -1048,6 +1054,7 @@ backends:
   EXPECT_EQ(second.backends[1].scaler.command.back(), "echo ${HOME}");
   EXPECT_THAT(second.backends[0].models, ElementsAre("k1", "123", "true"));
   EXPECT_EQ(second.limits.header_timeout, milliseconds(1500));
+  EXPECT_EQ(second.backends[0].scaler.service, "qwen");
 }
 
 TEST_F(LoaderTest, ToYamlWritesAKeyTooLongForPlainYamlAsAnExplicitKey) {
