@@ -185,6 +185,7 @@ bool Controller::become_ready(std::string_view why, std::optional<Clock::time_po
     s_.metrics.wakes_total.with({s_.settings.name, "success"}).inc();
     s_.metrics.wake_duration_seconds.with({s_.settings.name}).observe(took);
     s_.activity.touch(s_.time.now());
+    s_.ramp_until = s_.time.now() + std::min<Clock::duration>(30s, s_.settings.wake_timeout / 2);
   }
   if (s_.settings.autoscale) {
     desired_.emplace(*s_.settings.autoscale);  // the load of this awake period only

@@ -76,6 +76,25 @@ TEST(Autoscale, HeldRequestsGoToReadyPodsAtTwiceTheTargetEachWhileMoreAreComing)
   h.world.ready_limit = 4;  // all asked for are ready: no bound (vLLM queues the rest)
   h.time.advance(2s);
   EXPECT_EQ(granted(h), 12u);
+}
+
+TEST(Autoscale, PodsThatNeverComeDoNotHoldRequestsPastTheRamp) {
+  Harness h(autoscaled(4, 2));
+  h.world.ready_limit = 1;  // no GPU for the other three
+  h.start();
+  for (int i = 0; i < 12; ++i) {
+    h.request(300s);
+  }
+  ASSERT_TRUE(h.time.run_until([&] { return granted(h) > 0; }, 60s));
+  const auto ready = h.time.now();
+  EXPECT_EQ(granted(h), 4u);
+  ASSERT_TRUE(h.time.run_until([&] { return granted(h) == 12; }, 60s));
+  EXPECT_GE(h.time.now() - ready, 29s);  // 30 s after the first pod, the rest go to it
+  EXPECT_LE(h.time.now() - ready, 32s);
+  for (int i = 0; i < 20; ++i) {
+    h.request(300s);  // and later requests are not held at all
+  }
+  EXPECT_EQ(granted(h), 32u);
   // A request that comes while pods are short waits behind the held ones, not before them.
   EXPECT_TRUE(h.scaler->violations.empty());
 }
