@@ -371,14 +371,17 @@ task<void> Controller::await_ready(Clock::time_point started, bool replica_was_u
       }
       co_return;
     }
-    if (observed && s_.settings.autoscale && wake_replicas() > want_) {
+    if (observed && s_.settings.autoscale && wake_replicas() > want_ && s_.time.now() >= grow_at_) {
       // More requests held since the wake began: their pods load now, not after the first.
       std::string cause;
       {
         std::lock_guard lock(s_.mu);
         cause = s_.scale_cause();
       }
-      co_await scale(wake_replicas(), std::move(cause));
+      const bool grown = (co_await scale(wake_replicas(), std::move(cause))).has_value();
+      grow_failures_ = grown ? 0 : grow_failures_ + 1;
+      grow_at_ =
+          grown ? Clock::time_point::min() : s_.time.now() + backoff(grow_failures_, 250ms, 5s);
     }
     // With the scaler's API unreadable, the probe alone says whether what we asked for serves.
     const bool up = observed ? observed->ready > 0 : up_;
