@@ -185,6 +185,7 @@ bool Controller::become_ready(std::string_view why, std::optional<Clock::time_po
     s_.metrics.wakes_total.with({s_.settings.name, "success"}).inc();
     s_.metrics.wake_duration_seconds.with({s_.settings.name}).observe(took);
     s_.activity.touch(s_.time.now());
+    s_.ramp_until = s_.time.now() + std::min<Clock::duration>(30s, s_.settings.wake_timeout / 2);
   }
   if (s_.settings.autoscale) {
     desired_.emplace(*s_.settings.autoscale);  // the load of this awake period only
@@ -370,14 +371,17 @@ task<void> Controller::await_ready(Clock::time_point started, bool replica_was_u
       }
       co_return;
     }
-    if (observed && s_.settings.autoscale && wake_replicas() > want_) {
+    if (observed && s_.settings.autoscale && wake_replicas() > want_ && s_.time.now() >= grow_at_) {
       // More requests held since the wake began: their pods load now, not after the first.
       std::string cause;
       {
         std::lock_guard lock(s_.mu);
         cause = s_.scale_cause();
       }
-      co_await scale(wake_replicas(), std::move(cause));
+      const bool grown = (co_await scale(wake_replicas(), std::move(cause))).has_value();
+      grow_failures_ = grown ? 0 : grow_failures_ + 1;
+      grow_at_ =
+          grown ? Clock::time_point::min() : s_.time.now() + backoff(grow_failures_, 250ms, 5s);
     }
     // With the scaler's API unreadable, the probe alone says whether what we asked for serves.
     const bool up = observed ? observed->ready > 0 : up_;

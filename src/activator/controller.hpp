@@ -104,6 +104,10 @@ class Controller {
   // The controller's own (its executor only).
   bool up_ = false;  // the scaler was asked for replicas above 0, as far as we know
   int want_ = 1;     // the replicas last asked for above 0
+  // Autoscaled, waking: more pods for requests held since the wake began are asked for not
+  // before this (after a failed call, the backoff of scale_up()).
+  Clock::time_point grow_at_ = Clock::time_point::min();
+  int grow_failures_ = 0;
   // Autoscaled: the load since the backend last became ready.
   std::optional<activity::DesiredReplicas> desired_;
   Clock::duration grace_{};           // an owed stop is due this long after the last activity

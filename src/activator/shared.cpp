@@ -79,7 +79,7 @@ void Shared::release_waiters() {
 
 std::size_t Shared::room() const {
   const auto& a = settings.autoscale;
-  if (!a || !observed || observed->ready >= observed->desired) {
+  if (!a || !observed || observed->ready >= observed->desired || time.now() >= ramp_until) {
     return std::numeric_limits<std::size_t>::max();
   }
   const auto per_pod = std::max(1.0, std::ceil(2 * a->target_in_flight));

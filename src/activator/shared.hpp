@@ -75,10 +75,15 @@ class Shared {
   // Held requests, in arrival order, granted (and counted in flight) as far as room() allows.
   // Not while fenced.
   void release_waiters();
-  // How many more requests may be in flight now: no bound, except while an autoscaled backend
-  // has fewer pods ready than asked for; then target_in_flight × 2 per ready pod (one at least),
-  // so that the first pod up is not handed every held request while the others start.
+  // How many more requests may be in flight now: no bound, except just after a wake of an
+  // autoscaled backend (until ramp_until) while it has fewer pods ready than asked for; then
+  // target_in_flight × 2 per ready pod (one at least), so that the first pod up is not handed
+  // every held request while the others start.
   std::size_t room() const;
+  // A wake became ready: the held requests are handed out by room() until this (30 s, at most
+  // half of wake_timeout); pods later than that get what is left, and nobody waits longer for
+  // them.
+  Clock::time_point ramp_until = Clock::time_point::min();
   void fail_waiters(errc code, const std::string& message);
   // waking → failed, held requests refused with `reason`; false if it was no longer waking.
   bool fail_wake(const std::string& reason);

@@ -1,7 +1,7 @@
 """Pods from load (scaler.target_in_flight; docs/scaling.md) on the real control plane, the test
 kubelet running each vLLM pod as a vllm-sim: a load ramp takes the Deployment from 1 to 4 pods and,
 once the load stops, back down by halves to 1, then to 0 through the idle stop; every request is
-answered in full meanwhile. With two proxy replicas, the leader sizes the Deployment for load that
+answered in full meanwhile, each sent to a pod (docs/routing.md). With two proxy replicas, the leader sizes the Deployment for load that
 reaches only the follower."""
 
 import threading
@@ -11,10 +11,11 @@ from conftest import MODEL
 from ha import start_replicas
 from support import chat, eventually, metrics, sse_events
 
-SIM_ARGS = ["--model", MODEL, "--itl", "50ms", "--startup-delay", "500ms"]
+# --shutdown-delay: as vLLM's --shutdown-timeout, a pod removed by a scale-down lets its streams end.
+SIM_ARGS = ["--model", MODEL, "--itl", "50ms", "--startup-delay", "500ms", "--shutdown-delay", "5s"]
 TARGET, MAX = 2, 4
 AUTOSCALE = (f"      target_in_flight: {TARGET}\n      max_replicas: {MAX}\n"
-             "      stable_window: 6s\n      panic_window: 2s\n")
+             "      stable_window: 6s\n      panic_window: 2s\n      service: vllm\n")  # routed to pods
 STREAM = chat(max_tokens=40, stream=True)  # 2 s at 50 ms a token
 
 
@@ -89,6 +90,7 @@ def test_a_load_ramp_scales_from_1_to_4_and_back_down_by_halves(cluster, kuberne
         time.sleep(3)
         more = Load(p.url, clients=7)
         eventually(lambda: seen.samples[-1][2] == MAX, timeout=60, what="4 pods ready under load")
+        eventually(lambda: len(p.status()["backends"][0]["pods"]) == MAX, timeout=10, what="4 pods routed to")
         time.sleep(4)  # the load goes on with every pod ready
         one.stop()
         more.stop()

@@ -2,7 +2,8 @@
 pods from the Service's EndpointSlices (published by the real EndpointSlice controller for the test
 kubelet's pods, each a vllm-sim on its own 127.0.0.x) and picks one per request.
 
-- least_outstanding keeps the requests in flight on each pod even (max − min within 2);
+- least_outstanding keeps the requests in flight on each pod even (16 on 4 pods: max − min within 3,
+  where a blind spread is often 4 or more);
 - prefix sends the same prompt prefix to the same pod from two proxies that share nothing, and a
   hot prefix spills over to other pods within the bound (1.25 × the mean);
 - a pod deleted mid-stream: its streams end with an error event and [DONE], the others are
@@ -94,7 +95,7 @@ def test_least_outstanding_keeps_in_flight_requests_even(cluster, kubernetes_con
     results = streams.join()
     print(f"\nrunning per pod: {sorted(running.values())}")
     assert all(whole(r) for r in results), [r for r in results if not whole(r)][:2]
-    assert len(running) == PODS and max(running.values()) - min(running.values()) <= 2, running
+    assert len(running) == PODS and max(running.values()) - min(running.values()) <= 3, running
     assert sorted(in_flight.values()) == sorted(running.values()), (in_flight, running)
 
 

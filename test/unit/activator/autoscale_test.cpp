@@ -57,6 +57,27 @@ TEST(Autoscale, AWakeAsksForPodsForTheHeldRequestsAndForMoreAsMoreArrive) {
   EXPECT_TRUE(h.scaler->violations.empty());
 }
 
+TEST(Autoscale, MorePodsForAWakeAreAskedForWithBackoffWhenTheApiFails) {
+  Harness h(autoscaled(4, 2));
+  h.world.load_time = 60s;
+  h.start();
+  h.request(100s);
+  ASSERT_TRUE(h.time.run_until([&] { return !h.scaler->calls.empty(); }, 1s));
+  h.scaler->fail_always = errc::scaler_unavailable;
+  for (int i = 0; i < 10; ++i) {
+    h.request(100s);
+  }
+  h.time.advance(20s);
+  // 250 ms doubling to 5 s: a handful of calls in 20 s, not one per 25 ms probe.
+  EXPECT_LE(h.scaler->calls.size(), 10u);
+  EXPECT_GE(h.scaler->calls.size(), 4u);
+  h.scaler->fail_always.reset();
+  h.time.advance(6s);
+  EXPECT_EQ(h.scaler->calls.back().replicas, 4);
+  EXPECT_TRUE(h.scaler->calls.back().ok);
+  ASSERT_TRUE(h.time.run_until([&] { return granted(h) == 11; }, 90s));
+}
+
 TEST(Autoscale, HeldRequestsGoToReadyPodsAtTwiceTheTargetEachWhileMoreAreComing) {
   Harness h(autoscaled(4, 2));
   h.world.ready_limit = 1;  // one pod ready, three still loading
@@ -76,6 +97,25 @@ TEST(Autoscale, HeldRequestsGoToReadyPodsAtTwiceTheTargetEachWhileMoreAreComing)
   h.world.ready_limit = 4;  // all asked for are ready: no bound (vLLM queues the rest)
   h.time.advance(2s);
   EXPECT_EQ(granted(h), 12u);
+}
+
+TEST(Autoscale, PodsThatNeverComeDoNotHoldRequestsPastTheRamp) {
+  Harness h(autoscaled(4, 2));
+  h.world.ready_limit = 1;  // no GPU for the other three
+  h.start();
+  for (int i = 0; i < 12; ++i) {
+    h.request(300s);
+  }
+  ASSERT_TRUE(h.time.run_until([&] { return granted(h) > 0; }, 60s));
+  const auto ready = h.time.now();
+  EXPECT_EQ(granted(h), 4u);
+  ASSERT_TRUE(h.time.run_until([&] { return granted(h) == 12; }, 60s));
+  EXPECT_GE(h.time.now() - ready, 29s);  // 30 s after the first pod, the rest go to it
+  EXPECT_LE(h.time.now() - ready, 32s);
+  for (int i = 0; i < 20; ++i) {
+    h.request(300s);  // and later requests are not held at all
+  }
+  EXPECT_EQ(granted(h), 32u);
   // A request that comes while pods are short waits behind the held ones, not before them.
   EXPECT_TRUE(h.scaler->violations.empty());
 }

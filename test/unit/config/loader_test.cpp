@@ -882,11 +882,11 @@ backends:
 }
 
 TEST_F(LoaderTest, RoutingIsOneOfTwoPolicies) {
-  EXPECT_THAT(yaml_problems(std::string(kMinimal) +
-                            "    routing: random\n    routing_prefix_bytes: 0\n"),
-              ElementsAre("backends[0].routing: must be one of least_outstanding, prefix (got "
-                          "\"random\")",
-                          "backends[0].routing_prefix_bytes: must be at least 1"));
+  EXPECT_THAT(
+      yaml_problems(std::string(kMinimal) + "    routing: random\n    routing_prefix_bytes: 0\n"),
+      ElementsAre("backends[0].routing: must be one of least_outstanding, prefix (got "
+                  "\"random\")",
+                  "backends[0].routing_prefix_bytes: must be at least 1"));
   const Config c =
       load_yaml(std::string(kMinimal) + "    routing: prefix\n    routing_prefix_bytes: 256\n")
           .config;
