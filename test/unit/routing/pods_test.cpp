@@ -34,7 +34,8 @@ Pods::Settings settings(Policy policy) {
 std::map<std::string, int> loads(const Pods& pods) {
   std::map<std::string, int> out;
   for (const auto& p : pods.status()) {
-    out[std::string(p.at("pod").as_string())] = static_cast<int>(p.at("in_flight").to_number<std::int64_t>());
+    out[std::string(p.at("pod").as_string())] =
+        static_cast<int>(p.at("in_flight").to_number<std::int64_t>());
   }
   return out;
 }
