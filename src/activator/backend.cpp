@@ -176,8 +176,11 @@ Backend::Route Backend::route(std::string_view body) {
     error_code ec;
     const auto doc = boost::json::parse(body, ec);
     if (!ec && doc.is_object()) {
-      key = routing::stable_hash(
-          routing::prompt_prefix(doc.get_object(), shared_.settings.prefix_bytes));
+      // No prompt (embeddings of token ids, say): least outstanding, not all on one pod.
+      const auto prefix = routing::prompt_prefix(doc.get_object(), shared_.settings.prefix_bytes);
+      if (!prefix.empty()) {
+        key = routing::stable_hash(prefix);
+      }
     }
   }
   auto pod = pods_.pick(key);
@@ -311,6 +314,7 @@ void Backend::begin_shutdown() {
 task<void> Backend::shutdown() {
   co_await controller_->shutdown();
   pool_.clear();  // idle upstream connections, and their deadlines' waits, end with the proxy
+  pods_.clear_idle();
 }
 
 void Backend::account_awake() {

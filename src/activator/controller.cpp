@@ -28,6 +28,7 @@ Controller::Controller(Shared& shared, Executor ex, std::unique_ptr<scaler::Scal
       pool_(pool),
       signal_(ex),
       done_(ex) {
+  want_ = s_.settings.replicas;
   scaler_->on_change([this] { poke(); });
   done_.expires_at(Clock::time_point::max());
 }
@@ -128,6 +129,9 @@ task<outcome<scaler::Observed>> Controller::observe() {
     co_return o;
   }
   s_.observed = *o;
+  if (!o->fatal && o->desired > 0) {
+    want_ = o->desired;  // adopted, or sized by another replica: what is there now
+  }
   s_.metrics.desired_replicas.with({s_.settings.name}).set(o->desired);
   s_.metrics.ready_replicas.with({s_.settings.name}).set(o->ready);
   if (!o->fatal) {
@@ -371,7 +375,8 @@ task<void> Controller::await_ready(Clock::time_point started, bool replica_was_u
       }
       co_return;
     }
-    if (observed && s_.settings.autoscale && wake_replicas() > want_ && s_.time.now() >= grow_at_) {
+    if (observed && s_.settings.autoscale && wake_replicas() > std::max(want_, observed->desired) &&
+        s_.time.now() >= grow_at_) {
       // More requests held since the wake began: their pods load now, not after the first.
       std::string cause;
       {

@@ -106,6 +106,13 @@ void Pods::end(Pod& pod) {
   --pod.in_flight;
 }
 
+void Pods::clear_idle() {
+  std::lock_guard lock(mu_);
+  for (auto& p : pods_) {
+    p->pool.clear();
+  }
+}
+
 std::size_t Pods::size() const {
   std::lock_guard lock(mu_);
   return pods_.size();

@@ -75,6 +75,8 @@ class Pods {
   std::optional<Use> pick(std::optional<std::uint64_t> key);
   std::size_t size() const;
   Policy policy() const { return settings_.policy; }
+  // Drops every pod's idle connections (the proxy is stopping: their deadlines' waits must end).
+  void clear_idle();
   // [{pod, address, in_flight}], in the list's order.
   boost::json::array status() const;
 
