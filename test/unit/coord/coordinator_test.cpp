@@ -210,8 +210,10 @@ class Replicas : public ::testing::Test {
   VirtualTime time_;
   World world_;
   LeaseServer server_;
-  std::list<Replica> replicas_;
+  // Before the replicas: a Backend's metrics outlive it (its destructor removes its sampled
+  // gauge's source).
   std::list<metrics::Metrics> metrics_;
+  std::list<Replica> replicas_;
   std::list<Request> requests_;
   std::list<bool> shut_;
 
