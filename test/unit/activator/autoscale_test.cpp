@@ -169,5 +169,24 @@ TEST(Autoscale, AFixedCountIsAskedForOnEveryWakeAndNeverChanged) {
   EXPECT_EQ(granted(h), 20u);
 }
 
+TEST(Autoscale, AWakeNeverShrinksPodsThatAnotherReplicaAskedFor) {
+  Harness h(autoscaled(4, 1));
+  h.world.load_time = 30s;
+  h.start();
+  // Another proxy replica woke the backend with 4 pods; they are loading.
+  const auto t0 = h.time.now();
+  h.world.desired = 4;
+  h.world.up_since = h.time.now();
+  h.world.added_since.assign(3, h.time.now());
+  h.request(100s);
+  h.request(100s);
+  ASSERT_TRUE(h.time.run_until([&] { return granted(h) == 2; }, 60s));
+  h.time.advance(5s);
+  for (const auto& c : h.scaler->calls) {
+    EXPECT_GE(c.replicas, 4) << "a scale from 4 pods to " << c.replicas << " at " << std::chrono::duration<double>(c.at - t0).count() << " s: " << h.scaler->causes.back();
+  }
+  EXPECT_EQ(h.world.desired, 4);
+}
+
 }  // namespace
 }  // namespace va::activator

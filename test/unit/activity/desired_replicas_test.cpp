@@ -125,5 +125,34 @@ TEST_F(Planner, ALoadJustUnderTwiceTheTargetDoesNotPanic) {
   EXPECT_EQ(d.replicas, 4);
 }
 
+TEST_F(Planner, PodsJustWokenOrJustChangedAreNotScaledDownForAPeriod) {
+  // Woken with 4 pods (by a burst held on another proxy, say) and little load on the first look:
+  // they stay a scale-down period, not halved at once.
+  DesiredReplicas p(settings);
+  int current = 4;
+  const auto woken = now;
+  std::vector<std::pair<int, int>> changes;  // (seconds after the wake, replicas)
+  for (int last = current; now < woken + std::chrono::minutes(3);) {
+    run(p, 8, seconds(1), current);
+    if (current != last) {
+      changes.emplace_back(std::chrono::duration_cast<seconds>(now - woken).count(), current);
+      last = current;
+    }
+  }
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].second, 2);
+  EXPECT_GE(changes[0].first, 60);
+  EXPECT_EQ(changes[1].second, 1);
+  EXPECT_GE(changes[1].first - changes[0].first, 60);
+  // Someone else scales it to 3: that too starts a period.
+  current = 3;
+  const auto scaled = now;
+  run(p, 8, seconds(59), current);
+  EXPECT_EQ(current, 3);
+  run(p, 8, seconds(2), current);
+  EXPECT_EQ(current, 2);
+  EXPECT_GE(now - scaled, seconds(60));
+}
+
 }  // namespace
 }  // namespace va::activity
