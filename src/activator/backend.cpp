@@ -170,29 +170,15 @@ std::optional<Lease> Backend::lease_if_ready_locked() {
   return Lease(this);
 }
 
-Backend::Route Backend::route(std::string_view body) {
-  std::optional<std::uint64_t> key;
-  if (pods_.policy() == routing::Policy::prefix) {
-    error_code ec;
-    const auto doc = boost::json::parse(body, ec);
-    if (!ec && doc.is_object()) {
-      // No prompt (embeddings of token ids, say): least outstanding, not all on one pod.
-      const auto prefix = routing::prompt_prefix(doc.get_object(), shared_.settings.prefix_bytes);
-      if (!prefix.empty()) {
-        key = routing::stable_hash(prefix);
-      }
-    }
+std::optional<std::uint64_t> Backend::route_key(std::string_view body) const {
+  if (pods_.policy() != routing::Policy::prefix) {
+    return std::nullopt;
   }
-  auto pod = pods_.pick(key);
-  if (!pod) {
-    return Route{&pool_, std::nullopt};
-  }
-  auto* pool = &pod->pool();
-  return Route{pool, std::move(pod)};
+  return routing::prefix_key(body, shared_.settings.prefix_bytes);
 }
 
-Backend::Route Backend::route_any() {
-  auto pod = pods_.pick(std::nullopt);
+Backend::Route Backend::route(std::optional<std::uint64_t> key) {
+  auto pod = pods_.pick(key);
   if (!pod) {
     return Route{&pool_, std::nullopt};
   }

@@ -71,7 +71,7 @@ class DesiredReplicas {
   std::deque<Sample> samples_;
   bool panic_ = false;
   Clock::time_point calm_since_;  // the panic condition last held (panicking: since then calm)
-  int last_current_ = -1;        // `current` at the last decision (-1: none yet)
+  int last_current_ = -1;         // `current` at the last decision (-1: none yet)
   Clock::time_point changed_at_;  // when the pods last changed, or a scale-down was decided
 };
 

@@ -211,7 +211,7 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   if (!lease) {
     co_return false;
   }
-  auto route = only->route_any();
+  auto route = only->route();
   auto [connect_error, upstream_stream] = co_await route.pool->open();
   if (connect_error) {
     if (route.pod) {
@@ -268,6 +268,7 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
       upstream::upstream_head(req.base(), backend->pool().target(), c.client_address,
                               upstream_length(req)),
       req.body(), req.method()};
+  const auto key = backend->route_key(req.body());
   for (int attempt = 0;; ++attempt) {
     // A ready backend leases at once; only one that is not needs the coroutine that holds the
     // request through a wake.
@@ -286,7 +287,7 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
       }
       lease.emplace(std::move(acquired->lease));
     }
-    auto route = backend->route(req.body());
+    auto route = backend->route(key);
     auto fwd =
         co_await upstream::forward(c.socket, *route.pool, up,
                                    upstream::ForwardOptions{.client = patience(c),

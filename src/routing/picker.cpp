@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <cmath>
 #include <string>
@@ -137,6 +138,19 @@ std::string prompt_prefix(const boost::json::object& body, std::size_t limit) {
     }
   }
   return out;
+}
+
+std::optional<std::uint64_t> prefix_key(std::string_view body, std::size_t limit) {
+  boost::system::error_code ec;
+  const auto doc = boost::json::parse(body, ec);
+  if (ec || !doc.is_object()) {
+    return std::nullopt;
+  }
+  const auto prefix = prompt_prefix(doc.get_object(), limit);
+  if (prefix.empty()) {
+    return std::nullopt;
+  }
+  return stable_hash(prefix);
 }
 
 }  // namespace va::routing

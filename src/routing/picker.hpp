@@ -12,6 +12,7 @@
 // Plain functions of their inputs: the caller keeps the loads (under its own lock).
 #include <boost/json/fwd.hpp>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,5 +53,10 @@ class Ring {
 // (role, then the text of the content, each followed by a newline) or its `prompt`, cut to
 // `limit` bytes. Empty when the body has neither.
 std::string prompt_prefix(const boost::json::object& body, std::size_t limit);
+
+// The ring's key for a request body: the stable hash of its prompt_prefix. None when the body is
+// not a JSON object or has no prompt (embeddings of token ids, say): such a request goes to the
+// least loaded pod, not all of them to one.
+std::optional<std::uint64_t> prefix_key(std::string_view body, std::size_t limit);
 
 }  // namespace va::routing

@@ -183,7 +183,9 @@ TEST(Autoscale, AWakeNeverShrinksPodsThatAnotherReplicaAskedFor) {
   ASSERT_TRUE(h.time.run_until([&] { return granted(h) == 2; }, 60s));
   h.time.advance(5s);
   for (const auto& c : h.scaler->calls) {
-    EXPECT_GE(c.replicas, 4) << "a scale from 4 pods to " << c.replicas << " at " << std::chrono::duration<double>(c.at - t0).count() << " s: " << h.scaler->causes.back();
+    EXPECT_GE(c.replicas, 4) << "a scale from 4 pods to " << c.replicas << " at "
+                             << std::chrono::duration<double>(c.at - t0).count()
+                             << " s: " << h.scaler->causes.back();
   }
   EXPECT_EQ(h.world.desired, 4);
 }
