@@ -49,10 +49,11 @@ Backend::Backend(Settings settings, Executor ex, const ScalerFactory& make_scale
                  Seams seams)
     : shared_(std::move(settings), metrics, seams.time ? *seams.time : steady_time()),
       pool_(pool),
-      pods_(routing::Pods::Settings{.policy = shared_.settings.routing,
-                                    .pool = pool.settings(),
-                                    .bound = 1.25,
-                                    .avoid_for = std::chrono::seconds(2)}),
+      pods_(routing::Pods::Settings{
+          .policy = shared_.settings.routing,
+          .pool = pool.settings(),
+          .bound = 1.25,
+          .avoid_for = std::max<Clock::duration>(2s, pool.settings().connect_timeout)}),
       budget_(budget) {
   auto probe =
       seams.probe ? std::move(seams.probe) : default_probe(ex, pool_, shared_.settings.health);

@@ -144,7 +144,18 @@ std::vector<Endpoint> endpoints_of(const std::map<std::string, json::object>& sl
     }
     return a.port < b.port;
   });
-  return out;
+  // A dual-stack pod is in an IPv4 slice and an IPv6 one: one endpoint (its first address, IPv4),
+  // or it would count twice in the routing.
+  std::vector<Endpoint> once;
+  for (auto& e : out) {
+    const bool seen = !e.pod.empty() && std::any_of(once.begin(), once.end(), [&](const auto& o) {
+      return o.pod == e.pod && o.port == e.port;
+    });
+    if (!seen) {
+      once.push_back(std::move(e));
+    }
+  }
+  return once;
 }
 
 std::string endpoint_slice_version(const json::object& api_group) {
