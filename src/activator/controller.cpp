@@ -173,6 +173,26 @@ task<outcome<void>> Controller::scale(int replicas, std::string cause) {
   co_return r;
 }
 
+task<bool> Controller::resize(int replicas, std::string cause, std::chrono::milliseconds first,
+                              std::chrono::milliseconds most) {
+  if (s_.time.now() < resize_at_) {
+    co_return false;
+  }
+  auto r = co_await scale(replicas, std::move(cause));
+  if (r) {
+    resize_failures_ = 0;
+    resize_at_ = Clock::time_point::min();
+    co_return true;
+  }
+  const auto pause = backoff(++resize_failures_, first, most);
+  resize_at_ = s_.time.now() + pause;
+  log::warn("scaling failed; trying again later", {{"backend", s_.settings.name},
+                                                   {"replicas", replicas},
+                                                   {"error", r.error().message},
+                                                   {"retry_in_ms", pause.count()}});
+  co_return false;
+}
+
 bool Controller::become_ready(std::string_view why, std::optional<Clock::time_point> started) {
   std::lock_guard lock(s_.mu);
   const bool waking = s_.state == State::waking;
@@ -376,17 +396,14 @@ task<void> Controller::await_ready(Clock::time_point started, bool replica_was_u
       co_return;
     }
     if (observed && s_.settings.autoscale && wake_replicas() > std::max(want_, observed->desired) &&
-        s_.time.now() >= grow_at_) {
+        s_.time.now() >= resize_at_) {
       // More requests held since the wake began: their pods load now, not after the first.
       std::string cause;
       {
         std::lock_guard lock(s_.mu);
         cause = s_.scale_cause();
       }
-      const bool grown = (co_await scale(wake_replicas(), std::move(cause))).has_value();
-      grow_failures_ = grown ? 0 : grow_failures_ + 1;
-      grow_at_ =
-          grown ? Clock::time_point::min() : s_.time.now() + backoff(grow_failures_, 250ms, 5s);
+      co_await resize(wake_replicas(), std::move(cause), 250ms, 5s);
     }
     // With the scaler's API unreadable, the probe alone says whether what we asked for serves.
     const bool up = observed ? observed->ready > 0 : up_;

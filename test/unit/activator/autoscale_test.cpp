@@ -190,5 +190,23 @@ TEST(Autoscale, AWakeNeverShrinksPodsThatAnotherReplicaAskedFor) {
   EXPECT_EQ(h.world.desired, 4);
 }
 
+TEST(Autoscale, AScaleTheApiRefusesIsAskedAgainWithBackoff) {
+  Harness h(autoscaled(4, 2));
+  h.start();
+  h.request(1s);
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.scaler->fail_always = errc::scaler_unavailable;
+  for (int i = 0; i < 8; ++i) {
+    h.request(300s);
+  }
+  h.time.advance(120s);
+  // A look a second: 1 s doubling to 30 s is 7 calls in 2 minutes, not 120.
+  EXPECT_GE(h.scaler->calls.size(), 1u + 4u);
+  EXPECT_LE(h.scaler->calls.size(), 1u + 8u);
+  h.scaler->fail_always.reset();
+  ASSERT_TRUE(h.time.run_until([&] { return h.scaler->calls.back().ok; }, 31s));
+  EXPECT_EQ(h.scaler->calls.back().replicas, 4);
+}
+
 }  // namespace
 }  // namespace va::activator
