@@ -253,11 +253,7 @@ class EndpointSlicesTest : public testing::TlsApiTest {
 
   void run_until(const std::function<bool()>& done,
                  std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-    ioc_.restart();
-    const auto deadline = Clock::now() + limit;
-    while (!done() && Clock::now() < deadline) {
-      ioc_.run_for(std::chrono::milliseconds(5));
-    }
+    testing::run_until(ioc_, done, limit);
   }
 
   void stop(EndpointSlices& e) {
@@ -323,7 +319,7 @@ TEST_F(EndpointSlicesTest, AForbiddenListIsAProblemNotAFailureAndIsRetried) {
          R"(discovery.k8s.io is forbidden: User \"x\" cannot list resource"})";
   TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
   auto s = settings(server);
-  s.backoff_max = std::chrono::milliseconds(200);
+  s.watch.backoff_max = std::chrono::milliseconds(200);
   EndpointSlices e(std::move(s), ioc_.get_executor());
   e.start();
   const std::string forbidden = R"(cannot list discovery.k8s.io/endpointslices in namespace "llm")";
@@ -381,7 +377,7 @@ TEST_F(EndpointSlicesTest, AListAnswered404AsksForTheVersionAgain) {
     return answer(r);
   });
   auto s = settings(server);
-  s.backoff_max = std::chrono::milliseconds(100);
+  s.watch.backoff_max = std::chrono::milliseconds(100);
   EndpointSlices e(std::move(s), ioc_.get_executor());
   e.start();
   run_until([&] { return !lists.empty(); });
