@@ -49,10 +49,11 @@ Backend::Backend(Settings settings, Executor ex, const ScalerFactory& make_scale
                  Seams seams)
     : shared_(std::move(settings), metrics, seams.time ? *seams.time : steady_time()),
       pool_(pool),
-      pods_(routing::Pods::Settings{.policy = shared_.settings.routing,
-                                    .pool = pool.settings(),
-                                    .bound = 1.25,
-                                    .avoid_for = std::chrono::seconds(2)}),
+      pods_(routing::Pods::Settings{
+          .policy = shared_.settings.routing,
+          .pool = pool.settings(),
+          .bound = 1.25,
+          .avoid_for = std::max<Clock::duration>(2s, pool.settings().connect_timeout)}),
       budget_(budget) {
   auto probe =
       seams.probe ? std::move(seams.probe) : default_probe(ex, pool_, shared_.settings.health);
@@ -170,26 +171,15 @@ std::optional<Lease> Backend::lease_if_ready_locked() {
   return Lease(this);
 }
 
-Backend::Route Backend::route(std::string_view body) {
-  std::optional<std::uint64_t> key;
-  if (pods_.policy() == routing::Policy::prefix) {
-    error_code ec;
-    const auto doc = boost::json::parse(body, ec);
-    if (!ec && doc.is_object()) {
-      key = routing::stable_hash(
-          routing::prompt_prefix(doc.get_object(), shared_.settings.prefix_bytes));
-    }
+std::optional<std::uint64_t> Backend::route_key(std::string_view body) const {
+  if (pods_.policy() != routing::Policy::prefix) {
+    return std::nullopt;
   }
-  auto pod = pods_.pick(key);
-  if (!pod) {
-    return Route{&pool_, std::nullopt};
-  }
-  auto* pool = &pod->pool();
-  return Route{pool, std::move(pod)};
+  return routing::prefix_key(body, shared_.settings.prefix_bytes);
 }
 
-Backend::Route Backend::route_any() {
-  auto pod = pods_.pick(std::nullopt);
+Backend::Route Backend::route(std::optional<std::uint64_t> key) {
+  auto pod = pods_.pick(key);
   if (!pod) {
     return Route{&pool_, std::nullopt};
   }
@@ -311,6 +301,7 @@ void Backend::begin_shutdown() {
 task<void> Backend::shutdown() {
   co_await controller_->shutdown();
   pool_.clear();  // idle upstream connections, and their deadlines' waits, end with the proxy
+  pods_.clear_idle();
 }
 
 void Backend::account_awake() {

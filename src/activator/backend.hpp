@@ -75,10 +75,11 @@ class Backend {
     upstream::Pool* pool = nullptr;
     std::optional<routing::Pods::Use> pod;
   };
-  // For a request whose body is `body` (its prompt is the key of `routing: prefix`).
-  Route route(std::string_view body);
-  // For one whose body is not read yet: the least loaded pod, whatever the policy.
-  Route route_any();
+  // The key of `routing: prefix` for a request whose body is `body` (routing::prefix_key); none
+  // with another policy. Taken once per request, before its tries.
+  std::optional<std::uint64_t> route_key(std::string_view body) const;
+  // For a request with that key; with none (or a body not read yet), the least loaded pod.
+  Route route(std::optional<std::uint64_t> key = std::nullopt);
   // The pods to send to from now on (ready, not terminating; k8s/endpoint_slices.hpp). Any
   // thread.
   void set_pods(const std::vector<routing::PodAddress>& usable) { pods_.update(usable); }

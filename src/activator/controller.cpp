@@ -28,6 +28,7 @@ Controller::Controller(Shared& shared, Executor ex, std::unique_ptr<scaler::Scal
       pool_(pool),
       signal_(ex),
       done_(ex) {
+  want_ = s_.settings.replicas;
   scaler_->on_change([this] { poke(); });
   done_.expires_at(Clock::time_point::max());
 }
@@ -128,6 +129,9 @@ task<outcome<scaler::Observed>> Controller::observe() {
     co_return o;
   }
   s_.observed = *o;
+  if (!o->fatal && o->desired > 0) {
+    want_ = o->desired;  // adopted, or sized by another replica: what is there now
+  }
   s_.metrics.desired_replicas.with({s_.settings.name}).set(o->desired);
   s_.metrics.ready_replicas.with({s_.settings.name}).set(o->ready);
   if (!o->fatal) {
@@ -167,6 +171,26 @@ task<outcome<void>> Controller::scale(int replicas, std::string cause) {
     stop_unsure_ = true;
   }
   co_return r;
+}
+
+task<bool> Controller::resize(int replicas, std::string cause, std::chrono::milliseconds first,
+                              std::chrono::milliseconds most) {
+  if (s_.time.now() < resize_at_) {
+    co_return false;
+  }
+  auto r = co_await scale(replicas, std::move(cause));
+  if (r) {
+    resize_failures_ = 0;
+    resize_at_ = Clock::time_point::min();
+    co_return true;
+  }
+  const auto pause = backoff(++resize_failures_, first, most);
+  resize_at_ = s_.time.now() + pause;
+  log::warn("scaling failed; trying again later", {{"backend", s_.settings.name},
+                                                   {"replicas", replicas},
+                                                   {"error", r.error().message},
+                                                   {"retry_in_ms", pause.count()}});
+  co_return false;
 }
 
 bool Controller::become_ready(std::string_view why, std::optional<Clock::time_point> started) {
@@ -371,17 +395,15 @@ task<void> Controller::await_ready(Clock::time_point started, bool replica_was_u
       }
       co_return;
     }
-    if (observed && s_.settings.autoscale && wake_replicas() > want_ && s_.time.now() >= grow_at_) {
+    if (observed && s_.settings.autoscale && wake_replicas() > std::max(want_, observed->desired) &&
+        s_.time.now() >= resize_at_) {
       // More requests held since the wake began: their pods load now, not after the first.
       std::string cause;
       {
         std::lock_guard lock(s_.mu);
         cause = s_.scale_cause();
       }
-      const bool grown = (co_await scale(wake_replicas(), std::move(cause))).has_value();
-      grow_failures_ = grown ? 0 : grow_failures_ + 1;
-      grow_at_ =
-          grown ? Clock::time_point::min() : s_.time.now() + backoff(grow_failures_, 250ms, 5s);
+      co_await resize(wake_replicas(), std::move(cause), 250ms, 5s);
     }
     // With the scaler's API unreadable, the probe alone says whether what we asked for serves.
     const bool up = observed ? observed->ready > 0 : up_;

@@ -104,10 +104,14 @@ class Controller {
   // The controller's own (its executor only).
   bool up_ = false;  // the scaler was asked for replicas above 0, as far as we know
   int want_ = 1;     // the replicas last asked for above 0
-  // Autoscaled, waking: more pods for requests held since the wake began are asked for not
-  // before this (after a failed call, the backoff of scale_up()).
-  Clock::time_point grow_at_ = Clock::time_point::min();
-  int grow_failures_ = 0;
+  // Autoscaled: a change of the pods count (more for requests held during a wake, or the load's
+  // when ready) is asked for not before this; after a failed call, with backoff.
+  Clock::time_point resize_at_ = Clock::time_point::min();
+  int resize_failures_ = 0;
+  // Asks the scaler for `replicas` (autoscaled: a resize) unless a failed one backs off; false
+  // when it was not asked or refused.
+  task<bool> resize(int replicas, std::string cause, std::chrono::milliseconds first,
+                    std::chrono::milliseconds most);
   // Autoscaled: the load since the backend last became ready.
   std::optional<activity::DesiredReplicas> desired_;
   Clock::duration grace_{};           // an owed stop is due this long after the last activity

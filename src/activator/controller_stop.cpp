@@ -102,16 +102,13 @@ task<void> Controller::autoscale(const scaler::Observed& observed) {
     s_.metrics.autoscale_panic.with({s_.settings.name}).set(decision.panic ? 1 : 0);
     s_.decision = decision;
   }
-  if (to == from) {
+  if (to == from || s_.time.now() < resize_at_) {
     co_return;
   }
   log::info(
       "autoscaling",
       {{"backend", s_.settings.name}, {"from", from}, {"to", to}, {"reason", decision.reason}});
-  if (auto r = co_await scale(to, std::move(decision.reason)); !r) {
-    log::warn("autoscaling failed; deciding again at the next look",
-              {{"backend", s_.settings.name}, {"error", r.error().message}});
-  }
+  co_await resize(to, std::move(decision.reason), 1s, 30s);  // decided again at a later look
 }
 
 task<bool> Controller::peers_agree(Clock::duration idle_timeout, bool asked) {

@@ -66,8 +66,8 @@ void Shared::set_state(State to, std::string_view why) {
 }
 
 void Shared::release_waiters() {
-  if (fenced) {
-    return;
+  if (fenced || suspect) {
+    return;  // suspect: held until the controller has re-checked the backend
   }
   const auto in_flight = activity.in_flight();
   const auto limit = room();

@@ -73,7 +73,7 @@ class Shared {
 
   void set_state(State to, std::string_view why);
   // Held requests, in arrival order, granted (and counted in flight) as far as room() allows.
-  // Not while fenced.
+  // Not while fenced, nor while suspect (the controller clears it once it has re-checked).
   void release_waiters();
   // How many more requests may be in flight now: no bound, except just after a wake of an
   // autoscaled backend (until ramp_until) while it has fewer pods ready than asked for; then

@@ -79,12 +79,15 @@ DesiredReplicas::Decision DesiredReplicas::decide(Clock::time_point now, int cur
   int want = panic_ ? std::max(pods_for(d.panic_average), current)  // no scale-down in a panic
                     : pods_for(d.stable_average);
   want = clamp(want);
+  if (current != last_current_) {
+    last_current_ = current;
+    changed_at_ = now;
+  }
   if (want < current) {
-    const bool paced =
-        last_down_ == Clock::time_point::min() || now - last_down_ >= settings_.scale_down_every;
+    const bool paced = now - changed_at_ >= settings_.scale_down_every;
     want = paced ? std::max(want, (current + 1) / 2) : current;
     if (want < current) {
-      last_down_ = now;
+      changed_at_ = now;
     }
   }
   d.replicas = want;

@@ -7,8 +7,9 @@
 // - Panic: when the panic window's average reaches twice the target for the pods there are, the
 //   panic window decides, and nothing is scaled down until the concurrency has stayed below that
 //   for a whole stable window. Otherwise the stable window decides.
-// - A scale-down at most halves the pods, and at most once per `scale_down_every` (60 s): a
-//   burst's end is not followed by a cliff.
+// - A scale-down at most halves the pods, and comes at least `scale_down_every` (60 s) after the
+//   pods last changed (a wake, a scale-up, a scale-down, anyone's): a burst's end is not followed
+//   by a cliff, and pods just woken are not halved on their first look.
 // - Always within [min_replicas, max_replicas]: 0 is the idle stop's business (activity.hpp), not
 //   this one's.
 //
@@ -48,7 +49,8 @@ class DesiredReplicas {
   void observe(Clock::time_point at, double concurrency);
 
   // The pods the backend should have at `now`, given the `current` it has (spec.replicas; ready
-  // or not). Remembers a scale-down it decides, for the pace of the next one.
+  // or not). Remembers when `current` changed and any scale-down it decides, for the pace of the
+  // next one.
   Decision decide(Clock::time_point now, int current);
 
   const Settings& settings() const { return settings_; }
@@ -69,7 +71,8 @@ class DesiredReplicas {
   std::deque<Sample> samples_;
   bool panic_ = false;
   Clock::time_point calm_since_;  // the panic condition last held (panicking: since then calm)
-  Clock::time_point last_down_ = Clock::time_point::min();
+  int last_current_ = -1;         // `current` at the last decision (-1: none yet)
+  Clock::time_point changed_at_;  // when the pods last changed, or a scale-down was decided
 };
 
 }  // namespace va::activity

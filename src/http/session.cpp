@@ -211,13 +211,13 @@ task<bool> proxy_streamed(Proxied& p, HeadParser& head) {
   if (!lease) {
     co_return false;
   }
-  auto route = only->route_any();
+  auto route = only->route();
   auto [connect_error, upstream_stream] = co_await route.pool->open();
   if (connect_error) {
-    if (route.pod) {
-      route.pod->connect_failed();
+    // One pod gone is the routing's business; every pod, or the backend's URL, the backend's.
+    if (!route.pod || route.pod->connect_failed()) {
+      only->suspect();  // then the buffered path holds the request while it is re-checked
     }
-    only->suspect();  // then the buffered path holds the request while it is re-checked
     co_return false;
   }
   p.out.backend = only->name();
@@ -268,6 +268,7 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
       upstream::upstream_head(req.base(), backend->pool().target(), c.client_address,
                               upstream_length(req)),
       req.body(), req.method()};
+  const auto key = backend->route_key(req.body());
   for (int attempt = 0;; ++attempt) {
     // A ready backend leases at once; only one that is not needs the coroutine that holds the
     // request through a wake.
@@ -286,7 +287,7 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
       }
       lease.emplace(std::move(acquired->lease));
     }
-    auto route = backend->route(req.body());
+    auto route = backend->route(key);
     auto fwd =
         co_await upstream::forward(c.socket, *route.pool, up,
                                    upstream::ForwardOptions{.client = patience(c),
@@ -295,16 +296,18 @@ task<bool> proxy_buffered(Proxied& p, HeadParser& head) {
                                                             .wake_ms = p.out.wait_ms});
     if (fwd.outcome == upstream::ForwardResult::Outcome::connect_failed &&
         attempt < kMaxConnectRetries) {
-      // Nothing reached the upstream: the pod is passed over for a while, the backend re-checked
-      // (re-woken if it died), and the request tried again.
-      log::info("upstream connect failed; re-checking backend",
+      // Nothing reached the upstream: the request is tried again. A pod is passed over for a
+      // while (the others serve); the backend's URL, or the last pod, has the backend re-checked
+      // (re-woken if it died) first.
+      const bool recheck = !route.pod || route.pod->connect_failed();
+      log::info("upstream connect failed",
                 {{"backend", p.out.backend},
                  {"pod", route.pod ? route.pod->address().pod : std::string()},
+                 {"recheck", recheck},
                  {"error", fwd.error}});
-      if (route.pod) {
-        route.pod->connect_failed();
+      if (recheck) {
+        backend->suspect();
       }
-      backend->suspect();
       continue;
     }
     p.settle(fwd);

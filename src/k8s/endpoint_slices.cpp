@@ -144,7 +144,18 @@ std::vector<Endpoint> endpoints_of(const std::map<std::string, json::object>& sl
     }
     return a.port < b.port;
   });
-  return out;
+  // A dual-stack pod is in an IPv4 slice and an IPv6 one: one endpoint (its first address, IPv4),
+  // or it would count twice in the routing.
+  std::vector<Endpoint> once;
+  for (auto& e : out) {
+    const bool seen = !e.pod.empty() && std::any_of(once.begin(), once.end(), [&](const auto& o) {
+      return o.pod == e.pod && o.port == e.port;
+    });
+    if (!seen) {
+      once.push_back(std::move(e));
+    }
+  }
+  return once;
 }
 
 std::string endpoint_slice_version(const json::object& api_group) {
@@ -233,8 +244,9 @@ task<void> EndpointSlices::run() {
       std::string problem =
           version ? "the API server serves no EndpointSlices (discovery.k8s.io v1 or v1beta1)"
                   : version.error().message;
-      const auto wait = version ? settings_.unserved_interval
-                                : jittered(backoff(++failures, 500ms, settings_.backoff_max), rng_);
+      const auto wait =
+          version ? settings_.unserved_interval
+                  : jittered(backoff(++failures, 500ms, settings_.watch.backoff_max), rng_);
       log::warn("kubernetes: cannot watch the endpoints of the service",
                 {{"backend", backend},
                  {"service", service},
@@ -264,10 +276,7 @@ task<void> EndpointSlices::run() {
                                            .query = std::move(query),
                                            .log_key = "backend",
                                            .log_value = settings_.backend,
-                                           .watch_timeout_min = settings_.watch_timeout_min,
-                                           .watch_timeout_max = settings_.watch_timeout_max,
-                                           .watch_grace = settings_.watch_grace,
-                                           .backoff_max = settings_.backoff_max},
+                                           .timing = settings_.watch},
                        client_, ex_, Reflector::Callbacks{.changed = [this] { update(); }});
     co_await reflector_->run();
     if (stopping_) {
@@ -278,7 +287,7 @@ task<void> EndpointSlices::run() {
     failures = reflector_->synced() ? 1 : failures + 1;
     log::info("kubernetes: the EndpointSlice API answered 404; asking for its version again",
               {{"backend", backend}, {"service", service}, {"api", version_}});
-    co_await pause(jittered(backoff(failures, 500ms, settings_.backoff_max), rng_));
+    co_await pause(jittered(backoff(failures, 500ms, settings_.watch.backoff_max), rng_));
   }
   running_ = false;
   idle_.expires_at(Clock::time_point::min());

@@ -84,11 +84,8 @@ class EndpointSlices {
     ClusterConfig cluster;
     Client::Settings client{.connect_timeout = std::chrono::seconds(3),
                             .request_timeout = std::chrono::seconds(5)};
-    // The watch (k8s/reflector.hpp) and the retries of the API discovery.
-    std::chrono::seconds watch_timeout_min = std::chrono::seconds(15);
-    std::chrono::seconds watch_timeout_max = std::chrono::seconds(25);
-    std::chrono::milliseconds watch_grace = std::chrono::seconds(5);
-    std::chrono::milliseconds backoff_max = std::chrono::seconds(10);
+    // The watch (k8s/reflector.hpp); its backoff_max bounds the API discovery's retries too.
+    WatchTiming watch = {};
     // How often to ask again when the API server serves no EndpointSlices at all.
     std::chrono::milliseconds unserved_interval = std::chrono::seconds(60);
   };

@@ -70,7 +70,7 @@ task<void> Reflector::run() {
     error_ = step.error().message;
     error_verb_ = listing ? "list" : "watch";
     ++failures;
-    const auto wait = jittered(backoff(failures, 500ms, settings_.backoff_max), rng_);
+    const auto wait = jittered(backoff(failures, 500ms, settings_.timing.backoff_max), rng_);
     log::warn("kubernetes watch failed; retrying", {{settings_.log_key, settings_.log_value},
                                                     {"what", settings_.what},
                                                     {"error", error_},
@@ -131,9 +131,9 @@ task<outcome<void>> Reflector::list() {
 }
 
 task<outcome<void>> Reflector::watch() {
-  // The server ends the watch cleanly at timeoutSeconds; one still open watch_grace later is dead.
-  std::uniform_int_distribution<long> timeout(settings_.watch_timeout_min.count(),
-                                              settings_.watch_timeout_max.count());
+  // The server ends the watch cleanly at timeoutSeconds; one still open `grace` later is dead.
+  std::uniform_int_distribution<long> timeout(settings_.timing.timeout_min.count(),
+                                              settings_.timing.timeout_max.count());
   const std::chrono::seconds asked(timeout(rng_));
   std::string target = settings_.path + "?" + settings_.query;
   target.append("&watch=1&allowWatchBookmarks=true&resourceVersion=")
@@ -157,7 +157,7 @@ task<outcome<void>> Reflector::watch() {
     apply(e);
     return true;
   };
-  auto got = co_await (client_.watch(target, asked + settings_.watch_grace, on_event) ||
+  auto got = co_await (client_.watch(target, asked + settings_.timing.grace, on_event) ||
                        stop_.async_wait(use_nothrow_task));
   if (got.index() == 1) {
     co_return outcome<void>{};  // stopping

@@ -31,6 +31,16 @@ namespace va::k8s {
 
 struct WatchEvent;
 
+// How a list-then-watch loop is timed: each watch asks the API server to end it after a
+// timeoutSeconds drawn in [timeout_min, timeout_max] and is taken as dead `grace` after that;
+// failed attempts wait 500 ms doubling to `backoff_max`, each with ±50% jitter.
+struct WatchTiming {
+  std::chrono::seconds timeout_min = std::chrono::seconds(15);
+  std::chrono::seconds timeout_max = std::chrono::seconds(25);
+  std::chrono::milliseconds grace = std::chrono::seconds(5);
+  std::chrono::milliseconds backoff_max = std::chrono::seconds(10);
+};
+
 class Reflector {
  public:
   struct Settings {
@@ -40,11 +50,7 @@ class Reflector {
     // The log field that says whose loop it is: {"backend": "vllm"}.
     std::string log_key = "backend";
     std::string log_value;
-    std::chrono::seconds watch_timeout_min = std::chrono::seconds(15);
-    std::chrono::seconds watch_timeout_max = std::chrono::seconds(25);
-    std::chrono::milliseconds watch_grace = std::chrono::seconds(5);
-    // Between failed attempts: 500 ms doubling to this, each with ±50% jitter.
-    std::chrono::milliseconds backoff_max = std::chrono::seconds(10);
+    WatchTiming timing = {};
   };
   // What the owner hears, from run()'s coroutine. Any may be empty.
   struct Callbacks {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <cmath>
 #include <string>
@@ -56,14 +57,30 @@ std::uint64_t stable_hash(std::string_view bytes) {
   return mix(h);
 }
 
-std::size_t least_outstanding(std::span<const std::size_t> loads, std::uint64_t random) {
-  VA_CHECK(!loads.empty());
-  const std::size_t n = loads.size();
+std::size_t least_outstanding(std::span<const std::size_t> loads, std::uint64_t random,
+                              std::span<const bool> skip) {
+  VA_CHECK(!loads.empty() && (skip.empty() || skip.size() == loads.size()));
+  // Draw ranks among the pods not skipped, then find their indices.
+  const auto n = skip.empty()
+                     ? loads.size()
+                     : static_cast<std::size_t>(std::count(skip.begin(), skip.end(), false));
+  VA_CHECK(n > 0);
+  const auto index = [&](std::size_t rank) {
+    if (skip.empty()) {
+      return rank;
+    }
+    std::size_t i = 0;
+    for (;; ++i) {
+      if (!skip[i] && rank-- == 0) {
+        return i;
+      }
+    }
+  };
   if (n == 1) {
-    return 0;
+    return index(0);
   }
-  const std::size_t a = random % n;
-  const std::size_t b = (a + 1 + (random / n) % (n - 1)) % n;  // any other index
+  const std::size_t a = index(random % n);
+  const std::size_t b = index((random % n + 1 + (random / n) % (n - 1)) % n);  // any other
   return loads[b] < loads[a] ? b : a;
 }
 
@@ -82,14 +99,22 @@ Ring::Ring(std::vector<std::string> pods, int points) : pods_(std::move(pods)) {
   });
 }
 
-std::size_t Ring::pick(std::uint64_t key, std::span<const std::size_t> loads, double c) const {
+std::size_t Ring::pick(std::uint64_t key, std::span<const std::size_t> loads, double c,
+                       std::span<const bool> skip) const {
   VA_CHECK(!pods_.empty() && loads.size() == pods_.size());
+  VA_CHECK(skip.empty() || skip.size() == pods_.size());
+  const auto skipped = [&](std::size_t i) { return !skip.empty() && skip[i]; };
   std::size_t total = 0;
-  for (const auto l : loads) {
-    total += l;
+  std::size_t counted = 0;
+  for (std::size_t i = 0; i < loads.size(); ++i) {
+    if (!skipped(i)) {
+      total += loads[i];
+      ++counted;
+    }
   }
+  VA_CHECK(counted > 0);
   const auto bound = static_cast<std::size_t>(
-      std::ceil(c * static_cast<double>(total + 1) / static_cast<double>(pods_.size())));
+      std::ceil(c * static_cast<double>(total + 1) / static_cast<double>(counted)));
   auto it = std::lower_bound(points_.begin(), points_.end(), key,
                              [](const Point& p, std::uint64_t k) { return p.at < k; });
   // Some pod is under the bound (their mean is under it): at most one turn of the ring.
@@ -97,7 +122,7 @@ std::size_t Ring::pick(std::uint64_t key, std::span<const std::size_t> loads, do
     if (it == points_.end()) {
       it = points_.begin();
     }
-    if (loads[it->pod] < bound) {
+    if (!skipped(it->pod) && loads[it->pod] < bound) {
       return it->pod;
     }
   }
@@ -137,6 +162,19 @@ std::string prompt_prefix(const boost::json::object& body, std::size_t limit) {
     }
   }
   return out;
+}
+
+std::optional<std::uint64_t> prefix_key(std::string_view body, std::size_t limit) {
+  boost::system::error_code ec;
+  const auto doc = boost::json::parse(body, ec);
+  if (ec || !doc.is_object()) {
+    return std::nullopt;
+  }
+  const auto prefix = prompt_prefix(doc.get_object(), limit);
+  if (prefix.empty()) {
+    return std::nullopt;
+  }
+  return stable_hash(prefix);
 }
 
 }  // namespace va::routing

@@ -12,6 +12,7 @@
 // Plain functions of their inputs: the caller keeps the loads (under its own lock).
 #include <boost/json/fwd.hpp>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,8 +25,10 @@ namespace va::routing {
 std::uint64_t stable_hash(std::string_view bytes);
 
 // The index of the pod to send to: of loads[a] and loads[b] for two distinct indices drawn from
-// `random`, the lower (a on a tie). `loads` is not empty.
-std::size_t least_outstanding(std::span<const std::size_t> loads, std::uint64_t random);
+// `random`, the lower (a on a tie). `loads` is not empty; `skip`, empty or one per pod, marks
+// pods not to draw (not all of them).
+std::size_t least_outstanding(std::span<const std::size_t> loads, std::uint64_t random,
+                              std::span<const bool> skip = {});
 
 class Ring {
  public:
@@ -33,8 +36,10 @@ class Ring {
   explicit Ring(std::vector<std::string> pods, int points = 100);
 
   // The index (into the pods given) of the pod for `key`: the first clockwise from it whose load
-  // is under ceil(c × (sum of loads + 1) / pods). `loads` has one entry per pod.
-  std::size_t pick(std::uint64_t key, std::span<const std::size_t> loads, double c = 1.25) const;
+  // is under ceil(c × (sum of loads + 1) / pods). `loads` has one entry per pod; `skip`, empty or
+  // one per pod, marks pods passed over and left out of the sum and the count (not all of them).
+  std::size_t pick(std::uint64_t key, std::span<const std::size_t> loads, double c = 1.25,
+                   std::span<const bool> skip = {}) const;
 
   std::size_t size() const { return pods_.size(); }
   const std::vector<std::string>& pods() const { return pods_; }
@@ -52,5 +57,10 @@ class Ring {
 // (role, then the text of the content, each followed by a newline) or its `prompt`, cut to
 // `limit` bytes. Empty when the body has neither.
 std::string prompt_prefix(const boost::json::object& body, std::size_t limit);
+
+// The ring's key for a request body: the stable hash of its prompt_prefix. None when the body is
+// not a JSON object or has no prompt (embeddings of token ids, say): such a request goes to the
+// least loaded pod, not all of them to one.
+std::optional<std::uint64_t> prefix_key(std::string_view body, std::size_t limit);
 
 }  // namespace va::routing

@@ -1,6 +1,7 @@
 #include "routing/pods.hpp"
 
 #include <algorithm>
+#include <array>
 #include <boost/json/object.hpp>
 
 namespace va::routing {
@@ -13,11 +14,6 @@ std::string id_of(const PodAddress& a) {
   return id;
 }
 
-// An avoided pod's load: above any real one, so both pickers pass it over while another is left
-// (the ring's bound, 1.25 × the mean, stays below it while fewer than 80 % of the pods are
-// avoided), and small enough that the ring's sum of loads cannot overflow.
-constexpr std::size_t kAvoided = std::size_t{1} << 40;
-
 }  // namespace
 
 Pods::Use::~Use() {
@@ -26,9 +22,12 @@ Pods::Use::~Use() {
   }
 }
 
-void Pods::Use::connect_failed() {
+bool Pods::Use::connect_failed() {
   std::lock_guard lock(pods_->mu_);
-  pod_->avoid_until = Clock::now() + pods_->settings_.avoid_for;
+  const auto now = Clock::now();
+  pod_->avoid_until = now + pods_->settings_.avoid_for;
+  return std::all_of(pods_->pods_.begin(), pods_->pods_.end(),
+                     [&](const auto& p) { return p->avoid_until > now; });
 }
 
 Pods::Pods(Settings settings) : settings_(std::move(settings)) {}
@@ -65,45 +64,56 @@ void Pods::update(const std::vector<PodAddress>& usable) {
 std::optional<Pods::Use> Pods::pick(std::optional<std::uint64_t> key) {
   std::lock_guard lock(mu_);
   const auto n = pods_.size();
-  if (n == 0) {
-    return std::nullopt;
-  }
   const auto now = Clock::now();
+  // The pods' loads and whether each is avoided, on the stack up to 64 pods.
   constexpr std::size_t kMost = 64;
-  std::size_t stack[kMost];
-  std::vector<std::size_t> heap;
-  std::span<std::size_t> loads(stack, std::min(n, kMost));
+  std::array<std::size_t, kMost> stack_loads;
+  std::array<bool, kMost> stack_avoided;
+  std::vector<std::size_t> heap_loads;
+  std::unique_ptr<bool[]> heap_avoided;
+  std::span<std::size_t> loads(stack_loads.data(), std::min(n, kMost));
+  std::span<bool> avoided(stack_avoided.data(), loads.size());
   if (n > kMost) {
-    heap.resize(n);
-    loads = heap;
+    heap_loads.resize(n);
+    heap_avoided = std::make_unique<bool[]>(n);
+    loads = heap_loads;
+    avoided = {heap_avoided.get(), n};
   }
-  std::size_t avoided = 0;
+  std::size_t usable = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const bool avoid = pods_[i]->avoid_until > now;
-    avoided += avoid ? 1 : 0;
-    loads[i] = pods_[i]->in_flight + (avoid ? kAvoided : 0);
+    loads[i] = pods_[i]->in_flight;
+    avoided[i] = pods_[i]->avoid_until > now;
+    usable += avoided[i] ? 0 : 1;
   }
-  if (avoided == n) {
-    for (std::size_t i = 0; i < n; ++i) {
-      loads[i] = pods_[i]->in_flight;  // all avoided: better one of them than none
-    }
+  if (usable == 0) {
+    return std::nullopt;  // none known, or every one refused lately: the backend's URL
   }
   std::size_t i = 0;
   if (ring_ && key) {
-    i = ring_->pick(*key, loads, settings_.bound);
-  } else if (n > 1) {
-    random_ += 0x9e3779b97f4a7c15ULL;  // a Weyl sequence, mixed by stable_hash's finaliser
-    i = least_outstanding(loads,
-                          stable_hash({reinterpret_cast<const char*>(&random_), sizeof random_}));
+    i = ring_->pick(*key, loads, settings_.bound, avoided);
+  } else {
+    i = least_outstanding(loads, next_random(), avoided);
   }
   auto& pod = pods_[i];
   ++pod->in_flight;
   return Use(this, pod);
 }
 
+std::uint64_t Pods::next_random() {
+  random_ += 0x9e3779b97f4a7c15ULL;  // a Weyl sequence, mixed by stable_hash's finaliser
+  return stable_hash({reinterpret_cast<const char*>(&random_), sizeof random_});
+}
+
 void Pods::end(Pod& pod) {
   std::lock_guard lock(mu_);
   --pod.in_flight;
+}
+
+void Pods::clear_idle() {
+  std::lock_guard lock(mu_);
+  for (auto& p : pods_) {
+    p->pool.clear();
+  }
 }
 
 std::size_t Pods::size() const {

@@ -4,7 +4,8 @@
 // takes the next request (picker.hpp: least outstanding, or the prompt prefix's ring).
 //
 // A pod whose connection failed is passed over for `avoid_for` (its EndpointSlice may take a
-// probe period to say it is gone); when every pod is avoided they are used anyway. A pod that
+// probe period to say it is gone), and left out of the ring's bound meanwhile; while every pod is
+// avoided, pick() offers none and requests go through the backend's URL (the Service). A pod that
 // leaves the list gets no new request; requests already on it keep its pool until they end.
 //
 // Threading: any I/O thread picks and ends requests; one mutex guards the list and the counts.
@@ -56,8 +57,9 @@ class Pods {
     ~Use();
     upstream::Pool& pool() const { return pod_->pool; }
     const PodAddress& address() const { return pod_->address; }
-    // No connection could be opened to it: the next requests go elsewhere for a while.
-    void connect_failed();
+    // No connection could be opened to it: the next requests go elsewhere for a while. True when
+    // every pod is avoided now (the backend itself may be gone).
+    bool connect_failed();
 
    private:
     Pods* pods_;
@@ -71,15 +73,18 @@ class Pods {
   void update(const std::vector<PodAddress>& usable);
   // The pod for the next request; `key` (prefix): stable_hash of its prompt prefix; without one
   // (a body not read yet, or without a prompt), the least outstanding. None while no pod is
-  // known (the caller uses the backend's upstream URL).
+  // known or every one is avoided (the caller uses the backend's upstream URL).
   std::optional<Use> pick(std::optional<std::uint64_t> key);
   std::size_t size() const;
   Policy policy() const { return settings_.policy; }
+  // Drops every pod's idle connections (the proxy is stopping: their deadlines' waits must end).
+  void clear_idle();
   // [{pod, address, in_flight}], in the list's order.
   boost::json::array status() const;
 
  private:
   void end(Pod& pod);
+  std::uint64_t next_random();
 
   const Settings settings_;
   mutable std::mutex mu_;

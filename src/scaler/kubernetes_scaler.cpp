@@ -52,10 +52,7 @@ k8s::Reflector::Settings watch_settings(const KubernetesScaler::Settings& s, std
           .query = std::move(query),
           .log_key = "backend",
           .log_value = s.backend,
-          .watch_timeout_min = s.watch_timeout_min,
-          .watch_timeout_max = s.watch_timeout_max,
-          .watch_grace = s.watch_grace,
-          .backoff_max = s.watch_backoff_max};
+          .timing = s.watch};
 }
 
 std::string deployment_what(const KubernetesScaler::Settings& s) {
@@ -96,7 +93,7 @@ KubernetesScaler::KubernetesScaler(Settings settings, Executor ex)
                .unchecked = unchecked(settings_),
                .all_well = "setup checked: the scaler may do all it needs",
                .interval = settings_.check_interval,
-               .backoff_max = settings_.watch_backoff_max}),
+               .backoff_max = settings_.watch.backoff_max}),
       stop_(ex, Clock::time_point::max()),
       idle_(ex, Clock::time_point::max()),
       rng_(std::random_device{}()) {
@@ -138,7 +135,7 @@ task<void> KubernetesScaler::pause(std::chrono::milliseconds d) {
 }
 
 std::chrono::milliseconds KubernetesScaler::backoff(int failures, std::chrono::milliseconds first) {
-  return jittered(va::backoff(failures, first, settings_.watch_backoff_max), rng_);
+  return jittered(va::backoff(failures, first, settings_.watch.backoff_max), rng_);
 }
 
 // --- the watches ------------------------------------------------------------------------------

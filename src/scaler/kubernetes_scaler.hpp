@@ -63,13 +63,8 @@ class KubernetesScaler final : public Scaler {
     // A scale PATCH answered 429, 409 or 5xx is retried this long; a transport error (API down,
     // timed out) is returned at once as errc::scaler_unavailable for the Backend to retry.
     std::chrono::milliseconds retry_for = std::chrono::seconds(3);
-    // The two watches, as k8s/reflector.hpp says: each asks the API server to end it after a
-    // timeoutSeconds drawn in [min, max] and is taken as dead watch_grace after that.
-    std::chrono::seconds watch_timeout_min = std::chrono::seconds(15);
-    std::chrono::seconds watch_timeout_max = std::chrono::seconds(25);
-    std::chrono::milliseconds watch_grace = std::chrono::seconds(5);
-    // Between failed attempts (watches, the setup checks): 500 ms doubling to this, ±50% jitter.
-    std::chrono::milliseconds watch_backoff_max = std::chrono::seconds(10);
+    // The two watches (k8s/reflector.hpp); its backoff_max bounds the setup checks' too.
+    k8s::WatchTiming watch = {};
     // Between two setup checks (RBAC can change under a running proxy).
     std::chrono::milliseconds check_interval = std::chrono::seconds(60);
   };

@@ -31,7 +31,11 @@ std::size_t PrefixCache::use(const std::vector<std::uint64_t>& blocks) {
   if (capacity_ == 0) {
     return 0;
   }
-  for (const auto b : blocks) {
+  // Last block first, so that a prompt's leading blocks end up the most recent: a full cache
+  // evicts tails before the prefixes that other prompts share (vLLM frees a request's blocks in
+  // reverse order for the same reason).
+  for (auto i = blocks.rbegin(); i != blocks.rend(); ++i) {
+    const auto b = *i;
     if (auto it = where_.find(b); it != where_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second);  // used again: the most recent
       continue;

@@ -1,8 +1,9 @@
 #pragma once
 // vllm-sim's prefix cache (private to src/sim), after vLLM's automatic prefix caching: the prompt
 // in blocks of block_size tokens, each block named by a hash of every token up to its end, kept
-// in a least-recently-used set of so many blocks. A prompt hits on its leading blocks that are
-// still there; only full blocks count, as in vLLM. Prefill then costs only the tokens after them
+// in a least-recently-used set of so many blocks, a prompt's last blocks evicted before its first
+// (as vLLM frees them). A prompt hits on its leading blocks that are still there; only full blocks
+// count, as in vLLM. Prefill then costs only the tokens after them
 // (Settings::prefill_per_token), which is what prefix-aware routing saves.
 #include <cstddef>
 #include <cstdint>

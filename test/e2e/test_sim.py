@@ -393,6 +393,23 @@ def test_the_prefix_cache_hits_on_leading_full_blocks_and_prefill_costs_only_the
     assert cold >= 0.8 and warm < 0.3 and 0.4 <= half < 0.8, (cold, warm, half)
 
 
+def test_a_full_prefix_cache_evicts_a_prompts_last_blocks_first_as_vllm_does(sim):
+    # 4 blocks of 2 tokens. A shared prefix of 2 blocks and a tail of 1; then an unrelated prompt
+    # of 2 blocks overflows the cache by one: the tail goes, never the prefix others share.
+    p = sim("--block-size", "2", "--prefix-cache-blocks", "4", "--itl", "1ms")
+
+    def hits_of(prompt):
+        before = metrics(p.url)['vllm:prefix_cache_hits_total{model_name="sim-model"}']
+        status, _, _ = http("POST", p.url + COMPLETIONS,
+                            {"model": "sim-model", "prompt": prompt, "max_tokens": 1})
+        assert status == 200
+        return metrics(p.url)['vllm:prefix_cache_hits_total{model_name="sim-model"}'] - before
+
+    assert hits_of("s1 s2 s3 s4 t1 t2") == 0
+    assert hits_of("u1 u2 u3 u4") == 0
+    assert hits_of("s1 s2 s3 s4 v1 v2") == 4  # the shared 2 blocks are still there
+
+
 def test_a_prefix_cache_of_zero_blocks_never_hits(sim):
     p = sim("--prefix-cache-blocks", "0")
     for _ in range(2):

@@ -150,3 +150,18 @@ def test_a_pod_deleted_mid_stream_ends_its_streams_and_gets_no_new_request(clust
     assert len(cut) == on_victim, [r[-3:] if isinstance(r, list) else r for r in cut]
     for r in cut:  # ended with vLLM's error shape, then [DONE]: never a silent cut
         assert isinstance(r, list) and r[-1] == "[DONE]" and '"error"' in r[-2], r[-3:]
+
+
+def test_a_proxy_that_routed_to_pods_stops_at_once_on_sigterm(cluster, kubernetes_config, proxy):
+    """Idle keep-alive connections to the pods end with the proxy: SIGTERM is a clean exit, not
+    the 5 s watchdog's (found by review: only the upstream URL's pool was cleared)."""
+    p = proxy(config(kubernetes_config, "least_outstanding"))
+    with_pods(cluster, p)
+    for _ in range(8):
+        sse_events(p.url + "/v1/chat/completions", chat(model=MODEL, stream=True, max_tokens=3))
+    assert sum(x["in_flight"] for x in pods_of(p)) == 0
+    began = time.monotonic()
+    assert p.stop() == 0
+    took = time.monotonic() - began
+    assert "did not drain" not in p.output(), p.output()[-500:]
+    assert took < 3, f"took {took:.1f} s to stop"

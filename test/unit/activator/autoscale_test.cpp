@@ -169,5 +169,44 @@ TEST(Autoscale, AFixedCountIsAskedForOnEveryWakeAndNeverChanged) {
   EXPECT_EQ(granted(h), 20u);
 }
 
+TEST(Autoscale, AWakeNeverShrinksPodsThatAnotherReplicaAskedFor) {
+  Harness h(autoscaled(4, 1));
+  h.world.load_time = 30s;
+  h.start();
+  // Another proxy replica woke the backend with 4 pods; they are loading.
+  const auto t0 = h.time.now();
+  h.world.desired = 4;
+  h.world.up_since = h.time.now();
+  h.world.added_since.assign(3, h.time.now());
+  h.request(100s);
+  h.request(100s);
+  ASSERT_TRUE(h.time.run_until([&] { return granted(h) == 2; }, 60s));
+  h.time.advance(5s);
+  for (const auto& c : h.scaler->calls) {
+    EXPECT_GE(c.replicas, 4) << "a scale from 4 pods to " << c.replicas << " at "
+                             << std::chrono::duration<double>(c.at - t0).count()
+                             << " s: " << h.scaler->causes.back();
+  }
+  EXPECT_EQ(h.world.desired, 4);
+}
+
+TEST(Autoscale, AScaleTheApiRefusesIsAskedAgainWithBackoff) {
+  Harness h(autoscaled(4, 2));
+  h.start();
+  h.request(1s);
+  ASSERT_TRUE(h.time.run_until([&] { return h.answered(); }, 60s));
+  h.scaler->fail_always = errc::scaler_unavailable;
+  for (int i = 0; i < 8; ++i) {
+    h.request(300s);
+  }
+  h.time.advance(120s);
+  // A look a second: 1 s doubling to 30 s is 7 calls in 2 minutes, not 120.
+  EXPECT_GE(h.scaler->calls.size(), 1u + 4u);
+  EXPECT_LE(h.scaler->calls.size(), 1u + 8u);
+  h.scaler->fail_always.reset();
+  ASSERT_TRUE(h.time.run_until([&] { return h.scaler->calls.back().ok; }, 31s));
+  EXPECT_EQ(h.scaler->calls.back().replicas, 4);
+}
+
 }  // namespace
 }  // namespace va::activator

@@ -32,6 +32,22 @@ TEST(Backend, ManyHeldRequestsCauseExactlyOneScaleUp) {
   EXPECT_EQ(h.backend->in_flight(), 0u);
 }
 
+TEST(Backend, RequestsHeldWhileTheBackendIsRecheckedStayHeldWhenAnotherEnds) {
+  Harness h;
+  h.start();
+  auto& a = h.request(25s);
+  ASSERT_TRUE(h.time.run_until([&] { return granted(a); }, 60s));
+  h.time.advance(24s);
+  h.scaler->probe_delay = 3s;  // the re-check takes a while
+  h.backend->suspect();        // a connection to the backend failed
+  auto& b = h.request(1s);
+  h.time.advance(1500ms);  // a ends meanwhile
+  ASSERT_TRUE(a.ended.has_value());
+  EXPECT_FALSE(b.result.has_value()) << "released onto a backend being re-checked";
+  EXPECT_EQ(h.backend->pending(), 1u);
+  ASSERT_TRUE(h.time.run_until([&] { return granted(b); }, 5s));
+}
+
 TEST(Backend, TheIdleClockStartsWhenTheLastRequestEnds) {
   Harness h;
   h.start();

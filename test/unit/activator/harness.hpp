@@ -137,6 +137,9 @@ class FakeScaler final : public scaler::Scaler {
   }
   // GET `path` on the replica: the health path, or its model list.
   task<upstream::ProbeResult> answer(std::string path) {
+    if (probe_delay > Clock::duration::zero()) {
+      co_await sleep_for(time_, probe_delay);
+    }
     const int status = probe();
     if (path == "/v1/models" && status == 200) {
       std::string body = R"({"object":"list","data":[)";
@@ -166,6 +169,7 @@ class FakeScaler final : public scaler::Scaler {
   std::deque<errc> fail_next_down;  // the next scale-downs fail with these
   std::optional<errc> fail_always;  // then every one does
   Clock::duration scale_delay{};    // how long a scale call takes
+  Clock::duration probe_delay{};    // how long a probe takes
   bool observe_unavailable = false;
   bool shut_down = false;
   int observe_throws = 0;

@@ -30,6 +30,22 @@ class Planner : public ::testing::Test {
     }
     return d;
   }
+
+  // Runs `concurrency` until `until`: each change of the replicas, as (whole seconds after
+  // `since`, replicas).
+  std::vector<std::pair<int, int>> changes(DesiredReplicas& p, double concurrency,
+                                           Clock::time_point until, int& current,
+                                           Clock::time_point since) {
+    std::vector<std::pair<int, int>> out;
+    for (int last = current; now < until;) {
+      run(p, concurrency, seconds(1), current);
+      if (current != last) {
+        out.emplace_back(std::chrono::duration_cast<seconds>(now - since).count(), current);
+        last = current;
+      }
+    }
+    return out;
+  }
 };
 
 TEST_F(Planner, TheAverageIsWeightedByTime) {
@@ -87,14 +103,7 @@ TEST_F(Planner, AfterTheLoadStopsNothingIsScaledDownInAPanicThenAtMostHalfAMinut
   EXPECT_EQ(current, 10);
   EXPECT_TRUE(d.panic);
   // Then at most half of the pods per scale_down_every, never below min_replicas.
-  std::vector<std::pair<int, int>> downs;  // (seconds after the load stopped, replicas)
-  for (int last = current; now < stopped + std::chrono::minutes(6);) {
-    run(p, 0, seconds(1), current);
-    if (current != last) {
-      downs.emplace_back(std::chrono::duration_cast<seconds>(now - stopped).count(), current);
-      last = current;
-    }
-  }
+  const auto downs = changes(p, 0, stopped + std::chrono::minutes(6), current, stopped);
   ASSERT_EQ(downs.size(), 4u);
   EXPECT_EQ(downs[0].second, 5);
   EXPECT_EQ(downs[1].second, 3);
@@ -123,6 +132,28 @@ TEST_F(Planner, ALoadJustUnderTwiceTheTargetDoesNotPanic) {
   const auto d = run(p, 31, seconds(60), current);
   EXPECT_FALSE(d.panic);
   EXPECT_EQ(d.replicas, 4);
+}
+
+TEST_F(Planner, PodsJustWokenOrJustChangedAreNotScaledDownForAPeriod) {
+  // Woken with 4 pods (by a burst held on another proxy, say) and little load on the first look:
+  // they stay a scale-down period, not halved at once.
+  DesiredReplicas p(settings);
+  int current = 4;
+  const auto woken = now;
+  const auto downs = changes(p, 8, woken + std::chrono::minutes(3), current, woken);
+  ASSERT_EQ(downs.size(), 2u);
+  EXPECT_EQ(downs[0].second, 2);
+  EXPECT_GE(downs[0].first, 60);
+  EXPECT_EQ(downs[1].second, 1);
+  EXPECT_GE(downs[1].first - downs[0].first, 60);
+  // Someone else scales it to 3: that too starts a period.
+  current = 3;
+  const auto scaled = now;
+  run(p, 8, seconds(59), current);
+  EXPECT_EQ(current, 3);
+  run(p, 8, seconds(2), current);
+  EXPECT_EQ(current, 2);
+  EXPECT_GE(now - scaled, seconds(60));
 }
 
 }  // namespace

@@ -159,6 +159,25 @@ TEST(EndpointSlicesOf, SeveralSlicesAreOneSortedListAndAnEndpointInTwoIsOne) {
   EXPECT_EQ(eps[3].pod, "vllm-e");
 }
 
+std::vector<Endpoint> endpoint_slices_of_dual_stack() {
+  return endpoints_of(
+      slices({R"({"metadata":{"name":"v6"},"addressType":"IPv6","ports":[{"port":8000}],
+                  "endpoints":[{"addresses":["fd00::9"],"targetRef":{"kind":"Pod","name":"vllm-x"}},
+                               {"addresses":["fd00::10"],"targetRef":{"kind":"Pod","name":"vllm-y"}}]})",
+              R"({"metadata":{"name":"v4"},"addressType":"IPv4","ports":[{"port":8000}],
+                  "endpoints":[{"addresses":["10.0.0.9"],"targetRef":{"kind":"Pod","name":"vllm-x"}}]})"}),
+      "");
+}
+
+TEST(EndpointSlicesOf, ADualStackPodIsOneEndpointAtItsIpv4Address) {
+  const auto eps = endpoint_slices_of_dual_stack();
+  ASSERT_EQ(eps.size(), 2u);
+  EXPECT_EQ(eps[0].host_port(), "10.0.0.9:8000");
+  EXPECT_EQ(eps[0].pod, "vllm-x");
+  EXPECT_EQ(eps[1].host_port(), "[fd00::10]:8000");  // another pod, in one family only
+  EXPECT_EQ(eps[1].pod, "vllm-y");
+}
+
 TEST(EndpointSliceVersion, V1WhenServedElseV1beta1ElseNone) {
   const auto group = [](std::string_view versions) {
     return json::parse(std::string(R"({"kind":"APIGroup","name":"discovery.k8s.io","versions":)") +
@@ -234,11 +253,7 @@ class EndpointSlicesTest : public testing::TlsApiTest {
 
   void run_until(const std::function<bool()>& done,
                  std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-    ioc_.restart();
-    const auto deadline = Clock::now() + limit;
-    while (!done() && Clock::now() < deadline) {
-      ioc_.run_for(std::chrono::milliseconds(5));
-    }
+    testing::run_until(ioc_, done, limit);
   }
 
   void stop(EndpointSlices& e) {
@@ -304,7 +319,7 @@ TEST_F(EndpointSlicesTest, AForbiddenListIsAProblemNotAFailureAndIsRetried) {
          R"(discovery.k8s.io is forbidden: User \"x\" cannot list resource"})";
   TlsServer server(ioc_, server_cert_, [this](const Request& r) { return answer(r); });
   auto s = settings(server);
-  s.backoff_max = std::chrono::milliseconds(200);
+  s.watch.backoff_max = std::chrono::milliseconds(200);
   EndpointSlices e(std::move(s), ioc_.get_executor());
   e.start();
   const std::string forbidden = R"(cannot list discovery.k8s.io/endpointslices in namespace "llm")";
@@ -362,7 +377,7 @@ TEST_F(EndpointSlicesTest, AListAnswered404AsksForTheVersionAgain) {
     return answer(r);
   });
   auto s = settings(server);
-  s.backoff_max = std::chrono::milliseconds(100);
+  s.watch.backoff_max = std::chrono::milliseconds(100);
   EndpointSlices e(std::move(s), ioc_.get_executor());
   e.start();
   run_until([&] { return !lists.empty(); });

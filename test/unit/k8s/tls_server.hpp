@@ -25,6 +25,17 @@
 
 namespace va::k8s::testing {
 
+// Runs `ioc` (restarted) until `done` or for at most `limit`: the loop of the tests that talk to
+// a TlsServer in real time.
+inline void run_until(net::io_context& ioc, const std::function<bool()>& done,
+                      std::chrono::milliseconds limit) {
+  ioc.restart();
+  const auto deadline = Clock::now() + limit;
+  while (!done() && Clock::now() < deadline) {
+    ioc.run_for(std::chrono::milliseconds(5));
+  }
+}
+
 struct KeyPair {
   std::string cert_pem;
   std::string key_pem;

@@ -170,5 +170,18 @@ TEST(PromptPrefix, RendersMessagesInOrderOrThePromptCutToTheLimit) {
   EXPECT_EQ(prompt_prefix(boost::json::object{{"model", "m"}}, 1024), "");
 }
 
+TEST(PrefixKey, IsTheHashOfThePromptsPrefixAndNoneWithoutAPrompt) {
+  const auto a = prefix_key(R"({"model":"m","prompt":"Once upon a time"})", 4);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(*a, stable_hash("Once"));
+  EXPECT_EQ(prefix_key(R"({"prompt":"Once in a while"})", 4), a);  // the same first 4 bytes
+  EXPECT_NE(prefix_key(R"({"prompt":"Twice"})", 4), a);
+  // Embeddings of token ids, an empty conversation, a body that is not JSON: no key.
+  EXPECT_EQ(prefix_key(R"({"model":"m","input":[[1,2,3]]})", 1024), std::nullopt);
+  EXPECT_EQ(prefix_key(R"({"messages":[]})", 1024), std::nullopt);
+  EXPECT_EQ(prefix_key("{not json", 1024), std::nullopt);
+  EXPECT_EQ(prefix_key(R"(["prompt"])", 1024), std::nullopt);
+}
+
 }  // namespace
 }  // namespace va::routing

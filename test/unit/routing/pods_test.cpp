@@ -125,10 +125,49 @@ TEST(Pods, APodWhoseConnectionFailedIsPassedOverUnlessAllAre) {
   for (int i = 0; i < 10; ++i) {
     EXPECT_NE(pods.pick(key)->address().pod, home);
   }
-  for (int i = 0; i < 10; ++i) {
-    pods.pick(stable_hash(std::to_string(i)))->connect_failed();
+  auto second = pods.pick(key);
+  EXPECT_FALSE(second->connect_failed());  // one left
+  auto third = pods.pick(key);
+  EXPECT_NE(third->address().pod, second->address().pod);
+  EXPECT_TRUE(third->connect_failed());  // the last: the backend itself may be gone
+  EXPECT_FALSE(pods.pick(key));          // every pod avoided: the backend's URL
+  EXPECT_FALSE(pods.pick(std::nullopt));
+}
+
+TEST(Pods, AnAvoidedPodIsNeverDrawnAndLeftOutOfTheBound) {
+  Pods lo(settings(Policy::least_outstanding));
+  lo.update(addresses(3));
+  std::string left;
+  {
+    auto a = lo.pick(std::nullopt);
+    a->connect_failed();
+    auto b = lo.pick(std::nullopt);
+    b->connect_failed();
+    left = lo.pick(std::nullopt)->address().pod;
   }
-  EXPECT_TRUE(pods.pick(key));  // every pod avoided: one is used anyway
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(lo.pick(std::nullopt)->address().pod, left);
+  }
+  // A hot prefix over 4 pods, one of them avoided: 12 requests at once spread over the other 3
+  // within 1.25 × their mean (5), not all 12 on the prefix's pod.
+  Pods ring(settings(Policy::prefix));
+  ring.update(addresses(4));
+  const auto key = stable_hash("hot");
+  const auto home = ring.pick(key)->address().pod;
+  for (bool done = false; !done;) {  // another pod than the prefix's refuses a connection
+    auto u = ring.pick(std::nullopt);
+    done = u->address().pod != home && !u->connect_failed();
+  }
+  std::vector<Pods::Use> held;
+  std::map<std::string, int> per_pod;
+  for (int i = 0; i < 12; ++i) {
+    held.push_back(*ring.pick(key));
+    ++per_pod[held.back().address().pod];
+  }
+  EXPECT_EQ(per_pod.size(), 3u);
+  for (const auto& [pod, n] : per_pod) {
+    EXPECT_LE(n, 5) << pod;
+  }
 }
 
 }  // namespace

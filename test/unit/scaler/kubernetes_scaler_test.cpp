@@ -198,11 +198,7 @@ class KubernetesScalerTest : public k8s::testing::TlsApiTest {
   // Runs the io_context until `done` or for at most `limit`.
   void run_until(const std::function<bool()>& done,
                  std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-    ioc_.restart();
-    const auto deadline = Clock::now() + limit;
-    while (!done() && Clock::now() < deadline) {
-      ioc_.run_for(std::chrono::milliseconds(5));
-    }
+    k8s::testing::run_until(ioc_, done, limit);
   }
 
   std::deque<Reply> patches;
@@ -313,8 +309,8 @@ TEST_F(KubernetesScalerTest, AWatchThatGoesSilentIsFoundDeadAndResumedWithinItsT
                              co_return false;  // silent, never ended
                            });
   auto s = settings(server);
-  s.watch_timeout_min = s.watch_timeout_max = std::chrono::seconds(1);
-  s.watch_grace = std::chrono::milliseconds(300);
+  s.watch.timeout_min = s.watch.timeout_max = std::chrono::seconds(1);
+  s.watch.grace = std::chrono::milliseconds(300);
   KubernetesScaler scaler(std::move(s), ioc_.get_executor());
   auto o = drive(scaler.observe());
   ASSERT_TRUE(o) << o.error().message;
@@ -372,7 +368,7 @@ TEST_F(KubernetesScalerTest, AWatchThatEndsIsResumedFromItsBookmarkWithoutAList)
         co_return false;
       });
   auto s = settings(server);
-  s.watch_timeout_min = s.watch_timeout_max = std::chrono::seconds(1);
+  s.watch.timeout_min = s.watch.timeout_max = std::chrono::seconds(1);
   KubernetesScaler scaler(std::move(s), ioc_.get_executor());
   ASSERT_TRUE(drive(scaler.observe()));
   run_until([&] { return watches.size() >= 2; });
