@@ -64,6 +64,9 @@ void Pods::update(const std::vector<PodAddress>& usable) {
 std::optional<Pods::Use> Pods::pick(std::optional<std::uint64_t> key) {
   std::lock_guard lock(mu_);
   const auto n = pods_.size();
+  if (n == 0) {
+    return std::nullopt;  // the backend's URL
+  }
   const auto now = Clock::now();
   // The pods' loads and whether each is avoided, on the stack up to 64 pods.
   constexpr std::size_t kMost = 64;
