@@ -39,7 +39,14 @@ void add_sleep_flags(CLI::App& app, Settings& s, RawFlags& raw, const CLI::Valid
                  "Time each /wake_up takes after level 2 (default: --wake-delay)")
       ->check(duration);
   app.add_option("--gpu", s.gpu,
-                 "Simulated GPU name: sims naming the same GPU share its memory (default: none)");
+                 "Simulated GPU name: sims naming the same GPU share its memory (default: none)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return v.find('/') == std::string::npos && v != "." && v != ".."
+                       ? std::string()
+                       : "a GPU name is a file name: " + v;
+          },
+          "NAME"));
   app.add_option("--gpu-memory-gib", s.gpu_memory_gib, "The simulated GPU's memory")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
