@@ -235,6 +235,12 @@ task<bool> Server::complete(TcpStream& stream, const Request& req, const std::st
     on_answered();
     co_return keep;
   }
+  if (auto refused = refuse_while_asleep(req)) {
+    access_log(peer, req, refused->result_int());
+    const bool keep = co_await send(stream, std::move(*refused));
+    on_answered();
+    co_return keep;
+  }
   auto& g = std::get<Generation>(validated);
   prefill(g);
   Running running(engine_.running);
@@ -254,8 +260,9 @@ task<bool> Server::complete(TcpStream& stream, const Request& req, const std::st
 task<bool> Server::complete_json(TcpStream& stream, const Request& req, const std::string& peer,
                                  const Generation& g) {
   const auto duration = g.ttft + settings_.itl * (g.max_tokens - 1);
-  const auto raced = co_await (sleep_for(duration) || watch_disconnect(stream.socket()));
-  if (raced.index() == 1) {
+  const auto raced = co_await (sleep_for(duration) || watch_disconnect(stream.socket()) ||
+                               wait_abort(abort_epoch_));
+  if (raced.index() != 0) {
     on_abort(g);
     co_return false;
   }
@@ -300,6 +307,7 @@ task<bool> Server::complete_stream(TcpStream& stream, const Request& req, const 
   res.keep_alive(req.keep_alive());
   res.chunked(true);
   http::response_serializer<http::empty_body> serializer{res};
+  const auto epoch = abort_epoch_;  // a /sleep while the header goes out aborts this one too
   access_log(peer, req, 200);
   auto [ec, n] = co_await http::async_write_header(stream, serializer, use_nothrow);
   if (ec) {
@@ -309,8 +317,8 @@ task<bool> Server::complete_stream(TcpStream& stream, const Request& req, const 
   // `finished` is set once the last token has gone out: like vLLM's engine, a client that
   // leaves after that (say, right after reading [DONE]) does not abort the request.
   bool finished = false;
-  const auto raced =
-      co_await (stream_events(stream, g, finished) || watch_disconnect(stream.socket()));
+  const auto raced = co_await (stream_events(stream, g, finished) ||
+                               watch_disconnect(stream.socket()) || wait_abort(epoch));
   if (!finished) {
     on_abort(g);
     co_return false;

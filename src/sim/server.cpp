@@ -30,14 +30,30 @@ const Route kRoutes[] = {
     {"/v1/completions", {http::verb::post}}, {"/sim/last-request", {http::verb::get}},
 };
 
-const Route* find_route(std::string_view path) {
-  const Route* route = nullptr;
+// vLLM's development routes, served only with VLLM_SERVER_DEV_MODE=1 (sleep.cpp).
+const Route kDevRoutes[] = {
+    {"/sleep", {http::verb::post}},
+    {"/wake_up", {http::verb::post}},
+    {"/is_sleeping", {http::verb::get}},
+    {"/collective_rpc", {http::verb::post}},
+};
+
+const Route* find_route(std::string_view path, bool dev_mode) {
   for (const auto& r : kRoutes) {
     if (r.path == path) {
-      route = &r;
+      return &r;
     }
   }
-  return route;
+  for (const auto& r : kDevRoutes) {
+    if (dev_mode && r.path == path) {
+      return &r;
+    }
+  }
+  return nullptr;
+}
+
+bool is_dev_route(const Route* route) {
+  return route >= std::begin(kDevRoutes) && route < std::end(kDevRoutes);
 }
 
 Response method_not_allowed(const Request& req, const Route& route) {
@@ -156,6 +172,11 @@ int Server::run() {
       }
     });
   });
+  if (settings_.dev_mode) {
+    log::warn(
+        "SECURITY WARNING: Development endpoints are enabled! This should not be used "
+        "in production!");
+  }
   spawn(ioc_.get_executor(), start(), "sim start");
   ioc_.run();
   return exit_code_;
@@ -178,6 +199,9 @@ task<void> Server::start() {
   }
   if (settings_.fail_at_start) {
     fail_start(*settings_.fail_at_start, settings_.fail_message);
+    co_return;
+  }
+  if (!claim_model_memory()) {
     co_return;
   }
   error_code ec;
@@ -277,7 +301,7 @@ task<bool> Server::handle(TcpStream& stream, Request& req, const std::string& pe
     co_return co_await send(
         stream, make_json(req, http::status::unauthorized, R"({"error":"Unauthorized"})"));
   }
-  const Route* route = find_route(path);
+  const Route* route = find_route(path, settings_.dev_mode);
   if (route == nullptr) {
     access_log(peer, req, 404);
     co_return co_await send(stream,
@@ -288,6 +312,9 @@ task<bool> Server::handle(TcpStream& stream, Request& req, const std::string& pe
     auto res = method_not_allowed(req, *route);
     access_log(peer, req, 405);
     co_return co_await send(stream, std::move(res));
+  }
+  if (is_dev_route(route)) {
+    co_return co_await sleep_route(stream, req, peer, path);
   }
   if (path == "/v1/chat/completions" || path == "/v1/completions") {
     co_return co_await complete(stream, req, peer, path == "/v1/chat/completions");
@@ -406,6 +433,7 @@ std::string Server::metrics_text() const {
   plain("vllm_sim_connections_total", static_cast<double>(connections_total_));
   metric("vllm_sim_requests_total", "counter", "HTTP requests received.");
   plain("vllm_sim_requests_total", static_cast<double>(requests_total_));
+  sleep_metrics(out);
   return out;
 }
 

@@ -4,17 +4,21 @@
 //   request-level endpoints (/health, /version, /v1/models, /sim/last-request) and /metrics;
 // - generation.cpp: /v1/completions and /v1/chat/completions: validation, the JSON answer, the
 //   SSE stream and its chunk writing, aborts on disconnect, and the fault knobs that fire there;
+// - sleep.cpp: vLLM's sleep mode (routes with VLLM_SERVER_DEV_MODE=1) and the simulated GPU;
 // - EngineState below: what vLLM's engine knows about its requests, read by /metrics.
 // Single-threaded: everything runs on ioc_'s one thread, so nothing here is locked.
 #include <boost/json.hpp>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
 
 #include "core/net.hpp"
+#include "sim/gpu.hpp"
 #include "sim/prefix_cache.hpp"
 #include "sim/sim.hpp"
+#include "sim/sleep.hpp"
 
 namespace va::sim {
 
@@ -74,7 +78,10 @@ class Server {
  public:
   explicit Server(Settings settings)
       : settings_(std::move(settings)),
-        cache_(settings_.prefix_cache_blocks, settings_.block_size) {}
+        cache_(settings_.prefix_cache_blocks, settings_.block_size),
+        gpu_({.name = settings_.gpu,
+              .dir = settings_.gpu_dir,
+              .total_gib = settings_.gpu_memory_gib}) {}
 
   // Serves until a signal (or the drain after it) stops the io_context; returns the exit status.
   int run();
@@ -108,10 +115,26 @@ class Server {
   void prefill(Generation& g);
   void on_answered();
 
+  // sleep.cpp
+  task<bool> sleep_route(TcpStream& stream, const Request& req, const std::string& peer,
+                         std::string_view path);
+  task<Response> fall_asleep(const Request& req);
+  task<Response> wake_up(const Request& req);
+  Response collective_rpc(const Request& req);
+  std::optional<Response> refuse_while_asleep(const Request& req);
+  task<void> wait_abort(unsigned long epoch);
+  bool claim_model_memory();
+  void sleep_metrics(std::string& out) const;
+
   // Destruction order matters: ioc_ is destroyed before the state its coroutine frames touch.
   Settings settings_;
   PrefixCache cache_;
   EngineState engine_;
+  SleepState sleep_;
+  GpuBudget gpu_;
+  bool going_to_sleep_ = false;  // a /sleep is waiting for (or aborting) the requests in flight
+  unsigned long abort_epoch_ = 0;
+  unsigned long requests_while_asleep_ = 0;
   unsigned long connections_total_ = 0;
   unsigned long requests_total_ = 0;
   int completions_answered_ = 0;
@@ -119,6 +142,8 @@ class Server {
   int exit_code_ = 0;
   net::io_context ioc_{1};
   Acceptor acceptor_{ioc_};
+  // Never expires; /sleep (mode=abort) cancels it, which ends every generation's wait_abort().
+  Timer abort_{ioc_, Timer::time_point::max()};
 };
 
 }  // namespace va::sim

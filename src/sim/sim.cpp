@@ -2,7 +2,9 @@
 #include "sim/sim.hpp"
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "core/log.hpp"
 #include "sim/server.hpp"
@@ -15,9 +17,48 @@ namespace {
 // once CLI11 is done) and --fail-at-start (-1: unset).
 struct RawFlags {
   std::string startup_delay = "0", ttft = "0ms", itl = "10ms", keep_alive = "5s",
-              shutdown_delay = "0", prefill_per_token = "0";
+              shutdown_delay = "0", prefill_per_token = "0", sleep_delay = "0", wake_delay = "0";
+  std::string sleep_delay_l2, wake_delay_l2;  // empty: as level 1
   int fail_at_start = -1;
 };
+
+// Sleep mode and the simulated GPU.
+void add_sleep_flags(CLI::App& app, Settings& s, RawFlags& raw, const CLI::Validator& duration) {
+  app.add_flag("--enable-sleep-mode", s.enable_sleep_mode,
+               "Allow /sleep and /wake_up (the routes exist only with VLLM_SERVER_DEV_MODE=1)");
+  app.add_option("--sleep-delay", raw.sleep_delay, "Time /sleep takes (level 1)")
+      ->check(duration)
+      ->capture_default_str();
+  app.add_option("--sleep-delay-l2", raw.sleep_delay_l2,
+                 "Time /sleep?level=2 takes (default: --sleep-delay)")
+      ->check(duration);
+  app.add_option("--wake-delay", raw.wake_delay, "Time each /wake_up takes after level 1")
+      ->check(duration)
+      ->capture_default_str();
+  app.add_option("--wake-delay-l2", raw.wake_delay_l2,
+                 "Time each /wake_up takes after level 2 (default: --wake-delay)")
+      ->check(duration);
+  app.add_option("--gpu", s.gpu,
+                 "Simulated GPU name: sims naming the same GPU share its memory (default: none)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return v.find('/') == std::string::npos && v != "." && v != ".."
+                       ? std::string()
+                       : "a GPU name is a file name: " + v;
+          },
+          "NAME"));
+  app.add_option("--gpu-memory-gib", s.gpu_memory_gib, "The simulated GPU's memory")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--model-memory-gib", s.model_memory_gib,
+                 "GPU memory the model holds awake (2 % of it asleep); start and /wake_up fail "
+                 "with CUDA out of memory without room")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--gpu-dir", s.gpu_dir,
+                 "Directory of the GPU budget files (default: $XDG_RUNTIME_DIR/vllm-sim-gpu, "
+                 "else /tmp/vllm-sim-gpu)");
+}
 
 // The order of the calls is the order of --help.
 void add_flags(CLI::App& app, Settings& s, RawFlags& raw) {
@@ -70,6 +111,7 @@ void add_flags(CLI::App& app, Settings& s, RawFlags& raw) {
   app.add_flag("--event-timestamps", s.event_timestamps,
                "Add sim_sent_ns (CLOCK_REALTIME) to every SSE chunk");
   app.add_flag("!--disable-access-log", s.access_log, "Do not log each request");
+  add_sleep_flags(app, s, raw, duration);
 }
 
 // After a successful parse: the validators have accepted every duration.
@@ -80,8 +122,24 @@ void apply(const RawFlags& raw, Settings& s) {
   s.keep_alive_timeout = *parse_duration(raw.keep_alive);
   s.shutdown_delay = *parse_duration(raw.shutdown_delay);
   s.prefill_per_token = *parse_duration(raw.prefill_per_token);
+  s.sleep_delay = *parse_duration(raw.sleep_delay);
+  s.sleep_delay_l2 =
+      raw.sleep_delay_l2.empty() ? s.sleep_delay : *parse_duration(raw.sleep_delay_l2);
+  s.wake_delay = *parse_duration(raw.wake_delay);
+  s.wake_delay_l2 = raw.wake_delay_l2.empty() ? s.wake_delay : *parse_duration(raw.wake_delay_l2);
   if (raw.fail_at_start >= 0) {
     s.fail_at_start = raw.fail_at_start;
+  }
+}
+
+// What vLLM reads from the environment, and the defaults that depend on it.
+void apply_environment(Settings& s) {
+  const char* dev = std::getenv("VLLM_SERVER_DEV_MODE");
+  s.dev_mode = dev != nullptr && std::string_view(dev) == "1";
+  if (s.gpu_dir.empty()) {
+    const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+    s.gpu_dir =
+        std::string(runtime != nullptr && *runtime != '\0' ? runtime : "/tmp") + "/vllm-sim-gpu";
   }
 }
 
@@ -104,6 +162,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   apply(raw, s);
+  apply_environment(s);
   log::init(log::Level::info, log::Format::text);
   return run(s);
 }

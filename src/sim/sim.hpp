@@ -43,6 +43,20 @@ struct Settings {
   int die_mid_stream_after = 0;      // exit(1) once a stream has written this many tokens
   bool event_timestamps = false;     // add "sim_sent_ns" (CLOCK_REALTIME) to every SSE chunk
   bool access_log = true;            // one short stdout line per request
+  // Sleep mode (sleep.cpp). dev_mode: VLLM_SERVER_DEV_MODE=1 (read by main()), which adds the
+  // routes; enable_sleep_mode: --enable-sleep-mode, without which /sleep and /wake_up answer 400.
+  bool dev_mode = false;
+  bool enable_sleep_mode = false;
+  std::chrono::nanoseconds sleep_delay{0};
+  std::chrono::nanoseconds sleep_delay_l2{0};
+  std::chrono::nanoseconds wake_delay{0};
+  std::chrono::nanoseconds wake_delay_l2{0};
+  // The simulated GPU (gpu.hpp): sims with the same name share gpu_memory_gib; this one claims
+  // model_memory_gib while awake, 2 % of it while asleep. Empty name: no budget.
+  std::string gpu;
+  std::string gpu_dir;  // where the budget files live; main() picks the default
+  double gpu_memory_gib = 80;
+  double model_memory_gib = 0;
 };
 
 // Parses a duration such as "250ms", "5s", "1.5s", "100us", "2m" or "0". Returns nullopt when

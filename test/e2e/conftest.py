@@ -25,11 +25,11 @@ def procs():
 
 @pytest.fixture
 def sim(procs):
-    """Factory: sim(*extra_args, port=None, model="sim-model", wait=True) -> Proc, stopped after
-    the test."""
+    """Factory: sim(*extra_args, port=None, model="sim-model", wait=True, env=None) -> Proc,
+    stopped after the test."""
 
-    def start(*extra_args, port=None, model="sim-model", wait=True):
-        p = support.start_sim(port, model, *extra_args, wait=wait)
+    def start(*extra_args, port=None, model="sim-model", wait=True, env=None):
+        p = support.start_sim(port, model, *extra_args, wait=wait, env=env)
         procs.append(p)
         return p
 

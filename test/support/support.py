@@ -255,15 +255,16 @@ _STARTED = "Application startup complete."
 _LISTEN_RE = re.compile(r"Starting vLLM API server on http://[^\s]*:(\d+)")
 
 
-def start_sim(port: int | None = None, model: str = "sim-model", *extra_args, wait: bool = True) -> Proc:
+def start_sim(port: int | None = None, model: str = "sim-model", *extra_args, wait: bool = True,
+              env: dict | None = None) -> Proc:
     """Starts BIN_DIR/vllm-sim on 127.0.0.1. `port=None` picks a free port; `port=0` lets the sim
     pick one (then `wait` must stay True to learn it). With `wait`, returns once the sim listens,
     unless `--startup-delay` or `--fail-at-start` is among `extra_args`. The Proc gets `.port`
-    and `.url` ("http://127.0.0.1:PORT")."""
+    and `.url` ("http://127.0.0.1:PORT"). `env` entries are added to the environment."""
     if port is None:
         port = free_port()
     args = [BIN_DIR / "vllm-sim", "--port", port, "--model", model, *extra_args]
-    proc = Proc(args, name=f"vllm-sim-{port}")
+    proc = Proc(args, env=env, name=f"vllm-sim-{port}")
     proc.port = port
     delayed = any(str(a).startswith(("--startup-delay", "--fail-at-start")) for a in extra_args)
     if wait and (not delayed or port == 0):
